@@ -1,0 +1,45 @@
+"""ingestapp: ingest a directory of photos and videos, with live progress over SSE.
+
+The data path: ``api.py`` (blueprint) starts a job → ``jobs.py`` (a greenlet per session, stages
+in the threadpool) → ``events.py`` (the blinker signal; ``eventlog.py`` stores each event) →
+``broker.py`` (per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from . import api, cli, db, pages
+from .broker import Broker
+from .config import load_config
+from .jobs import JobRegistry, recover_interrupted
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The application factory. ``config`` overrides the environment (see ``config.py``)."""
+    settings = load_config(config)
+    app = Flask(__name__, instance_path=str(settings["INSTANCE_PATH"]))
+    app.config.from_mapping(settings)
+    app.json.sort_keys = False  # keep the documented field order in responses
+    settings["INSTANCE_PATH"].mkdir(parents=True, exist_ok=True)
+    if settings["MEDIA_ROOTS"] == [settings["INSTANCE_PATH"] / "media"]:
+        settings["MEDIA_ROOTS"][0].mkdir(exist_ok=True)  # the embedded default
+
+    db.init_app(app)
+    engine = app.extensions["ingest_db"]
+    recover_interrupted(engine)
+    app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
+    app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    cli.init_app(app)
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """End every open stream and stop the running jobs (they become ``interrupted``)."""
+    app.extensions["ingest_broker"].close_all()
+    app.extensions["ingest_jobs"].shutdown()

@@ -1,0 +1,125 @@
+"""Fan-out: one blinker receiver routes each event to the subscriptions of its session.
+
+A ``Subscription`` is one client's bounded queue. Undelivered ``progress``/``stage`` events are
+conflated (a newer one replaces an older one not yet sent, keeping ``seq`` order); ``file``,
+``error`` and terminal events are never dropped. A subscription that still fills up is marked
+``overflowed``, drops its queue, and the stream catches up from the persisted log instead, as a
+reconnecting client would. Everything here runs on the hub thread.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, defaultdict
+from typing import Any
+
+import gevent.event
+
+from .events import Event, job_event
+
+
+class Subscription:
+    """A client's pending events for one session, at most ``maxsize`` of them."""
+
+    def __init__(self, session_id: str, maxsize: int) -> None:
+        self.session_id = session_id
+        self.maxsize = maxsize
+        self.overflowed = False
+        self.closed = False
+        self._pending: OrderedDict[int, Event] = OrderedDict()
+        self._seq_by_key: dict[str, int] = {}
+        self._ready = gevent.event.Event()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def put(self, event: Event) -> bool:
+        """Queue ``event`` without blocking; True when it superseded a queued one (conflation)."""
+        if self.closed or self.overflowed:
+            return False
+        conflated = False
+        if event.conflation_key is not None:
+            older = self._seq_by_key.pop(event.conflation_key, None)
+            conflated = older is not None and self._pending.pop(older, None) is not None
+        if len(self._pending) >= self.maxsize:
+            self.overflowed = True
+            self.drop_pending()
+        else:
+            self._pending[event.seq] = event
+            if event.conflation_key is not None:
+                self._seq_by_key[event.conflation_key] = event.seq
+        self._ready.set()
+        return conflated
+
+    def get(self, timeout: float) -> Event | None:
+        """The oldest queued event, waiting up to ``timeout`` seconds; None on timeout, when
+        closed, or when overflowed (check the flags)."""
+        if not self._pending and not self.closed and not self.overflowed:
+            self._ready.clear()
+            self._ready.wait(timeout)
+        if not self._pending or self.closed:
+            return None
+        seq, event = self._pending.popitem(last=False)
+        if event.conflation_key is not None and self._seq_by_key.get(event.conflation_key) == seq:
+            del self._seq_by_key[event.conflation_key]
+        return event
+
+    def drop_pending(self) -> None:
+        self._pending.clear()
+        self._seq_by_key.clear()
+
+    def close(self) -> None:
+        """Wake the stream so it ends (client gone, or server shutting down)."""
+        self.closed = True
+        self._ready.set()
+
+
+class Broker:
+    """Routes ``job_event`` signals to subscriptions and counts what streams do."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self.subscriptions: dict[str, set[Subscription]] = defaultdict(set)
+        self.counters: Counter[str] = Counter()
+        # blinker holds receivers weakly; the app keeps this broker (and so the bound method) alive.
+        job_event.connect(self._on_event)
+
+    def subscribe(self, session_id: str) -> Subscription:
+        subscription = Subscription(session_id, self.queue_size)
+        self.subscriptions[session_id].add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Release a subscription; safe to call more than once."""
+        subscription.close()
+        subscribers = self.subscriptions.get(subscription.session_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self.subscriptions[subscription.session_id]
+
+    def close_all(self) -> None:
+        """End every open stream (graceful shutdown)."""
+        for subscribers in list(self.subscriptions.values()):
+            for subscription in list(subscribers):
+                subscription.close()
+
+    def _on_event(self, session_id: str, event: Event) -> None:
+        self.counters["events_emitted"] += 1
+        for subscription in self.subscriptions.get(session_id, ()):
+            if subscription.put(event):
+                self.counters["events_conflated"] += 1
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters for ``GET /api/ingest/metrics``."""
+        by_session = {sid: len(subs) for sid, subs in self.subscriptions.items()}
+        return {
+            "open_streams": sum(by_session.values()),
+            "open_streams_by_session": by_session,
+            **{name: self.counters[name] for name in (
+                "events_emitted", "events_delivered", "events_conflated", "events_replayed", "disconnects",
+            )},
+        }
+
+    def disconnect(self) -> None:
+        """Stop receiving events (the app is being torn down)."""
+        job_event.disconnect(self._on_event)

@@ -1,0 +1,127 @@
+"""``flask --app ingestapp ingest ...``: run an ingest in the terminal, write sample media."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from tqdm import tqdm
+
+from .catalog import commit_session
+from .events import Event, job_event
+from .jobs import JobRegistry
+from .parameters import ParameterError, parse_parameters
+from .samples import write_samples
+
+ingest = AppGroup("ingest", help="Ingest media from the command line.")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(ingest)
+
+
+class ProgressBar:
+    """A tqdm bar on stderr fed by the session's ``job-event`` signals."""
+
+    def __init__(self, session_id: str, enabled: bool) -> None:
+        self.session_id = session_id
+        self.bar = tqdm(total=0, unit="file", disable=not enabled, dynamic_ncols=True)
+        job_event.connect(self.on_event, sender=session_id)  # weak: kept alive by the caller
+
+    def on_event(self, _sender: str, event: Event) -> None:
+        data = json.loads(event.data)
+        if event.type == "error":
+            self.bar.write(f"error: {data['file']} [{data['stage']}] {data['message']}", file=sys.stderr)
+        if "total_files" in data:
+            self.bar.total = data["total_files"]
+            self.bar.n = data["stats"]["processed_files"] + data["stats"]["skipped_duplicates"]
+            self.bar.set_postfix(errors=data["stats"]["errors"], refresh=False)
+            self.bar.set_description(data["status"])
+            self.bar.refresh()
+
+    def close(self) -> None:
+        job_event.disconnect(self.on_event, sender=self.session_id)
+        self.bar.close()
+
+
+@ingest.command("run")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--pattern", help="Comma-separated globs, e.g. '**/*.jpg,**/*.png'.")
+@click.option("--no-nsfw", is_flag=True, help="Skip NSFW detection.")
+@click.option("--threshold", type=float, help="NSFW threshold in [0, 1] (default 0.7).")
+@click.option("--max-files", type=int, help="Stop after this many files.")
+@click.option("--commit", "commit_after", is_flag=True, help="Commit the ok items to the catalog at the end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON on stdout.")
+def run_command(
+    directory: Path,
+    pattern: str | None,
+    no_nsfw: bool,
+    threshold: float | None,
+    max_files: int | None,
+    commit_after: bool,
+    as_json: bool,
+) -> None:
+    """Ingest DIRECTORY in this process with a progress bar; exit 1 if the job fails.
+
+    DIRECTORY need not be under INGEST_MEDIA_ROOTS: whoever runs the CLI can read it anyway.
+    """
+    registry: JobRegistry = current_app.extensions["ingest_jobs"]
+    registry.media_roots.append(directory.resolve())
+    body: dict[str, Any] = {"directory": str(directory.resolve()), "enable_nsfw_detection": not no_nsfw}
+    for name, value in (("pattern", pattern), ("nsfw_threshold", threshold), ("max_files", max_files)):
+        if value is not None:
+            body[name] = value
+    try:
+        parameters = parse_parameters(body, registry.media_roots)
+    except ParameterError as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.field) from None
+
+    job = registry.start(parameters)
+    bar = ProgressBar(job.session_id, enabled=not as_json or sys.stderr.isatty())
+    try:
+        job.greenlet.join()
+    except KeyboardInterrupt:
+        job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
+        raise
+    finally:
+        bar.close()
+    state = registry.state(job.session_id)
+    if commit_after and state["status"] == "completed":
+        state["commit"] = commit_session(registry.engine, job.session_id, set())
+    _report(state, as_json)
+    if state["status"] != "completed":
+        sys.exit(1)
+
+
+def _report(state: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+        return
+    stats = state["stats"]
+    click.echo(
+        f"{state['status']}: session {state['session_id']}, {state['total_files']} files, "
+        f"{stats['processed_files']} processed, {stats['skipped_duplicates']} duplicates skipped, "
+        f"{stats['errors']} errors, {state['timing']['files_per_s']} files/s"
+    )
+    if "commit" in state:
+        commit = state["commit"]
+        click.echo(f"catalog: {commit['added']} added, {commit['updated']} updated")
+
+
+@ingest.command("samples")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--if-empty", is_flag=True, help="Do nothing when the directory already has files.")
+def samples_command(directory: Path | None, if_empty: bool) -> None:
+    """Write the sample media set into DIRECTORY (default: the first media root)."""
+    directory = directory or current_app.config["MEDIA_ROOTS"][0]
+    if if_empty and directory.is_dir() and any(directory.iterdir()):
+        click.echo(f"{directory} is not empty; no samples written")
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    written = write_samples(directory)
+    click.echo(f"wrote {len(written)} sample files to {directory}")

@@ -1,0 +1,38 @@
+"""Configuration, read from environment variables (all documented in the README)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+
+def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The app configuration as Flask config keys: ``os.environ`` read now, then ``overrides``.
+
+    ``INSTANCE_PATH``, ``MEDIA_ROOTS`` (``INGEST_MEDIA_ROOTS``, ``os.pathsep``-separated) and the
+    default SQLite ``DATABASE_URL`` are absolute paths; the two defaults live in the instance dir.
+    Times are in seconds unless the name says ms.
+    """
+    env = os.environ
+    config: dict[str, Any] = {
+        "INSTANCE_PATH": env.get("INGEST_INSTANCE_PATH", "instance"),
+        "MEDIA_ROOTS": [r for r in env.get("INGEST_MEDIA_ROOTS", "").split(os.pathsep) if r],
+        "DATABASE_URL": env.get("DATABASE_URL"),
+        "WORKERS": int(env.get("INGEST_WORKERS", os.cpu_count() or 2)),
+        "SECRET_KEY": env.get("INGEST_SECRET_KEY") or secrets.token_hex(32),
+        # Live progress over SSE. The keepalive must stay below nginx's proxy_read_timeout.
+        "SSE_RETRY_MS": int(env.get("INGEST_SSE_RETRY_MS", 2000)),
+        "SSE_KEEPALIVE": float(env.get("INGEST_SSE_KEEPALIVE", 15)),
+        "SSE_QUEUE": int(env.get("INGEST_SSE_QUEUE", 1000)),
+        "SSE_MAX_AGE": float(env.get("INGEST_SSE_MAX_AGE", 300)),
+        # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
+        "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
+    }
+    config.update(overrides or {})
+    instance = Path(config["INSTANCE_PATH"]).resolve()
+    config["INSTANCE_PATH"] = instance
+    config["MEDIA_ROOTS"] = [Path(r).resolve() for r in config["MEDIA_ROOTS"]] or [instance / "media"]
+    config["DATABASE_URL"] = config["DATABASE_URL"] or f"sqlite:///{instance / 'ingestapp.sqlite3'}"
+    return config

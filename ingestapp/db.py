@@ -1,0 +1,42 @@
+"""The SQLAlchemy engine of an app, created once per process by ``init_app``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Engine, create_engine, event
+
+from .models import Base
+
+
+def init_app(app: Flask) -> None:
+    """Create the engine for ``app.config["DATABASE_URL"]`` and the tables if missing."""
+    url = app.config["DATABASE_URL"]
+    engine = create_engine(url, **_engine_options(url))
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    Base.metadata.create_all(engine)
+    app.extensions["ingest_db"] = engine
+
+
+def engine() -> Engine:
+    """The current app's engine."""
+    return current_app.extensions["ingest_db"]
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # All access happens on the gevent hub thread; the pool only needs to allow greenlets.
+        return {"connect_args": {"check_same_thread": False, "timeout": 30}}
+    return {"pool_pre_ping": True}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (status, replay) run while the job's batch writer commits;
+    # synchronous=NORMAL is durable across application crashes in WAL mode (sqlite.org/wal.html).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,77 @@
+"""The counters of a running session and the state JSON built from them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+STATS_KEYS = (
+    "processed_files",
+    "metadata_extracted",
+    "keywords_added",
+    "scores_imported",
+    "nsfw_detected",
+    "skipped_duplicates",
+    "errors",
+)
+
+
+@dataclass
+class StageProgress:
+    """Progress of one stage. ``total`` is None while unknown (the scan is still running)."""
+
+    status: str = "pending"  # pending | running | completed
+    processed: int = 0
+    total: int | None = 0
+    errors: int = 0
+    in_flight: int = 0
+    started: float | None = None  # time.monotonic()
+    duration_ms: float = 0.0  # wall time of earlier runs (a resumed session adds to it)
+
+    def start(self) -> bool:
+        """Mark running; True when this changed the status."""
+        if self.status != "pending":
+            return False
+        self.status, self.started = "running", time.monotonic()
+        return True
+
+    def finish(self) -> bool:
+        """Mark completed; True when this changed the status."""
+        if self.status == "completed":
+            return False
+        self.duration_ms = self._duration_ms()
+        self.status, self.started = "completed", None
+        return True
+
+    def _duration_ms(self) -> float:
+        running = (time.monotonic() - self.started) * 1000 if self.started is not None else 0.0
+        return round(self.duration_ms + running, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        percent = None
+        if self.total:
+            percent = round(min(100.0, self.processed * 100 / self.total), 2)
+        elif self.status == "completed":
+            percent = 100.0
+        return {
+            "status": self.status,
+            "processed": self.processed,
+            "total": self.total,
+            "errors": self.errors,
+            "in_flight": self.in_flight,
+            "progress_percent": percent,
+            "duration_ms": self._duration_ms(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageProgress:
+        """Restore a persisted stage for a resumed session: its counts and time, ready to run again."""
+        return cls("pending", data["processed"], data["total"], data["errors"], 0, None, data["duration_ms"])
+
+
+def percent(done: int, total: int, status: str) -> float:
+    """Overall progress in percent: exactly 100.0 once completed."""
+    if status == "completed":
+        return 100.0
+    return round(min(99.99, done * 100 / total), 2) if total else 0.0

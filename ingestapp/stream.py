@@ -1,0 +1,163 @@
+"""Where an event leaves the server: the Server-Sent Events response of one client.
+
+Wire format (WHATWG HTML §9.2): a ``retry`` field, then a ``snapshot`` event with the full state
+(or, with a valid ``Last-Event-ID``, the replay of every persisted event after it), then each live
+event as ``id``/``event``/``data`` lines, ``: keepalive`` comments while idle, and the end of the
+response after a terminal event.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+
+from .broker import Broker, Subscription
+from .eventlog import events_after
+from .events import Event, sse_frame
+from .jobs import JobRegistry
+
+KEEPALIVE = b": keepalive\n\n"
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """``INGEST_SSE_*`` settings: retry in ms; keepalive and max_age in seconds."""
+
+    retry_ms: int
+    keepalive: float
+    max_age: float
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    """The ``Last-Event-ID`` as a seq, or None when absent or not a non-negative integer."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip())
+
+
+def is_finished(state: dict[str, Any]) -> bool:
+    return state["status"] in ("completed", "failed", "cancelled")
+
+
+class EventStream:
+    """The body of one SSE response: an iterator of byte chunks (never an empty one).
+
+    Subscribes at construction, before the state is read, so no event falls between the
+    snapshot (or replay) and the live events; ``seq`` comparisons drop any event seen twice.
+    ``close()`` releases the subscription; it is idempotent and also runs when the generator ends.
+    """
+
+    def __init__(
+        self,
+        registry: JobRegistry,
+        broker: Broker,
+        settings: StreamSettings,
+        session_id: str,
+        last_event_id: int | None,
+        client_socket: socket.socket | None = None,
+    ) -> None:
+        self.registry = registry
+        self.broker = broker
+        self.settings = settings
+        self.session_id = session_id
+        self.subscription: Subscription = broker.subscribe(session_id)
+        self.state = registry.state(session_id)
+        self.resume_from = last_event_id
+        if last_event_id is not None and last_event_id > self.state["last_event_id"]:
+            self.resume_from = None  # unknown id: start again from a fresh snapshot
+        self.reset = last_event_id is not None and self.resume_from is None
+        self.last_sent = 0
+        self._socket = client_socket
+        self._watcher: gevent.Greenlet | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            if self._socket is not None:
+                self._watcher = gevent.spawn(self._watch_disconnect, self._socket)
+            yield f"retry: {self.settings.retry_ms}\n\n".encode()
+            if self.resume_from is None:
+                yield self._snapshot()
+                if is_finished(self.state):
+                    return
+            else:
+                self.last_sent = self.resume_from
+                self.subscription.overflowed = True  # replay from the log, then go live
+            yield from self._live()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.kill(block=False)
+            self._watcher = None
+        self.broker.unsubscribe(self.subscription)
+
+    def _snapshot(self) -> bytes:
+        self.last_sent = self.state["last_event_id"]
+        data = {**self.state, "reset": self.reset}
+        return sse_frame(json.dumps(data, separators=(",", ":")), "snapshot", self.last_sent)
+
+    def _live(self) -> Iterator[bytes]:
+        subscription = self.subscription
+        last_activity = time.monotonic()
+        while True:
+            if subscription.overflowed:
+                for event in self._catch_up():
+                    yield self._deliver(event)
+                    if event.terminal:
+                        return
+                last_activity = time.monotonic()
+                continue
+            event = subscription.get(timeout=self.settings.keepalive)
+            if subscription.closed:
+                return
+            if event is None:
+                if subscription.overflowed:
+                    continue
+                if time.monotonic() - last_activity >= self.settings.max_age:
+                    return  # stale: the browser reconnects and resumes with Last-Event-ID
+                yield KEEPALIVE
+                continue
+            if event.seq <= self.last_sent:
+                continue
+            last_activity = time.monotonic()
+            yield self._deliver(event)
+            if event.terminal:
+                return
+
+    def _catch_up(self) -> Iterator[Event]:
+        """Persisted events after ``last_sent``; afterwards the live queue takes over."""
+        self.subscription.overflowed = False
+        self.subscription.drop_pending()
+        job = self.registry.jobs.get(self.session_id)
+        if job is not None:
+            job.flush()  # the log is written in batches: make it hold every event published so far
+        for batch in events_after(self.registry.engine, self.session_id, self.last_sent):
+            for event in batch:
+                self.broker.counters["events_replayed"] += 1
+                yield event
+
+    def _deliver(self, event: Event) -> bytes:
+        self.last_sent = event.seq
+        self.broker.counters["events_delivered"] += 1
+        return event.frame
+
+    def _watch_disconnect(self, sock: socket.socket) -> None:
+        """Close the stream as soon as the client's socket reports EOF, even while idle.
+
+        MSG_PEEK leaves any bytes the client sends for the server; an SSE client sends none.
+        """
+        try:
+            data = sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            data = b""
+        if not data:
+            self.broker.counters["disconnects"] += 1
+            self.subscription.close()
+

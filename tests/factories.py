@@ -1,0 +1,43 @@
+"""Small media files written by the tests themselves."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from flask import Flask
+from PIL import Image
+
+
+def write_jpeg(path: Path, size: tuple[int, int] = (96, 64), color: tuple[int, int, int] = (200, 90, 40)) -> Path:
+    """A small solid JPEG; distinct colours give distinct SHA-256s."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, "JPEG", quality=85)
+    return path
+
+
+def write_jpegs(directory: Path, count: int, prefix: str = "img") -> list[Path]:
+    """``count`` distinct JPEGs named ``{prefix}_0000.jpg`` …"""
+    return [write_jpeg(directory / f"{prefix}_{i:04d}.jpg", color=(i % 256, (i // 256) % 256, 77)) for i in range(count)]
+
+
+def start(client: Any, directory: Path, **parameters: Any) -> str:
+    """POST /api/ingest/process and return the session id (asserts 202)."""
+    body = {"parameters": {"directory": str(directory), "enable_nsfw_detection": False, **parameters}}
+    response = client.post("/api/ingest/process", json=body)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["session_id"]
+
+
+def wait_for(app: Flask, session_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    """Yield to the hub until the session reaches one of ``statuses``; return its state."""
+    registry = app.extensions["ingest_jobs"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = registry.state(session_id)
+        if state["status"] in statuses:
+            return state
+        gevent.sleep(0.01)
+    raise TimeoutError(f"{session_id} stayed {state['status']}")

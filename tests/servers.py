@@ -1,0 +1,163 @@
+"""Real servers for tests: gunicorn (gevent worker, the shipped gunicorn.conf.py) as a subprocess."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running gunicorn: its port, process and log file."""
+
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """One HTTP request; returns (status, parsed JSON body or raw bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            all_headers = {"Content-Type": "application/json"} if method == "POST" else {}
+            all_headers.update(headers or {})
+            conn.request(method, path, body=payload, headers=all_headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.getheader("Content-Type", "").startswith("application/json"):
+                return response.status, json.loads(data)
+            return response.status, data
+        finally:
+            conn.close()
+
+    def wait_for_status(self, session_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, state = self.request("GET", f"/api/ingest/status/{session_id}")
+            if state["status"] in statuses:
+                return state
+            time.sleep(0.05)
+        raise TimeoutError(f"session {session_id} never reached {statuses}: {state['status']}")
+
+
+@contextmanager
+def gunicorn(instance: Path, media_root: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port; stop it on exit."""
+    port = free_port()
+    log = instance / f"gunicorn-{port}.log"
+    environment = {
+        **os.environ,
+        "INGEST_INSTANCE_PATH": str(instance),
+        "INGEST_MEDIA_ROOTS": str(media_root),
+        "INGEST_BIND": f"127.0.0.1:{port}",
+        **(env or {}),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO, env=environment, stdout=out, stderr=out
+        )
+    server = Server(port, process, log)
+    try:
+        _wait_until_listening(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_listening(server: Server, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited:\n{server.log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"gunicorn did not listen:\n{server.log.read_text()}")
+
+
+class SSEClient:
+    """A raw-socket SSE client that reads events incrementally (never the whole infinite body)."""
+
+    def __init__(self, port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 30) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept: text/event-stream"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.file = self.sock.makefile("rb")
+        self.status = int(self.file.readline().split()[1])
+        self.headers: dict[str, str] = {}
+        while (line := self.file.readline().decode("latin-1").strip()):
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self.chunked = self.headers.get("transfer-encoding") == "chunked"
+        self._buffer = b""
+
+    def _read_more(self) -> bool:
+        if self.chunked:
+            size_line = self.file.readline()
+            if not size_line:
+                return False
+            size = int(size_line.strip() or b"0", 16)
+            if size == 0:
+                return False
+            self._buffer += self.file.read(size)
+            self.file.readline()
+            return True
+        data = self.file.read1(65536)
+        self._buffer += data
+        return bool(data)
+
+    def frames(self) -> Iterator[bytes]:
+        """Raw frames (events, comments, the retry field) until the server ends the response."""
+        while True:
+            while b"\n\n" in self._buffer:
+                frame, self._buffer = self._buffer.split(b"\n\n", 1)
+                yield frame
+            if not self._read_more():
+                return
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Parsed events ``{"id", "event", "data" (JSON-decoded), "received_at"}``; skips comments."""
+        for frame in self.frames():
+            fields: dict[str, Any] = {}
+            for line in frame.decode().split("\n"):
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            if "data" in fields:
+                fields["data"] = json.loads(fields["data"])
+                fields["received_at"] = time.time()
+                yield fields
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()

@@ -1,0 +1,211 @@
+"""The JSON API: every bad input gets a 400 {error, field}; sessions, items, commit, catalog."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.factories import start, wait_for, write_jpeg, write_jpegs
+
+
+def post(client, url, body, **kwargs):
+    return client.post(url, json=body, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "field"),
+    [
+        ({}, "directory"),
+        ({"directory": ""}, "directory"),
+        ({"directory": "relative/dir"}, "directory"),
+        ({"directory": 42}, "directory"),
+        ({"directory": "{media}/missing"}, "directory"),
+        ({"directory": "{media}/file.jpg"}, "directory"),
+        ({"directory": "/etc"}, "directory"),
+        ({"directory": "{media}/../"}, "directory"),
+        ({"directory": "{media}", "nsfw_threshold": 1.5}, "nsfw_threshold"),
+        ({"directory": "{media}", "nsfw_threshold": -0.1}, "nsfw_threshold"),
+        ({"directory": "{media}", "nsfw_threshold": "0.5"}, "nsfw_threshold"),
+        ({"directory": "{media}", "nsfw_threshold": True}, "nsfw_threshold"),
+        ({"directory": "{media}", "max_files": 0}, "max_files"),
+        ({"directory": "{media}", "max_files": 2.5}, "max_files"),
+        ({"directory": "{media}", "max_files": "10"}, "max_files"),
+        ({"directory": "{media}", "pattern": ""}, "pattern"),
+        ({"directory": "{media}", "pattern": "*.jpg,,*.png"}, "pattern"),
+        ({"directory": "{media}", "pattern": "[abc.jpg"}, "pattern"),
+        ({"directory": "{media}", "pattern": "../*.jpg"}, "pattern"),
+        ({"directory": "{media}", "pattern": 7}, "pattern"),
+        ({"directory": "{media}", "extract_metadata": "yes"}, "extract_metadata"),
+        ({"directory": "{media}", "skip_duplicates": 1}, "skip_duplicates"),
+        ({"directory": "{media}", "colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_parameters_get_400_with_field(client, media: Path, parameters: dict, field: str) -> None:
+    write_jpeg(media / "file.jpg")
+    body = {k: v.format(media=media) if isinstance(v, str) else v for k, v in parameters.items()}
+    response = post(client, "/api/ingest/process", {"parameters": body})
+    assert response.status_code == 400
+    assert response.get_json()["field"] == field
+    assert response.get_json()["error"]
+
+
+def test_flat_body_is_accepted(client, media: Path) -> None:
+    response = post(client, "/api/ingest/process", {"directory": str(media), "enable_nsfw_detection": False})
+    assert response.status_code == 202
+    data = response.get_json()
+    assert set(data) == {"session_id", "status_url", "stream_url"}
+    assert len(data["session_id"]) >= 22  # 128 random bits, URL-safe base64
+    assert data["stream_url"] == f"/api/ingest/stream/{data['session_id']}"
+
+
+def test_body_that_is_not_json_or_not_an_object(client, media: Path) -> None:
+    response = client.post("/api/ingest/process", data="{not json", content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["field"] is None
+    response = post(client, "/api/ingest/process", [1, 2])
+    assert response.status_code == 400 and response.get_json()["field"] is None
+    response = post(client, "/api/ingest/process", {"parameters": "x"})
+    assert response.status_code == 400 and response.get_json()["field"] == "parameters"
+
+
+def test_state_changes_need_json_and_same_origin(client, media: Path) -> None:
+    body = {"directory": str(media)}
+    response = client.post("/api/ingest/process", data=body)  # a form post
+    assert response.status_code == 415
+    response = post(client, "/api/ingest/process", body, headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403 and response.get_json()["field"] == "Origin"
+    response = post(client, "/api/ingest/process", body, headers={"Origin": "http://localhost"})
+    assert response.status_code == 202
+
+
+def test_symlink_escaping_the_root_is_refused(client, media: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write_jpeg(outside / "secret.jpg")
+    os.symlink(outside, media / "link")
+    response = post(client, "/api/ingest/process", {"directory": str(media / "link")})
+    assert response.status_code == 400 and response.get_json()["field"] == "directory"
+    response = client.get("/api/ingest/browse", query_string={"path": str(media / "link")})
+    assert response.status_code == 400 and response.get_json()["field"] == "path"
+
+
+def test_symlinked_file_escaping_the_root_is_not_ingested(client, app, media: Path, tmp_path: Path) -> None:
+    write_jpeg(tmp_path / "outside" / "secret.jpg")
+    write_jpeg(media / "inside.jpg")
+    os.symlink(tmp_path / "outside" / "secret.jpg", media / "escape.jpg")
+    session_id = start(client, media)
+    state = wait_for(app, session_id, {"completed"})
+    assert state["total_files"] == 1
+
+
+def test_unknown_ids_are_404_json(client) -> None:
+    for url in ("/api/ingest/status/nope", "/api/ingest/nope/items", "/api/ingest/stream/nope",
+                "/api/ingest/items/nope/thumbnail"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert response.is_json and response.get_json()["error"]
+    assert post(client, "/api/ingest/nope/cancel", {}).status_code == 404
+    assert post(client, "/api/ingest/nope/resume", {}).status_code == 404
+
+
+def test_full_state_shape_and_items(client, app, media: Path) -> None:
+    write_jpegs(media / "sub", 3)
+    (media / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    session_id = start(client, media)
+    state = wait_for(app, session_id, {"completed"})
+    assert state["progress_percent"] == 100.0
+    assert state["total_files"] == 4 and state["processed_files"] == 4
+    assert state["stats"]["errors"] == 1 and state["errors"][0]["file"] == "broken.jpg"
+    assert set(state["stages"]) == {"scanning", "identify", "metadata", "keywords", "scores", "thumbnail"}
+    assert all(stage["status"] == "completed" for stage in state["stages"].values())
+    assert set(state["worker_pool"]) == {"active", "max", "queue_depth"}
+    assert set(state["timing"]) == {"started_at", "elapsed_ms", "files_per_s", "estimated_remaining_ms"}
+    assert state["last_event_id"] > 0
+
+    page = client.get(f"/api/ingest/{session_id}/items", query_string={"limit": 2}).get_json()
+    assert page["total"] == 4 and len(page["items"]) == 2
+    rest = client.get(f"/api/ingest/{session_id}/items", query_string={"offset": 2}).get_json()["items"]
+    items = page["items"] + rest
+    assert [i["path"] for i in items] == ["broken.jpg", "sub/img_0000.jpg", "sub/img_0001.jpg", "sub/img_0002.jpg"]
+    broken, good = items[0], items[1]
+    assert broken["status"] == "error" and broken["errors"][0]["stage"] == "identify"
+    assert good["status"] == "ok" and good["mime_type"] == "image/jpeg" and len(good["sha256"]) == 64
+    thumb = client.get(good["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.mimetype == "image/jpeg"
+    assert client.get(f"/api/ingest/{session_id}/items", query_string={"limit": 0}).status_code == 400
+
+
+def test_commit_is_idempotent_and_updates_by_hash(client, app, media: Path) -> None:
+    write_jpegs(media, 3)
+    first = start(client, media)
+    wait_for(app, first, {"completed"})
+    items = client.get(f"/api/ingest/{first}/items").get_json()["items"]
+    excluded = items[0]["id"]
+    result = post(client, f"/api/ingest/{first}/commit", {"exclude": [excluded]}).get_json()
+    assert result == {"added": 2, "updated": 0, "excluded": 1}
+    assert post(client, f"/api/ingest/{first}/commit", {"exclude": [excluded]}).get_json()["added"] == 0
+    assert client.get("/api/catalog").get_json()["total"] == 2
+
+    # The same files again, duplicates not skipped: committing updates the entries, never doubles them.
+    second = start(client, media, skip_duplicates=False)
+    wait_for(app, second, {"completed"})
+    result = post(client, f"/api/ingest/{second}/commit", {}).get_json()
+    assert result == {"added": 1, "updated": 2, "excluded": 0}
+    assert client.get("/api/catalog").get_json()["total"] == 3
+
+    response = post(client, f"/api/ingest/{second}/commit", {"exclude": "all"})
+    assert response.status_code == 400 and response.get_json()["field"] == "exclude"
+
+
+def test_skip_duplicates_skips_catalogued_and_repeated_content(client, app, media: Path) -> None:
+    write_jpegs(media, 2)
+    (media / "copy.jpg").write_bytes((media / "img_0000.jpg").read_bytes())
+    first = start(client, media)
+    state = wait_for(app, first, {"completed"})
+    assert state["stats"]["skipped_duplicates"] == 1
+    assert state["processed_files"] + state["stats"]["skipped_duplicates"] == state["total_files"] == 3
+    post(client, f"/api/ingest/{first}/commit", {})
+    second = start(client, media)
+    state = wait_for(app, second, {"completed"})
+    assert state["stats"]["skipped_duplicates"] == 3 and state["processed_files"] == 0
+
+
+def test_catalog_filters(client, app, media: Path) -> None:
+    write_jpeg(media / "a.jpg", color=(1, 2, 3))
+    (media / "a.txt").write_text("beach, sunset")
+    write_jpeg(media / "b.jpg", color=(4, 5, 6))
+    (media / "b.txt").write_text("mountain")
+    session_id = start(client, media)
+    wait_for(app, session_id, {"completed"})
+    post(client, f"/api/ingest/{session_id}/commit", {})
+    beach = client.get("/api/catalog", query_string={"keyword": "beach"}).get_json()
+    assert beach["total"] == 1 and beach["items"][0]["path"] == "a.jpg"
+    assert beach["items"][0]["keywords"] == ["beach", "sunset"]
+    assert client.get("/api/catalog", query_string={"min_rating": 1}).get_json()["total"] == 0
+    assert client.get("/api/catalog", query_string={"min_rating": 9}).status_code == 400
+    assert client.get("/api/catalog", query_string={"nsfw": "maybe"}).status_code == 400
+
+
+def test_roots_and_browse(client, media: Path) -> None:
+    (media / "photos" / "2024").mkdir(parents=True)
+    (media / ".hidden").mkdir()
+    roots = client.get("/api/ingest/roots").get_json()["roots"]
+    assert roots == [{"name": "media", "path": str(media)}]
+    listing = client.get("/api/ingest/browse", query_string={"path": str(media)}).get_json()
+    assert listing["parent"] is None
+    assert listing["directories"] == [{"name": "photos", "path": str(media / "photos")}]
+    sub = client.get("/api/ingest/browse", query_string={"path": str(media / "photos")}).get_json()
+    assert sub["parent"] == str(media) and sub["directories"][0]["name"] == "2024"
+    assert client.get("/api/ingest/browse", query_string={"path": "/etc"}).status_code == 400
+    assert client.get("/api/ingest/browse", query_string={"path": "rel"}).status_code == 400
+
+
+def test_sessions_newest_first(client, app, media: Path) -> None:
+    write_jpegs(media, 1)
+    first = start(client, media)
+    wait_for(app, first, {"completed"})
+    second = start(client, media, skip_duplicates=False)
+    wait_for(app, second, {"completed"})
+    sessions = client.get("/api/ingest/sessions").get_json()["sessions"]
+    assert [s["session_id"] for s in sessions] == [second, first]
+    assert sessions[0]["status"] == "completed" and sessions[0]["directory"] == str(media)
