@@ -6,12 +6,14 @@ and same-origin (no CORS is offered, so a cross-site page can neither send one n
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
+from greenlet import greenlet
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
@@ -225,7 +227,11 @@ def stream(session_id: str) -> Response:
 
 @bp.get("/api/ingest/metrics")
 def metrics() -> Response:
-    return jsonify(current_app.extensions["ingest_broker"].metrics())
+    """Stream counters; ``?greenlets=1`` adds the live greenlet count (walks the heap: slow)."""
+    result = current_app.extensions["ingest_broker"].metrics()
+    if request.args.get("greenlets") == "1":
+        result["greenlets"] = sum(isinstance(o, greenlet) for o in gc.get_objects())
+    return jsonify(result)
 
 
 # -- media roots and thumbnails ---------------------------------------------------------------------
@@ -275,7 +281,7 @@ def thumbnail(item_id: str) -> Response:
 
 @bp.get("/api/catalog")
 def catalog() -> Response:
-    """Catalog entries filtered by ``keyword``, ``min_rating`` (−1…5), ``nsfw`` (true/false)."""
+    """Catalog entries filtered by ``keyword``, ``min_rating`` (-1 to 5), ``nsfw`` (true/false)."""
     nsfw_arg = request.args.get("nsfw", "")
     if nsfw_arg not in ("", "true", "false"):
         raise ApiError(400, "nsfw must be true or false", "nsfw")

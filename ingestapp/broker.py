@@ -1,8 +1,9 @@
 """Fan-out: one blinker receiver routes each event to the subscriptions of its session.
 
-A ``Subscription`` is one client's bounded queue. Undelivered ``progress``/``stage`` events are
-conflated (a newer one replaces an older one not yet sent, keeping ``seq`` order); ``file``,
-``error`` and terminal events are never dropped. A subscription that still fills up is marked
+A ``Subscription`` is one client's bounded queue. Once it is half full (the client is falling
+behind), undelivered ``progress``/``stage`` events are conflated: a newer one replaces an older one
+not yet sent, keeping ``seq`` order. ``file``, ``error`` and terminal events are never dropped. A
+client that keeps up gets every event. A subscription that still fills up is marked
 ``overflowed``, drops its queue, and the stream catches up from the persisted log instead, as a
 reconnecting client would. Everything here runs on the hub thread.
 """
@@ -37,8 +38,8 @@ class Subscription:
         if self.closed or self.overflowed:
             return False
         conflated = False
-        if event.conflation_key is not None:
-            older = self._seq_by_key.pop(event.conflation_key, None)
+        if event.conflation_key is not None and len(self._pending) * 2 >= self.maxsize:
+            older = self._seq_by_key.get(event.conflation_key)
             conflated = older is not None and self._pending.pop(older, None) is not None
         if len(self._pending) >= self.maxsize:
             self.overflowed = True
@@ -115,6 +116,7 @@ class Broker:
         return {
             "open_streams": sum(by_session.values()),
             "open_streams_by_session": by_session,
+            "queued_events": sum(len(sub) for subs in self.subscriptions.values() for sub in subs),
             **{name: self.counters[name] for name in (
                 "events_emitted", "events_delivered", "events_conflated", "events_replayed", "disconnects",
             )},

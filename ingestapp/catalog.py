@@ -95,7 +95,8 @@ def query_catalog(
         query = query.where(CatalogEntry.nsfw.is_(nsfw))
     with _orm(engine) as orm:
         total = orm.scalar(select(func.count()).select_from(query.subquery()))
-        rows = orm.scalars(query.order_by(CatalogEntry.committed_at.desc(), CatalogEntry.path).offset(offset).limit(limit))
+        newest_first = query.order_by(CatalogEntry.committed_at.desc(), CatalogEntry.path)
+        rows = orm.scalars(newest_first.offset(offset).limit(limit))
         return {"items": [_entry_to_dict(row) for row in rows], "total": total}
 
 

@@ -16,7 +16,6 @@ from .catalog import commit_session
 from .events import Event, job_event
 from .jobs import JobRegistry
 from .parameters import ParameterError, parse_parameters
-from .samples import write_samples
 
 ingest = AppGroup("ingest", help="Ingest media from the command line.")
 
@@ -122,6 +121,8 @@ def samples_command(directory: Path | None, if_empty: bool) -> None:
     if if_empty and directory.is_dir() and any(directory.iterdir()):
         click.echo(f"{directory} is not empty; no samples written")
         return
+    from .samples import write_samples  # only this command needs the encoders
+
     directory.mkdir(parents=True, exist_ok=True)
     written = write_samples(directory)
     click.echo(f"wrote {len(written)} sample files to {directory}")

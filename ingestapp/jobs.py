@@ -92,10 +92,13 @@ class JobRegistry:
         Raises JobNotFound, or JobConflict when the session is not interrupted.
         """
         with self.engine.connect() as conn:
-            row = conn.execute(select(IngestSession).where(IngestSession.id == session_id)).first()
-            if row is None:
+            session = conn.execute(
+                select(
+                    IngestSession.status, IngestSession.parameters, IngestSession.state, IngestSession.last_event_id
+                ).where(IngestSession.id == session_id)
+            ).first()
+            if session is None:
                 raise JobNotFound(session_id)
-            session = row[0]
             if session.status != "interrupted":
                 raise JobConflict(f"only an interrupted session can be resumed (it is {session.status})")
             done = conn.execute(select(Item.path, Item.sha256).where(Item.session_id == session_id)).all()
@@ -279,10 +282,16 @@ class Job:
     # -- events and persistence -----------------------------------------------------------------
 
     def emit(self, event_type: str, **fields: Any) -> None:
-        """Stamp, record and publish an event (hub thread only)."""
+        """Stamp, record and publish an event (hub thread only).
+
+        A terminal event is published only once everything before it is written, so a client
+        that sees ``complete`` can fetch every item at once.
+        """
         self.seq += 1
         event = make_event(self.session_id, self.seq, event_type, fields)
         self.log.add_event(event)
+        if event.terminal:
+            self.flush()
         publish(event)
 
     def emit_progress(self) -> None:
@@ -337,7 +346,7 @@ class Job:
             log.exception("session %s failed", self.session_id)
             self._finish("failed", message=f"{type(exc).__name__}: {exc}")
         finally:
-            gevent.killall(workers + [flusher])
+            gevent.killall([*workers, flusher])
             self.flush()
             self.registry.jobs.pop(self.session_id, None)
 
@@ -410,19 +419,18 @@ class Job:
             self.emit("stage", stage=module.NAME, **stage.to_dict())
         stage.in_flight += 1
         try:
-            self.registry.threadpool.apply(module.run, (ctx,))
-            return "ok"
-        except Exception as exc:
-            stage.errors += 1
-            message = _message(exc)
-            errors.append({"stage": module.NAME, "message": message})
-            self._record_error(ctx.relpath, module.NAME, message)
-            return "error"
+            failure = self.registry.threadpool.apply(_run_in_thread, (module.run, ctx))
         finally:
             stage.in_flight -= 1
             stage.processed += 1
-            if stage.processed == stage.total and self.stages["scanning"].status == "completed":
-                self._set_stage(module.NAME, "finish")
+        if failure is not None:
+            stage.errors += 1
+            message = _message(failure)
+            errors.append({"stage": module.NAME, "message": message})
+            self._record_error(ctx.relpath, module.NAME, message)
+        if stage.processed == stage.total and self.stages["scanning"].status == "completed":
+            self._set_stage(module.NAME, "finish")
+        return "ok" if failure is None else "error"
 
     def _check_duplicate(self, sha256: str, catalog_hashes: set[str]) -> str:
         if self.parameters.skip_duplicates and (sha256 in catalog_hashes or sha256 in self.seen_hashes):
@@ -478,6 +486,16 @@ class Job:
             self.emit("cancelled", **self.progress())
         elif status == "failed":
             self.emit("failed", message=message, **self.progress())
+
+
+def _run_in_thread(run: Any, ctx: FileContext) -> Exception | None:
+    """Call a stage in a threadpool thread; hand its exception back as a value, since an
+    exception escaping a threadpool task is also printed as a traceback by gevent."""
+    try:
+        run(ctx)
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _message(exc: BaseException) -> str:

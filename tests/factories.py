@@ -12,15 +12,15 @@ from PIL import Image
 
 
 def write_jpeg(path: Path, size: tuple[int, int] = (96, 64), color: tuple[int, int, int] = (200, 90, 40)) -> Path:
-    """A small solid JPEG; distinct colours give distinct SHA-256s."""
+    """A small solid JPEG, unique by content: its name goes into the JPEG comment (COM segment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path, "JPEG", quality=85)
+    Image.new("RGB", size, color).save(path, "JPEG", quality=85, comment=str(path).encode())
     return path
 
 
 def write_jpegs(directory: Path, count: int, prefix: str = "img") -> list[Path]:
     """``count`` distinct JPEGs named ``{prefix}_0000.jpg`` …"""
-    return [write_jpeg(directory / f"{prefix}_{i:04d}.jpg", color=(i % 256, (i // 256) % 256, 77)) for i in range(count)]
+    return [write_jpeg(directory / f"{prefix}_{i:04d}.jpg", color=(i % 256, 90, 77)) for i in range(count)]
 
 
 def start(client: Any, directory: Path, **parameters: Any) -> str:

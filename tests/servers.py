@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gevent.socket
+
 REPO = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
@@ -34,7 +36,9 @@ class Server:
     process: subprocess.Popen
     log: Path
 
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """One HTTP request; returns (status, parsed JSON body or raw bytes)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
@@ -64,6 +68,7 @@ class Server:
 def gunicorn(instance: Path, media_root: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
     """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port; stop it on exit."""
     port = free_port()
+    instance.mkdir(parents=True, exist_ok=True)
     log = instance / f"gunicorn-{port}.log"
     environment = {
         **os.environ,
@@ -106,8 +111,10 @@ def _wait_until_listening(server: Server, timeout: float = 30) -> None:
 class SSEClient:
     """A raw-socket SSE client that reads events incrementally (never the whole infinite body)."""
 
+
     def __init__(self, port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 30) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        # gevent's socket, so many clients in one test read concurrently as greenlets.
+        self.sock = gevent.socket.create_connection(("127.0.0.1", port), timeout=timeout)
         lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

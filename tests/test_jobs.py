@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def test_resume_after_a_crash_processes_only_the_rest(tmp_path: Path, app_config
         **os.environ,
         "INGEST_INSTANCE_PATH": str(app_config["INSTANCE_PATH"]),
         "INGEST_MEDIA_ROOTS": str(media),
-        "INGEST_FILE_DELAY": "0.05",
+        "INGEST_FILE_DELAY": "0.2",
         "INGEST_WORKERS": "2",
     }
     flask = Path(sys.executable).with_name("flask")
@@ -116,7 +117,7 @@ def test_resume_after_a_crash_processes_only_the_rest(tmp_path: Path, app_config
     )
     app = None
     try:
-        time.sleep(3)  # let it process part of the files and flush them
+        wait_for_items(app_config["INSTANCE_PATH"] / "ingestapp.sqlite3", at_least=6)
         cli.send_signal(signal.SIGKILL)  # a crash: no cleanup runs
         cli.wait()
         app = create_app(app_config)  # startup finds the dead owner's session
@@ -138,6 +139,21 @@ def test_resume_after_a_crash_processes_only_the_rest(tmp_path: Path, app_config
             cli.kill()
         if app is not None:
             shutdown(app)
+
+
+def wait_for_items(database: Path, at_least: int, timeout: float = 30) -> None:
+    """Poll the SQLite file until a job running elsewhere has persisted ``at_least`` items."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if database.exists():
+            with sqlite3.connect(database) as conn:
+                try:
+                    if conn.execute("SELECT count(*) FROM items").fetchone()[0] >= at_least:
+                        return
+                except sqlite3.OperationalError:
+                    pass  # tables not created yet
+        time.sleep(0.05)
+    raise TimeoutError("the CLI persisted no items")
 
 
 @pytest.mark.parametrize("nsfw", [True])

@@ -1,0 +1,196 @@
+"""A real gunicorn (gevent worker, the shipped gunicorn.conf.py) serving ingests and SSE streams."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import gevent
+import psutil
+import pytest
+
+from ingestapp.samples import write_samples
+from tests.factories import write_jpegs
+from tests.servers import Server, SSEClient, gunicorn
+
+pytestmark = pytest.mark.server
+
+
+def start(server: Server, directory: Path, **parameters) -> str:
+    status, body = server.request(
+        "POST", "/api/ingest/process",
+        {"parameters": {"directory": str(directory), "enable_nsfw_detection": False, **parameters}},
+    )
+    assert status == 202, body
+    return body["session_id"]
+
+
+def file_paths(client: SSEClient) -> list[str]:
+    """Read a stream to its terminal event; the paths of its ``file`` events, in order."""
+    paths = []
+    for event in client.events():
+        if event["event"] == "file":
+            paths.append(event["data"]["path"])
+        if event["event"] in ("complete", "failed", "cancelled"):
+            break
+    return paths
+
+
+@pytest.fixture
+def server(tmp_path: Path, media: Path):
+    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "0.01"}) as running:
+        yield running
+
+
+def test_full_sample_ingest_through_the_api(tmp_path: Path, media: Path) -> None:
+    write_samples(media)
+    with gunicorn(tmp_path / "instance", media) as server:
+        session_id = start(server, media, enable_nsfw_detection=True)
+        state = server.wait_for_status(session_id, {"completed", "failed"}, timeout=120)
+        assert state["status"] == "completed" and state["progress_percent"] == 100.0
+        assert state["processed_files"] + state["stats"]["skipped_duplicates"] == state["total_files"] >= 10
+        assert state["stats"]["errors"] >= 1  # the sample set's corrupt file
+        assert state["stats"]["keywords_added"] > 0 and state["stats"]["scores_imported"] > 0
+        status, items = server.request("GET", f"/api/ingest/{session_id}/items?limit=500")
+        assert all(i["nsfw_score"] is not None for i in items["items"] if i["status"] == "ok")
+        status, result = server.request("POST", f"/api/ingest/{session_id}/commit", {})
+        assert status == 200 and result["added"] == sum(i["status"] == "ok" for i in items["items"])
+
+
+def test_200_streams_each_get_every_file_event_once_in_order(server: Server, media: Path) -> None:
+    write_jpegs(media, 60)
+    session_id = start(server, media, max_files=60)
+    # Last-Event-ID 0: the job is already running; replay from its first event, then go live.
+    clients = [SSEClient(server.port, f"/api/ingest/stream/{session_id}?last_event_id=0") for _ in range(200)]
+    try:
+        results = [gevent.spawn(file_paths, c) for c in clients]
+        gevent.joinall(results, timeout=60, raise_error=True)
+    finally:
+        for c in clients:
+            c.close()
+    expected = None
+    for result in results:
+        paths = result.value
+        assert len(paths) == len(set(paths))
+        expected = expected or paths
+        assert paths == expected
+    assert len(expected) == 60
+
+
+def test_two_sessions_never_cross(server: Server, media: Path) -> None:
+    write_jpegs(media / "a", 20, prefix="a")
+    write_jpegs(media / "b", 20, prefix="b")
+    first, second = start(server, media / "a"), start(server, media / "b")
+    a = SSEClient(server.port, f"/api/ingest/stream/{first}?last_event_id=0")
+    b = SSEClient(server.port, f"/api/ingest/stream/{second}?last_event_id=0")
+    try:
+        readers = [gevent.spawn(file_paths, a), gevent.spawn(file_paths, b)]
+        gevent.joinall(readers, raise_error=True)
+        got_a, got_b = (reader.value for reader in readers)
+    finally:
+        a.close(), b.close()
+    assert len(got_a) == 20 and all(p.startswith("a/a_") for p in got_a)
+    assert len(got_b) == 20 and all(p.startswith("b/b_") for p in got_b)
+
+
+def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media: Path) -> None:
+    write_jpegs(media, 16)
+    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "1", "INGEST_WORKERS": "2"}) as server:
+        session_id = start(server, media)  # runs for ~8 s: its streams stay open and idle
+        server.wait_for_status(session_id, {"processing"})
+        _, baseline = server.request("GET", "/api/ingest/metrics?greenlets=1")
+        sockets = []
+        try:
+            for _ in range(1000):
+                s = socket.create_connection(("127.0.0.1", server.port))
+                s.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                sockets.append(s)
+            deadline = time.monotonic() + 20
+            while server.request("GET", "/api/ingest/metrics")[1]["open_streams"] < 1000:
+                assert time.monotonic() < deadline, "streams did not open"
+                time.sleep(0.05)
+        finally:
+            for s in sockets:
+                s.close()
+        closed_at = time.monotonic()
+        while server.request("GET", "/api/ingest/metrics")[1]["open_streams"] > 0:
+            assert time.monotonic() - closed_at < 2.0, "streams still open 2 s after their clients left"
+            time.sleep(0.02)
+        released_in = time.monotonic() - closed_at
+        _, after = server.request("GET", "/api/ingest/metrics?greenlets=1")
+        assert server.request("GET", f"/api/ingest/status/{session_id}")[1]["status"] == "processing"
+    assert after["greenlets"] <= baseline["greenlets"] + 2, (baseline, after)
+    assert after["disconnects"] >= 990
+    print(f"released 1000 streams in {released_in * 1000:.0f} ms")
+
+
+def test_a_client_that_never_reads_stays_bounded(tmp_path: Path, media: Path) -> None:
+    # ~2,500 files make ~6 MB of events: more than the kernel buffers (4 MB send, 4 KB receive)
+    # hold, so the stuck client's writes really block and its queue must stay bounded.
+    write_jpegs(media, 2500)
+    env = {"INGEST_SSE_QUEUE": "50"}
+    with gunicorn(tmp_path / "instance", media, env) as server:
+        process = psutil.Process(server.process.pid)
+        children = process.children()
+        worker = children[0] if children else process
+        warm = start(server, media, max_files=20, skip_duplicates=False)
+        server.wait_for_status(warm, {"completed"})
+        rss_before = worker.memory_info().rss
+
+        session_id = start(server, media, skip_duplicates=False)
+        stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", server.port))
+        stuck.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        reader = SSEClient(server.port, f"/api/ingest/stream/{session_id}?last_event_id=0")
+        try:
+            paths = file_paths(reader)
+            rss_after = worker.memory_info().rss
+            _, metrics = server.request("GET", "/api/ingest/metrics")
+        finally:
+            reader.close()
+            stuck.close()
+        assert len(paths) == 2500 and len(set(paths)) == 2500
+        assert rss_after - rss_before < 20 * 1024 * 1024, (rss_before, rss_after)
+        assert metrics["open_streams"] == 1  # the stuck one, still connected
+        assert metrics["queued_events"] <= 50  # its queue never grew past INGEST_SSE_QUEUE
+
+
+def test_sigterm_with_open_streams_exits_within_graceful_timeout(tmp_path: Path, media: Path) -> None:
+    write_jpegs(media, 200)
+    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "0.05"}) as server:
+        session_id = start(server, media)
+        clients = [SSEClient(server.port, f"/api/ingest/stream/{session_id}") for _ in range(20)]
+        try:
+            for c in clients:
+                next(c.frames())
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=10)  # graceful_timeout in gunicorn.conf.py
+            took = time.monotonic() - started
+        finally:
+            for c in clients:
+                c.close()
+        assert took < 10
+        log = server.log.read_text()
+        assert "graceful timeout" not in log.lower(), log[-2000:]
+    print(f"exited {took:.2f} s after SIGTERM")
+
+
+def test_interrupted_job_resumes_after_restart(tmp_path: Path, media: Path) -> None:
+    write_jpegs(media, 80)
+    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "0.05"}) as server:
+        session_id = start(server, media)
+        time.sleep(1.5)
+    with gunicorn(tmp_path / "instance", media) as server:
+        _, state = server.request("GET", f"/api/ingest/status/{session_id}")
+        assert state["status"] == "interrupted" and 0 < state["processed_files"] < 80
+        assert server.request("POST", f"/api/ingest/{session_id}/resume", {})[0] == 202
+        state = server.wait_for_status(session_id, {"completed"})
+        assert state["processed_files"] == 80
+        _, items = server.request("GET", f"/api/ingest/{session_id}/items?limit=500")
+        assert items["total"] == 80 and len({i["path"] for i in items["items"]}) == 80
+    print(json.dumps(state["timing"]))
