@@ -1,0 +1,32 @@
+"""The per-file pipeline: stage modules in execution order, and which ones a session runs.
+
+Each stage module exposes ``NAME`` and ``run(ctx: FileContext) -> None`` (see ``base``). The
+stages of one file run in :data:`STAGES` order and share ``ctx.cache``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ..parameters import IngestParameters
+from . import identify, keywords, metadata, nsfw, scores, thumbnail
+
+#: All stages, in the order they run for every file.
+STAGES: list[ModuleType] = [identify, metadata, keywords, scores, nsfw, thumbnail]
+
+#: The parameter that switches an optional stage on; stages not listed always run.
+STAGE_OPTIONS = {
+    metadata.NAME: "extract_metadata",
+    keywords.NAME: "extract_keywords",
+    scores.NAME: "import_scores",
+    nsfw.NAME: "enable_nsfw_detection",
+}
+
+
+def enabled_stages(parameters: IngestParameters) -> list[ModuleType]:
+    """The stages a session with ``parameters`` runs, in order (identify and thumbnail always)."""
+    return [
+        stage
+        for stage in STAGES
+        if stage.NAME not in STAGE_OPTIONS or getattr(parameters, STAGE_OPTIONS[stage.NAME])
+    ]

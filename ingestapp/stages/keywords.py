@@ -1,0 +1,76 @@
+"""Stage "keywords": the file's keywords/tags from every place photo tools put them.
+
+Sources, in this order (which is also the order of the result):
+
+1. embedded XMP: ``dc:subject``, leaves of ``lr:hierarchicalSubject`` and ``digiKam:TagsList``;
+2. IPTC IIM 4.2 dataset 2:25 (Keywords), UTF-8 or else Latin-1;
+3. XMP sidecars ``name.ext.xmp`` then ``name.xmp``;
+4. a tag sidecar ``name.txt``: tags separated by commas (or newlines).
+
+Keywords are stripped, empty ones dropped and exact (case-sensitive) duplicates removed, the
+first occurrence keeping its place.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+from PIL import IptcImagePlugin
+
+from .base import FileContext
+from .media import kind, open_image
+from .xmp import read_sidecar, xmp_sources
+
+NAME = "keywords"
+
+_IPTC_KEYWORDS = (2, 25)  # IPTC IIM 4.2 Application Record, dataset 25 "Keywords"
+_TAG_SEPARATORS = re.compile(r"[,\r\n]")
+
+
+def run(ctx: FileContext) -> None:
+    """Set ``ctx.item["keywords"]`` (list of str); a malformed XMP sidecar raises StageError."""
+    sources = xmp_sources(ctx)
+    found: list[str] = list(sources.embedded.subjects) if sources.embedded else []
+    if kind(ctx) == "image":
+        found += iptc_keywords(ctx.path)
+    for _path, fields in sources.sidecars:
+        found += fields.subjects
+    found += text_tags(ctx.path)
+    ctx.item["keywords"] = unique_keywords(found)
+
+
+def unique_keywords(values: Iterable[str]) -> list[str]:
+    """Stripped, non-empty values without exact duplicates, in first-seen order."""
+    stripped = (value.strip() for value in values)
+    return list(dict.fromkeys(value for value in stripped if value))
+
+
+def iptc_keywords(path: Path) -> list[str]:
+    """IPTC 2:25 keywords of a JPEG/TIFF (Photoshop IRB 0x0404 or TIFF tag 33723); [] if none."""
+    with open_image(path) as im:
+        try:
+            info = IptcImagePlugin.getiptcinfo(im)
+        except (SyntaxError, OSError, ValueError, IndexError, KeyError, struct.error):
+            return []  # a damaged IPTC block is just "no IPTC"
+    raw = (info or {}).get(_IPTC_KEYWORDS)
+    values = raw if isinstance(raw, list) else [raw] if isinstance(raw, bytes) else []
+    return [_decode(value) for value in values]
+
+
+def text_tags(path: Path) -> list[str]:
+    """Tags from the ``name.txt`` sidecar (comma- or newline-separated), [] if there is none."""
+    sidecar = path.with_suffix(".txt")
+    if sidecar == path or not sidecar.is_file():
+        return []
+    return _TAG_SEPARATORS.split(_decode(read_sidecar(sidecar)))
+
+
+def _decode(data: bytes) -> str:
+    # IIM 1:90 may declare UTF-8 but is often missing; valid UTF-8 is rarely anything else.
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")

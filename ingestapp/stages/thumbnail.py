@@ -1,0 +1,58 @@
+"""Stage "thumbnail": a small upright JPEG per distinct content, stored by SHA-256.
+
+The thumbnail lives at ``thumbnail_dir / sha256[:2] / f"{sha256}.jpg"`` (two-character fan-out
+keeps directories small); identical files share one thumbnail, and an existing one is reused
+without decoding the media again. Files are written to a temporary name in the same directory
+and renamed into place (``os.replace`` is atomic on POSIX), so readers never see a partial JPEG.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from PIL import Image
+
+from .base import FileContext
+from .identify import sha256_file
+from .media import preview
+
+NAME = "thumbnail"
+
+#: Longest side of a thumbnail, in pixels.
+THUMBNAIL_SIZE = 320
+JPEG_QUALITY = 80
+
+
+def run(ctx: FileContext) -> None:
+    """Create the thumbnail if missing and set ``ctx.item["thumbnail"]`` (path relative to the dir)."""
+    digest = ctx.item["sha256"] or sha256_file(ctx.path)
+    relative = thumbnail_relpath(digest)
+    target = ctx.thumbnail_dir / relative
+    if not target.is_file():
+        image = preview(ctx).copy()  # the preview is shared with other stages: don't shrink it
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+        write_jpeg_atomically(image, target)
+    ctx.item["thumbnail"] = relative
+
+
+def thumbnail_relpath(sha256: str) -> str:
+    """``"ab/abcd….jpg"``: where the thumbnail of content ``sha256`` lives under thumbnail_dir."""
+    return f"{sha256[:2]}/{sha256}.jpg"
+
+
+def write_jpeg_atomically(image: Image.Image, target: Path) -> None:
+    """Encode ``image`` as JPEG to a temporary file next to ``target``, then rename it over it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A random name opened with O_EXCL instead of tempfile.mkstemp: tempfile's name generator is
+    # initialised under a lock that becomes a gevent lock once the process is monkey-patched.
+    temporary = target.with_name(f".{target.stem[:16]}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
