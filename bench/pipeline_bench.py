@@ -1,0 +1,217 @@
+"""Pipeline throughput benchmark: the ingest job run in-process, as ``flask ingest run`` runs it.
+
+For each run a fresh app (temporary instance directory, the corpus as its only media root) starts
+one job through ``JobRegistry.start`` and joins its greenlet, while a ticker greenlet sleeps 5 ms
+at a time and records how late the hub wakes it (the hub loop lag: how long the hub was kept
+from other work, e.g. serving SSE streams in the server). Two modes, alternating run by run:
+
+* ``metadata``: extract_keywords, import_scores and enable_nsfw_detection off, skip_duplicates off;
+* ``full``: every stage on (keywords, scores, NSFW, duplicate skipping).
+
+One unmeasured warm-up run per mode comes first (the NSFW model loads once per process). The
+directory defaults to ``/work/shared/corpus/camera-samples`` (read in place, never copied), else
+the generated sample set (``ingestapp.samples.write_samples``). Like the CLI, no monkey-patching.
+
+    .venv/bin/python bench/pipeline_bench.py --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import gevent
+from flask import Flask
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ingestapp import create_app, shutdown  # noqa: E402
+from ingestapp.parameters import parse_parameters  # noqa: E402
+
+CORPUS = Path("/work/shared/corpus/camera-samples")
+TICK = 0.005  # seconds the ticker sleeps between lag samples
+MODES: dict[str, dict[str, bool]] = {
+    "metadata": {
+        "extract_keywords": False,
+        "import_scores": False,
+        "enable_nsfw_detection": False,
+        "skip_duplicates": False,
+    },
+    "full": {
+        "extract_metadata": True,
+        "extract_keywords": True,
+        "import_scores": True,
+        "enable_nsfw_detection": True,
+        "skip_duplicates": True,
+    },
+}
+
+
+class LagTicker:
+    """A greenlet that sleeps ``TICK`` repeatedly and keeps the largest and all overshoots (s)."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            gevent.sleep(TICK)
+            self.lags.append(max(0.0, time.perf_counter() - before - TICK))
+
+    def stop(self) -> dict[str, float]:
+        """Stop ticking; the max and p99 lag in ms."""
+        self._greenlet.kill()
+        lags = sorted(self.lags) or [0.0]
+        return {
+            "max_lag_ms": round(lags[-1] * 1000, 2),
+            "p99_lag_ms": round(lags[int(0.99 * (len(lags) - 1))] * 1000, 2),
+        }
+
+
+@contextmanager
+def fresh_app(directory: Path) -> Iterator[Flask]:
+    """An app on a temporary instance, with ``directory`` as its media root."""
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        app = create_app({"INSTANCE_PATH": Path(tmp) / "instance", "MEDIA_ROOTS": [directory]})
+        try:
+            yield app
+        finally:
+            shutdown(app)
+            app.extensions["ingest_broker"].disconnect()
+            app.extensions["ingest_db"].dispose()
+
+
+def run_once(directory: Path, mode: str) -> dict[str, Any]:
+    """One job over ``directory`` in ``mode``: wall time, files/s, hub lag, counts."""
+    with fresh_app(directory) as app:
+        registry = app.extensions["ingest_jobs"]
+        parameters = parse_parameters({"directory": str(directory), **MODES[mode]}, registry.media_roots)
+        ticker = LagTicker()
+        started = time.perf_counter()
+        job = registry.start(parameters)
+        job.greenlet.join(timeout=600)
+        seconds = time.perf_counter() - started
+        lag = ticker.stop()
+        state = registry.state(job.session_id)
+    if state["status"] != "completed":
+        raise RuntimeError(f"{mode} run ended {state['status']}")
+    done = state["stats"]["processed_files"] + state["stats"]["skipped_duplicates"]
+    return {
+        "mode": mode,
+        "seconds": round(seconds, 3),
+        "files": state["total_files"],
+        "files_per_s": round(done / seconds, 2),
+        "errors": state["stats"]["errors"],
+        "skipped_duplicates": state["stats"]["skipped_duplicates"],
+        "workers": registry.workers,
+        **lag,
+    }
+
+
+def summarize(runs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Medians over the measured runs of one mode (the max lag: the median and the worst)."""
+    mine = [r for r in runs if r["mode"] == mode]
+    rates = [r["files_per_s"] for r in mine]
+    return {
+        "mode": mode,
+        "runs": len(mine),
+        "files": mine[0]["files"],
+        "errors": mine[0]["errors"],
+        "median_s": round(statistics.median(r["seconds"] for r in mine), 3),
+        "median_files_per_s": round(statistics.median(rates), 2),
+        "min_files_per_s": min(rates),
+        "max_files_per_s": max(rates),
+        "median_max_lag_ms": round(statistics.median(r["max_lag_ms"] for r in mine), 2),
+        "worst_max_lag_ms": max(r["max_lag_ms"] for r in mine),
+    }
+
+
+def markdown(summary: list[dict[str, Any]]) -> str:
+    base = summary[0]["median_files_per_s"]
+    lines = [
+        "| mode | files | runs | median s | median files/s | min-max files/s | vs metadata "
+        "| max hub lag ms (median / worst run) | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['mode']} | {s['files']} | {s['runs']} | {s['median_s']:.3f} | {s['median_files_per_s']:.1f} "
+            f"| {s['min_files_per_s']:.1f}-{s['max_files_per_s']:.1f} | {s['median_files_per_s'] / base:.2f}x "
+            f"| {s['median_max_lag_ms']:.1f} / {s['worst_max_lag_ms']:.1f} | {s['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def corpus(arg: Path | None, tmp: Path) -> Path:
+    """The directory to ingest: the argument, else the shared corpus, else generated samples."""
+    if arg is not None:
+        return arg.resolve()
+    if CORPUS.is_dir():
+        return CORPUS
+    from ingestapp.samples import write_samples
+
+    write_samples(tmp / "samples")
+    return tmp / "samples"
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", type=Path, nargs="?", help=f"media directory (default {CORPUS})")
+    parser.add_argument("--repeat", type=int, default=5, help="measured runs per mode (median reported)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for the JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started_at = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="pipeline-samples-") as tmp:
+        directory = corpus(args.directory, Path(tmp))
+        warm_up = [run_once(directory, mode) for mode in MODES]
+        runs = []
+        for i in range(args.repeat):
+            for mode in MODES:
+                runs.append(run_once(directory, mode))
+                print(f"run {i + 1}/{args.repeat}: {json.dumps(runs[-1])}", flush=True)
+    summary = [summarize(runs, mode) for mode in MODES]
+    report = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "directory": str(directory),
+        "modes": MODES,
+        "warm_up": warm_up,
+        "runs": runs,
+        "summary": summary,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"pipeline-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(markdown(summary))
+    print(f"\nwarm-up runs (not counted): {json.dumps(warm_up)}")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
