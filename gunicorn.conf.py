@@ -18,7 +18,9 @@ preload_app = False
 # SSE streams end themselves at shutdown (post_worker_init below), so a short grace suffices.
 graceful_timeout = 10
 timeout = 30
-keepalive = 5
+# Seconds an idle keep-alive connection is held. A finished stream's connection waits this long
+# for a next request, also at shutdown, so keep it short (gunicorn's default).
+keepalive = 2
 accesslog = "-"
 errorlog = "-"
 

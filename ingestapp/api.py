@@ -230,7 +230,7 @@ def metrics() -> Response:
     """Stream counters; ``?greenlets=1`` adds the live greenlet count (walks the heap: slow)."""
     result = current_app.extensions["ingest_broker"].metrics()
     if request.args.get("greenlets") == "1":
-        result["greenlets"] = sum(isinstance(o, greenlet) for o in gc.get_objects())
+        result["greenlets"] = sum(isinstance(o, greenlet) and not o.dead for o in gc.get_objects())
     return jsonify(result)
 
 

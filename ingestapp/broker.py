@@ -64,6 +64,10 @@ class Subscription:
             del self._seq_by_key[event.conflation_key]
         return event
 
+    def get_nowait(self) -> Event | None:
+        """The oldest queued event, or None at once."""
+        return self.get(0) if self._pending and not self.closed else None
+
     def drop_pending(self) -> None:
         self._pending.clear()
         self._seq_by_key.clear()

@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 
 RUNNING_STATUSES = ("queued", "scanning", "processing")
 FLUSH_INTERVAL = 0.25  # seconds between batch writes of a running job
-PROGRESS_INTERVAL = 0.1  # seconds between progress events while only the scan advances
+#: Seconds between ``progress`` events: 20 per second at most, however fast files go by (a
+#: ``file`` event still goes out for every file). Each progress event costs every watching stream
+#: a send; browsers repaint at most once a frame anyway.
+PROGRESS_INTERVAL = 0.05
 ERRORS_KEPT = 50  # errors carried in the state; all are in the errors table
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -224,6 +227,7 @@ class Job:
         self.stages = {"scanning": StageProgress(total=None)} | {s.NAME: StageProgress() for s in self.stage_modules}
         self._elapsed_before_ms = 0.0
         self._last_progress = 0.0
+        self._progress_timer: gevent.Greenlet | None = None
         if saved_state:
             self._restore(saved_state)
 
@@ -295,8 +299,19 @@ class Job:
         publish(event)
 
     def emit_progress(self) -> None:
+        """Emit ``progress`` now, or once PROGRESS_INTERVAL has passed since the last one."""
+        wait = self._last_progress + PROGRESS_INTERVAL - time.monotonic()
+        if wait > 0:
+            if self._progress_timer is None:
+                self._progress_timer = gevent.spawn_later(wait, self._emit_deferred_progress)
+            return
         self._last_progress = time.monotonic()
         self.emit("progress", **self.progress())
+
+    def _emit_deferred_progress(self) -> None:
+        self._progress_timer = None
+        if self.status in RUNNING_STATUSES:
+            self.emit_progress()
 
     def flush(self) -> None:
         """Persist the buffered rows together with the current state."""
@@ -377,8 +392,7 @@ class Job:
                     self.stages[name].total = self.total_files
                 if prefix + relpath not in self.done_paths:
                     self.queue.put((path, root, prefix + relpath))
-                if time.monotonic() - self._last_progress >= PROGRESS_INTERVAL:
-                    self.emit_progress()
+                self.emit_progress()
         finally:
             for _ in range(self.registry.workers):
                 self.queue.put(None)
@@ -474,6 +488,8 @@ class Job:
         self.stats["nsfw_detected"] += bool(item["nsfw"])
 
     def _finish(self, status: str, message: str | None = None) -> None:
+        if self._progress_timer is not None:
+            self._progress_timer.kill(block=False)  # the terminal event carries the final progress
         if status == "completed":
             for stage in self.stages.values():
                 stage.finish()

@@ -23,6 +23,9 @@ from .events import Event, sse_frame
 from .jobs import JobRegistry
 
 KEEPALIVE = b": keepalive\n\n"
+#: Queued events written together in one chunk when a stream wakes up (one send, not one each).
+MAX_BATCH = 64
+_READ = 1  # libev's EV_READ
 
 
 @dataclass(frozen=True)
@@ -74,16 +77,17 @@ class EventStream:
         self.reset = last_event_id is not None and self.resume_from is None
         self.last_sent = 0
         self._socket = client_socket
-        self._watcher: gevent.Greenlet | None = None
+        self._watcher: Any = None
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             if self._socket is not None:
-                self._watcher = gevent.spawn(self._watch_disconnect, self._socket)
+                self._watch_disconnect(self._socket)
             yield f"retry: {self.settings.retry_ms}\n\n".encode()
             if self.resume_from is None:
+                finished = is_finished(self.state)
                 yield self._snapshot()
-                if is_finished(self.state):
+                if finished:
                     return
             else:
                 self.last_sent = self.resume_from
@@ -94,23 +98,25 @@ class EventStream:
 
     def close(self) -> None:
         if self._watcher is not None:
-            self._watcher.kill(block=False)
+            self._watcher.stop()
             self._watcher = None
         self.broker.unsubscribe(self.subscription)
 
     def _snapshot(self) -> bytes:
-        self.last_sent = self.state["last_event_id"]
-        data = {**self.state, "reset": self.reset}
-        return sse_frame(json.dumps(data, separators=(",", ":")), "snapshot", self.last_sent)
+        state, self.state = self.state, {}  # only the snapshot needs it: free it for the long wait
+        self.last_sent = state["last_event_id"]
+        return sse_frame(json.dumps({**state, "reset": self.reset}, separators=(",", ":")), "snapshot", self.last_sent)
 
     def _live(self) -> Iterator[bytes]:
         subscription = self.subscription
         last_activity = time.monotonic()
         while True:
             if subscription.overflowed:
-                for event in self._catch_up():
-                    yield self._deliver(event)
-                    if event.terminal:
+                for batch in self._catch_up():
+                    chunk, terminal = self._join(batch)
+                    if chunk:  # an empty chunk would be taken for the end of the response
+                        yield chunk
+                    if terminal:
                         return
                 last_activity = time.monotonic()
                 continue
@@ -127,37 +133,63 @@ class EventStream:
             if event.seq <= self.last_sent:
                 continue
             last_activity = time.monotonic()
-            yield self._deliver(event)
-            if event.terminal:
+            batch = [event]
+            while len(batch) < MAX_BATCH and (queued := subscription.get_nowait()) is not None:
+                batch.append(queued)
+            chunk, terminal = self._join(batch)
+            yield chunk
+            if terminal:
                 return
 
-    def _catch_up(self) -> Iterator[Event]:
-        """Persisted events after ``last_sent``; afterwards the live queue takes over."""
+    def _join(self, events: list[Event]) -> tuple[bytes, bool]:
+        """One chunk of the events not sent yet, up to the first terminal one; and whether one was."""
+        frames = []
+        for event in events:
+            if event.seq > self.last_sent:
+                frames.append(self._deliver(event))
+                if event.terminal:
+                    return b"".join(frames), True
+        return b"".join(frames), False
+
+    def _catch_up(self) -> Iterator[list[Event]]:
+        """Batches of the persisted events after ``last_sent``; afterwards the live queue takes over."""
         self.subscription.overflowed = False
         self.subscription.drop_pending()
         job = self.registry.jobs.get(self.session_id)
         if job is not None:
             job.flush()  # the log is written in batches: make it hold every event published so far
         for batch in events_after(self.registry.engine, self.session_id, self.last_sent):
-            for event in batch:
-                self.broker.counters["events_replayed"] += 1
-                yield event
+            self.broker.counters["events_replayed"] += len(batch)
+            yield batch
 
     def _deliver(self, event: Event) -> bytes:
         self.last_sent = event.seq
         self.broker.counters["events_delivered"] += 1
         return event.frame
 
-    def _watch_disconnect(self, sock: socket.socket) -> None:
+    def _watch_disconnect(self, sock: Any) -> None:
         """Close the stream as soon as the client's socket reports EOF, even while idle.
 
-        MSG_PEEK leaves any bytes the client sends for the server; an SSE client sends none.
+        A libev read watcher on gunicorn's client socket (``environ["gunicorn.socket"]``) costs no
+        greenlet. Its callback runs in the hub, so it only peeks without blocking; MSG_PEEK leaves
+        any bytes the client sends for the server (an SSE client sends none).
         """
-        try:
-            data = sock.recv(1, socket.MSG_PEEK)
-        except OSError:
-            data = b""
-        if not data:
-            self.broker.counters["disconnects"] += 1
-            self.subscription.close()
+        raw = getattr(sock, "_sock", sock)  # gevent's socket wraps a non-blocking OS socket
+
+        watcher = gevent.get_hub().loop.io(sock.fileno(), _READ)
+
+        def on_readable() -> None:
+            try:
+                data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            watcher.stop()
+            if not data:
+                self.broker.counters["disconnects"] += 1
+                self.subscription.close()
+
+        watcher.start(on_readable)
+        self._watcher = watcher
 

@@ -128,9 +128,11 @@ def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media
 
 
 def test_a_client_that_never_reads_stays_bounded(tmp_path: Path, media: Path) -> None:
-    # ~2,500 files make ~6 MB of events: more than the kernel buffers (4 MB send, 4 KB receive)
-    # hold, so the stuck client's writes really block and its queue must stay bounded.
-    write_jpegs(media, 2500)
+    # 2,500 files 2,000 characters deep make ~5 MB of `file` events: more than the kernel buffers
+    # of a connection absorb on loopback (~2.8 MB measured), so the stuck client's writes really
+    # block and its queue must stay bounded.
+    deep = media.joinpath(*(letter * 250 for letter in "abcdefgh"))
+    write_jpegs(deep, 2500)
     env = {"INGEST_SSE_QUEUE": "50"}
     with gunicorn(tmp_path / "instance", media, env) as server:
         process = psutil.Process(server.process.pid)

@@ -28,13 +28,21 @@ def parse(frame: bytes) -> dict[str, str]:
     return fields
 
 
+def frames_of(response) -> Iterator[dict[str, str]]:
+    """Parsed frames, read chunk by chunk (a chunk holds one or more whole frames, never none)."""
+    for chunk in iter(response.response):
+        assert chunk.endswith(b"\n\n"), chunk
+        for frame in chunk[:-2].split(b"\n\n"):
+            yield parse(frame + b"\n\n")
+
+
 @contextmanager
 def stream(client, session_id: str, **headers: str) -> Iterator[Iterator[dict[str, str]]]:
     response = client.get(f"/api/ingest/stream/{session_id}", headers=headers)
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
     try:
-        yield (parse(chunk) for chunk in iter(response.response))
+        yield frames_of(response)
     finally:
         response.close()
 
@@ -60,7 +68,7 @@ def test_headers_retry_then_snapshot_then_increasing_ids(slow_app, media: Path) 
         assert response.headers["Cache-Control"] == "no-cache"
         assert response.headers["X-Accel-Buffering"] == "no"
         assert "Content-Length" not in response.headers and "Content-Encoding" not in response.headers
-        frames = (parse(chunk) for chunk in iter(response.response))
+        frames = frames_of(response)
         assert next(frames) == {"retry": "2000"}
         snapshot = next(frames)
         assert snapshot["event"] == "snapshot"
@@ -100,7 +108,7 @@ def test_resume_from_last_event_id_yields_exactly_the_missing_events(slow_app, m
         pass
     response = client.get(f"/api/ingest/stream/{session_id}?last_event_id=3")
     try:
-        replayed = events_until_terminal(parse(c) for c in iter(response.response))
+        replayed = events_until_terminal(frames_of(response))
     finally:
         response.close()
     assert [int(e["id"]) for e in replayed] == [i for i in all_ids if i > 3]
