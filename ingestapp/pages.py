@@ -1,0 +1,193 @@
+"""Server-rendered pages: the ingest form, a session's live progress, sessions, the catalog.
+
+Every page is complete HTML before any script runs (the progress view renders the current
+state); the scripts in ``static/`` then keep it live. Jinja2 autoescaping covers all server data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from flask import Blueprint, abort, current_app, render_template, request
+
+from .api import ApiError
+from .api import sessions as api_sessions  # the API view owns the listing
+from .catalog import query_catalog
+from .jobs import JobNotFound, JobRegistry
+
+bp = Blueprint("pages", __name__)
+
+CATALOG_PAGE_SIZE = 24
+
+#: Human names, shared by the templates and (through the page data) the scripts.
+LABELS: dict[str, dict[str, str]] = {
+    "status": {
+        "queued": "Queued",
+        "scanning": "Scanning",
+        "processing": "Processing",
+        "completed": "Completed",
+        "failed": "Failed",
+        "cancelled": "Cancelled",
+        "interrupted": "Interrupted",
+    },
+    "stage": {
+        "scanning": "Scanning",
+        "identify": "Identify",
+        "metadata": "Metadata",
+        "keywords": "Keywords",
+        "scores": "Scores",
+        "nsfw": "NSFW",
+        "thumbnail": "Thumbnails",
+    },
+    "stage_status": {"pending": "Pending", "running": "Running", "completed": "Done"},
+    "stats": {
+        "processed_files": "Processed",
+        "metadata_extracted": "Metadata",
+        "keywords_added": "Keywords",
+        "scores_imported": "Scores",
+        "nsfw_detected": "NSFW",
+        "skipped_duplicates": "Duplicates skipped",
+        "errors": "Errors",
+    },
+}
+
+
+def registry() -> JobRegistry:
+    """The app's job registry."""
+    return current_app.extensions["ingest_jobs"]
+
+
+@bp.app_context_processor
+def _labels() -> dict[str, Any]:
+    """Every template gets ``labels`` (status, stage and counter names)."""
+    return {"labels": LABELS}
+
+
+# -- formatting (static/common.js formats the same way) ---------------------------------------------
+
+
+@bp.app_template_filter("duration")
+def format_duration(ms: float | None) -> str:
+    """``m:ss`` or ``h:mm:ss``; an em dash for None."""
+    if ms is None:
+        return "—"
+    seconds = max(0, round(ms / 1000))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@bp.app_template_filter("percent")
+def format_percent(value: float | None) -> str:
+    """One decimal, rounded down so that only a finished session reads 100%."""
+    if value is None:
+        return "—"
+    if value >= 100:
+        return "100%"
+    return f"{math.floor(value * 10) / 10:.1f}%"
+
+
+@bp.app_template_filter("clock")
+def format_clock(timestamp: float | None) -> str:
+    """``HH:MM:SS`` in the server's local time (the script re-renders it in the browser's)."""
+    return "" if timestamp is None else time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+@bp.app_template_filter("datetime")
+def format_datetime(timestamp: float | None) -> str:
+    """``YYYY-MM-DD HH:MM`` in the server's local time; an em dash for None."""
+    return "—" if timestamp is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+@bp.app_template_filter("taken")
+def format_taken(iso: str) -> str:
+    """``2023-12-28T19:42:10-03:00`` → ``2023-12-28 19:42`` (the camera's local time, as recorded)."""
+    return str(iso).replace("T", " ")[:16]
+
+
+@bp.app_template_global("camera")
+def format_camera(make: str | None, model: str | None) -> str | None:
+    """``Canon`` + ``Canon EOS R6`` → ``Canon EOS R6``: the model usually repeats the maker."""
+    if not make or not model:
+        return make or model
+    return model if model.lower().startswith(make.split(" ")[0].lower()) else f"{make} {model}"
+
+
+@bp.app_template_filter("isotime")
+def format_isotime(timestamp: float | None) -> str:
+    """The ``datetime`` attribute of a ``<time>`` element (UTC)."""
+    return "" if timestamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+# -- pages ------------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> str:
+    """The ingest form."""
+    return render_template("index.html", roots=registry().media_roots)
+
+
+@bp.get("/ingest/<session_id>")
+def session(session_id: str) -> str:
+    """The progress view, rendered with the current state so it is right before any script runs."""
+    try:
+        state = registry().state(session_id)
+    except JobNotFound:
+        abort(404)
+    return render_template("session.html", state=state)
+
+
+@bp.get("/sessions")
+def sessions() -> str:
+    """Recent sessions, as ``GET /api/ingest/sessions`` lists them (``?limit=`` too)."""
+    try:
+        listing = api_sessions().get_json()["sessions"]
+    except ApiError as exc:
+        abort(400, exc.message)
+    return render_template("sessions.html", sessions=listing)
+
+
+@bp.get("/catalog")
+def catalog() -> str:
+    """The catalog, filtered by ``keyword``, ``min_rating`` and ``nsfw`` (a plain GET form)."""
+    filters, error = catalog_filters(request.args)
+    page = max(1, _int(request.args.get("page"), 1))
+    result = query_catalog(
+        registry().engine,
+        filters["keyword"] or None,
+        None if filters["min_rating"] == "" else int(filters["min_rating"]),
+        None if filters["nsfw"] == "" else filters["nsfw"] == "true",
+        (page - 1) * CATALOG_PAGE_SIZE,
+        CATALOG_PAGE_SIZE,
+    )
+    pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))
+    return render_template(
+        "catalog.html", result=result, filters=filters, error=error, page=page, pages=pages
+    )
+
+
+def catalog_filters(args: Any) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The catalog filters as form values, and ``{"field", "error"}`` for one that was invalid."""
+    filters = {
+        "keyword": args.get("keyword", "").strip(),
+        "min_rating": args.get("min_rating", ""),
+        "nsfw": args.get("nsfw", ""),
+    }
+    if filters["min_rating"] not in ("", *(str(r) for r in range(-1, 6))):
+        filters["min_rating"] = ""
+        return filters, {"field": "min_rating", "error": "minimum rating must be between -1 and 5"}
+    if filters["nsfw"] not in ("", "true", "false"):
+        filters["nsfw"] = ""
+        return filters, {"field": "nsfw", "error": "NSFW must be any, only or none"}
+    return filters, None
+
+
+def _int(raw: str | None, default: int) -> int:
+    """``raw`` as an integer, ``default`` when it is missing or not one."""
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
