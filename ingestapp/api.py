@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from .catalog import commit_session, query_catalog, session_items
 from .jobs import JobConflict, JobNotFound, JobRegistry
-from .models import IngestSession, Item
+from .models import Item
 from .parameters import ParameterError, parse_parameters
 from .paths import OutsideMediaRoots, confine
 from .stream import EventStream, StreamSettings, is_finished, parse_last_event_id
@@ -147,30 +147,7 @@ def resume(session_id: str) -> tuple[Response, int]:
 @bp.get("/api/ingest/sessions")
 def sessions() -> Response:
     """Sessions, newest first: ``{"sessions": [{session_id, status, created_at, directory, ...}]}``."""
-    limit = int_arg("limit", 50, 1, 500)
-    with registry().engine.connect() as conn:
-        rows = conn.execute(
-            select(IngestSession.id, IngestSession.created_at, IngestSession.committed_at)
-            .order_by(IngestSession.created_at.desc())
-            .limit(limit)
-        ).all()
-    result = []
-    for row in rows:
-        state = registry().state(row.id)
-        result.append(
-            {
-                "session_id": row.id,
-                "status": state["status"],
-                "created_at": row.created_at,
-                "committed_at": row.committed_at,
-                "directory": state["parameters"]["directory"],
-                "total_files": state["total_files"],
-                "processed_files": state["processed_files"],
-                "progress_percent": state["progress_percent"],
-                "errors": state["stats"]["errors"],
-            }
-        )
-    return jsonify(sessions=result)
+    return jsonify(sessions=registry().sessions(int_arg("limit", 50, 1, 500)))
 
 
 @bp.get("/api/ingest/<session_id>/items")

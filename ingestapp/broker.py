@@ -85,12 +85,15 @@ class Broker:
         self.queue_size = queue_size
         self.subscriptions: dict[str, set[Subscription]] = defaultdict(set)
         self.counters: Counter[str] = Counter()
+        self.closing = False  # set at shutdown: streams opened from then on end after their start
         # blinker holds receivers weakly; the app keeps this broker (and so the bound method) alive.
         job_event.connect(self._on_event)
 
     def subscribe(self, session_id: str) -> Subscription:
         subscription = Subscription(session_id, self.queue_size)
         self.subscriptions[session_id].add(subscription)
+        if self.closing:
+            subscription.close()  # the client gets its snapshot, then reconnects to the next worker
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -103,7 +106,8 @@ class Broker:
                 del self.subscriptions[subscription.session_id]
 
     def close_all(self) -> None:
-        """End every open stream (graceful shutdown)."""
+        """End every open stream, and every stream opened later (graceful shutdown)."""
+        self.closing = True
         for subscribers in list(self.subscriptions.values()):
             for subscription in list(subscribers):
                 subscription.close()

@@ -21,12 +21,12 @@ import gevent
 import gevent.lock
 import gevent.queue
 from gevent.threadpool import ThreadPool
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from . import stages
 from .eventlog import MAX_PENDING, SessionLog
 from .events import make_event, publish
-from .models import CatalogEntry, IngestSession, Item
+from .models import CatalogEntry, EventRecord, IngestSession, Item
 from .parameters import IngestParameters
 from .paths import root_of
 from .progress import STATS_KEYS, StageProgress, percent
@@ -137,6 +137,33 @@ class JobRegistry:
             raise JobNotFound(session_id)
         return {**row.state, "status": row.status}
 
+    def sessions(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` sessions: ``{session_id, status, created_at, committed_at, directory,
+        total_files, processed_files, progress_percent, errors}`` (``GET /api/ingest/sessions``)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(IngestSession.id, IngestSession.created_at, IngestSession.committed_at)
+                .order_by(IngestSession.created_at.desc())
+                .limit(limit)
+            ).all()
+        listing = []
+        for row in rows:
+            state = self.state(row.id)
+            listing.append(
+                {
+                    "session_id": row.id,
+                    "status": state["status"],
+                    "created_at": row.created_at,
+                    "committed_at": row.committed_at,
+                    "directory": state["parameters"]["directory"],
+                    "total_files": state["total_files"],
+                    "processed_files": state["processed_files"],
+                    "progress_percent": state["progress_percent"],
+                    "errors": state["stats"]["errors"],
+                }
+            )
+        return listing
+
     def load_nsfw_model(self) -> None:
         """Load the NSFW model once per process, in the threadpool (it takes about a second)."""
         with self._model_lock:
@@ -158,21 +185,27 @@ class JobRegistry:
 def recover_interrupted(engine: Engine) -> int:
     """Mark sessions whose owning process is gone as ``interrupted``; return how many.
 
-    A session whose owner is another live process on this host is left alone, so running the
-    CLI next to the server does not disturb the server's jobs.
+    Each gets a ``progress`` event saying so, appended to its log, so a client resuming with
+    Last-Event-ID learns it too. A session whose owner is another live process on this host is
+    left alone, so running the CLI next to the server does not disturb the server's jobs.
     """
     with engine.begin() as conn:
         rows = conn.execute(
-            select(IngestSession.id, IngestSession.owner, IngestSession.state).where(
+            select(IngestSession.id, IngestSession.owner, IngestSession.state, IngestSession.last_event_id).where(
                 IngestSession.status.in_(RUNNING_STATUSES)
             )
         ).all()
         dead = [row for row in rows if not _owner_alive(row.owner)]
         for row in dead:
+            seq = row.last_event_id + 1
+            state = {**row.state, "status": "interrupted", "last_event_id": seq}
+            progress = {k: v for k, v in state.items() if k not in ("session_id", "message", "parameters", "errors")}
+            event = make_event(row.id, seq, "progress", progress)
+            conn.execute(insert(EventRecord).values(session_id=row.id, seq=seq, type=event.type, data=event.data))
             conn.execute(
                 update(IngestSession)
                 .where(IngestSession.id == row.id)
-                .values(status="interrupted", state={**row.state, "status": "interrupted"})
+                .values(status="interrupted", state=state, last_event_id=seq)
             )
     return len(dead)
 
@@ -211,6 +244,7 @@ class Job:
         self.greenlet: gevent.Greenlet | None = None
         self.seq = last_event_id
         self.status = "queued"
+        self.failure: str | None = None  # why the job failed, for the state
         self.cancel_requested = False
         self.total_files = 0
         self.current_file: str | None = None
@@ -251,6 +285,7 @@ class Job:
         return {
             "session_id": self.session_id,
             "status": self.status,
+            "message": self.failure,
             "parameters": self.parameters.to_dict(),
             "errors": list(self.errors),
             **self.progress(),
@@ -495,13 +530,13 @@ class Job:
                 stage.finish()
         self.run_ended = time.monotonic()
         self.status = status
+        self.failure = message
         self.current_file = None
-        if status == "completed":
-            self.emit("complete", **self.progress())
-        elif status == "cancelled":
-            self.emit("cancelled", **self.progress())
-        elif status == "failed":
-            self.emit("failed", message=message, **self.progress())
+        event_type = {"completed": "complete", "cancelled": "cancelled", "failed": "failed"}.get(status)
+        if event_type is None:  # interrupted: not terminal, the session can be resumed
+            self.emit("progress", **self.progress())
+        else:
+            self.emit(event_type, message=message, **self.progress())
 
 
 def _run_in_thread(run: Any, ctx: FileContext) -> Exception | None:

@@ -12,8 +12,6 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request
 
-from .api import ApiError
-from .api import sessions as api_sessions  # the API view owns the listing
 from .catalog import query_catalog
 from .jobs import JobNotFound, JobRegistry
 
@@ -142,12 +140,9 @@ def session(session_id: str) -> str:
 
 @bp.get("/sessions")
 def sessions() -> str:
-    """Recent sessions, as ``GET /api/ingest/sessions`` lists them (``?limit=`` too)."""
-    try:
-        listing = api_sessions().get_json()["sessions"]
-    except ApiError as exc:
-        abort(400, exc.message)
-    return render_template("sessions.html", sessions=listing)
+    """Recent sessions, as ``GET /api/ingest/sessions`` lists them (``?limit=``, 1 to 500, too)."""
+    limit = min(500, max(1, _int(request.args.get("limit"), 50)))
+    return render_template("sessions.html", sessions=registry().sessions(limit))
 
 
 @bp.get("/catalog")

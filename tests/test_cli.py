@@ -58,7 +58,7 @@ def test_exit_status_is_nonzero_when_the_job_fails(app: Flask, tmp_path: Path, m
     result = run_cli(app, "run", str(samples), "--no-nsfw", "--json")
     assert result.exit_code == 1
     state = json.loads(result.stdout)
-    assert state["status"] == "failed"
+    assert state["status"] == "failed" and "Permission denied" in state["message"]
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"real camera samples not found at {CORPUS}")

@@ -125,6 +125,10 @@ def test_resume_after_a_crash_processes_only_the_rest(tmp_path: Path, app_config
         sessions = client.get("/api/ingest/sessions").get_json()["sessions"]
         assert len(sessions) == 1 and sessions[0]["status"] == "interrupted"
         session_id = sessions[0]["session_id"]
+        last = app.extensions["ingest_jobs"].state(session_id)["last_event_id"]
+        with client.get(f"/api/ingest/stream/{session_id}?last_event_id={last - 1}") as response:
+            replayed = b"".join(next(iter(response.response)) for _ in range(2))
+        assert b"event: progress" in replayed and b'"status":"interrupted"' in replayed  # told on replay
         before = item_paths(client, session_id)
         assert 0 < len(before) < 40
         assert client.post(f"/api/ingest/{session_id}/resume", json={}).status_code == 202

@@ -240,3 +240,17 @@ def test_subscription_conflates_progress_but_never_drops_files() -> None:
     for seq in range(10, 14):
         subscription.put(make_event("s", seq, "file", {}))
     assert subscription.overflowed and len(subscription) == 0
+
+
+def test_streams_opened_during_shutdown_end_after_their_snapshot(slow_app, media: Path) -> None:
+    client = slow_app.test_client()
+    write_jpegs(media, 50)
+    session_id = start(client, media)
+    slow_app.extensions["ingest_broker"].close_all()
+    response = client.get(f"/api/ingest/stream/{session_id}")
+    try:
+        frames = list(frames_of(response))  # ends by itself: the browser reconnects to the next worker
+    finally:
+        response.close()
+    assert [f.get("event") for f in frames] == [None, "snapshot"]
+    assert slow_app.extensions["ingest_jobs"].state(session_id)["status"] in ("queued", "scanning", "processing")

@@ -66,12 +66,12 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  /** fetch a GET once more after a network error or a 5xx (a dropped keep-alive connection). */
+  /** fetch a GET once more after a network error or a 502/503/504 (a proxy while the server restarts). */
   async function fetchOnceMore(url, options) {
     const method = (options && options.method) || 'GET';
     try {
       const response = await fetch(url, options);
-      if (method !== 'GET' || response.status < 500) return response;
+      if (method !== 'GET' || ![502, 503, 504].includes(response.status)) return response;
     } catch (err) {
       if (method !== 'GET') throw err;
     }
