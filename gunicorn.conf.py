@@ -10,6 +10,9 @@ worker_class = "gevent"
 # One worker: the event bus is in-process (blinker), so a stream must be served by the process
 # running its job. More workers would need a cross-process bus (scale-out is future work).
 workers = 1
+# No runtime control socket ($HOME/.gunicorn/gunicorn.ctl by default, shared by every gunicorn
+# of the user): it can change the worker count, which this single-worker design must not.
+control_socket_disable = True
 # Each open SSE stream holds one connection (one greenlet); leave room for 10,000 viewers.
 worker_connections = 20000
 # No preload: the app (its threadpool, database engine and hub) is created after the fork,
