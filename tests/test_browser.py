@@ -282,7 +282,9 @@ def choose_directory_with_keyboard(page: Any, name: str) -> None:
     """Browse the media roots with Enter only: root → ``name`` → Use this folder."""
     page.focus("#browse-toggle")
     page.keyboard.press("Enter")
-    page.locator("#browser-list button").first.wait_for()
+    # The roots are server-rendered, so they are visible before the script has fetched them and
+    # moved the focus: wait for the focus, or Enter would close the browser again.
+    page.wait_for_function("() => document.activeElement?.closest('#browser-list') !== null")
     page.keyboard.press("Enter")  # focus is on the first root
     target = page.locator("#browser-list button", has_text=re.compile(rf"^{name}$"))
     target.wait_for()
