@@ -70,7 +70,6 @@ class JobRegistry:
         self.threadpool = ThreadPool(self.workers)
         self.jobs: dict[str, Job] = {}
         self._model_lock = gevent.lock.Semaphore()
-        self._model_loaded = False
 
     def start(self, parameters: IngestParameters) -> Job:
         """Create a session row and spawn its job greenlet."""
@@ -166,10 +165,9 @@ class JobRegistry:
 
     def load_nsfw_model(self) -> None:
         """Load the NSFW model once per process, in the threadpool (it takes about a second)."""
-        with self._model_lock:
-            if not self._model_loaded:
+        with self._model_lock:  # two jobs starting at once must not both build it
+            if not stages.nsfw.model_loaded():
                 self.threadpool.apply(stages.nsfw.load_model)
-                self._model_loaded = True
 
     def shutdown(self) -> None:
         """Stop the running jobs (they become ``interrupted``) and the threadpool."""
