@@ -121,7 +121,7 @@ def test_rotated_photo_has_upright_thumbnail(samples: tuple[Path, list[Path], di
 
 def test_keywords_ratings_and_scores(samples: tuple[Path, list[Path], dict[str, Result]]) -> None:
     owl = item(samples, "tagged/owl.jpg")
-    assert owl["keywords"] == ["owl", "bird", "night", "Owl", "Forest"]
+    assert owl["keywords"] == ["owl", "bird", "night", "Forest"]  # "Owl" repeats "owl"
     assert (owl["rating"], owl["score"], owl["score_source"]) == (4, 0.82, "csv")
     harbour = item(samples, "tagged/harbour.jpg")
     assert harbour["keywords"] == ["harbour", "boats", "Möwe", "sea"]

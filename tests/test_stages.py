@@ -522,7 +522,7 @@ def test_keywords_deduplicated_in_source_order(folder: Path, thumbs: Path) -> No
     (folder / "mix.txt").write_text(" e, f ,, a,\ng\n", encoding="utf-8")
     ctx, errors = run_pipeline(path, thumbs, enable_nsfw_detection=False)
     assert errors == []
-    assert ctx.item["keywords"] == ["a", "b", "c", "C", "d", "e", "f", "g"]
+    assert ctx.item["keywords"] == ["a", "b", "c", "d", "e", "f", "g"]  # "C" repeats "c"
 
 
 def test_malformed_sidecar_is_an_error_but_malformed_embedded_xmp_is_ignored(

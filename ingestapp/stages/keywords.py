@@ -43,9 +43,14 @@ def run(ctx: FileContext) -> None:
 
 
 def unique_keywords(values: Iterable[str]) -> list[str]:
-    """Stripped, non-empty values without exact duplicates, in first-seen order."""
-    stripped = (value.strip() for value in values)
-    return list(dict.fromkeys(value for value in stripped if value))
+    """Stripped, non-empty values in first-seen order, without duplicates ignoring case: "Owl"
+    after "owl" is the same tag (Lightroom and digiKam match keywords case-insensitively)."""
+    unique: dict[str, str] = {}
+    for value in values:
+        value = value.strip()
+        if value:
+            unique.setdefault(value.casefold(), value)
+    return list(unique.values())
 
 
 def iptc_keywords(path: Path) -> list[str]:
