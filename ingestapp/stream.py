@@ -38,10 +38,12 @@ class StreamSettings:
 
 
 def parse_last_event_id(value: str | None) -> int | None:
-    """The ``Last-Event-ID`` as a seq, or None when absent or not a non-negative integer."""
-    if value is None or not value.strip().isdigit():
+    """The ``Last-Event-ID`` as a seq: None when absent, -1 (an unknown id) when it is not ASCII
+    digits, as every id this server sends is."""
+    if value is None:
         return None
-    return int(value.strip())
+    text = value.strip()
+    return int(text) if text.isascii() and text.isdigit() else -1
 
 
 def is_finished(state: dict[str, Any]) -> bool:
@@ -72,7 +74,7 @@ class EventStream:
         self.subscription: Subscription = broker.subscribe(session_id)
         self.state = registry.state(session_id)
         self.resume_from = last_event_id
-        if last_event_id is not None and last_event_id > self.state["last_event_id"]:
+        if last_event_id is not None and not 0 <= last_event_id <= self.state["last_event_id"]:
             self.resume_from = None  # unknown id: start again from a fresh snapshot
         self.reset = last_event_id is not None and self.resume_from is None
         self.last_sent = 0
