@@ -15,16 +15,15 @@ from .models import CatalogEntry, CatalogKeyword, IngestSession, Item
 
 def item_to_dict(item: Item) -> dict[str, Any]:
     """The API's ``Item``: ``id, path, status`` and the extracted fields, ``thumbnail_url``, ``errors``."""
-    fields = dict(item.fields)
-    thumbnail = fields.pop("thumbnail", None)
-    return {
-        "id": item.id,
-        "path": item.path,
-        "status": item.status,
-        **fields,
-        "thumbnail_url": url_for("api.thumbnail", item_id=item.id) if thumbnail else None,
-        "errors": item.errors,
-    }
+    return {"id": item.id, "path": item.path, "status": item.status, **_public_fields(item.fields, item.id),
+            "errors": item.errors}
+
+
+def _public_fields(fields: dict[str, Any], item_id: str) -> dict[str, Any]:
+    """The extracted fields with the stored thumbnail name replaced by its URL (served by item id)."""
+    public = {key: value for key, value in fields.items() if key != "thumbnail"}
+    public["thumbnail_url"] = url_for("api.thumbnail", item_id=item_id) if fields.get("thumbnail") else None
+    return public
 
 
 def session_items(engine: Engine, session_id: str, offset: int, limit: int) -> dict[str, Any]:
@@ -101,15 +100,8 @@ def query_catalog(
 
 
 def _entry_to_dict(entry: CatalogEntry) -> dict[str, Any]:
-    fields = dict(entry.fields)
-    thumbnail = fields.pop("thumbnail", None)
-    return {
-        "id": entry.id,
-        "path": entry.path,
-        **fields,
-        "thumbnail_url": url_for("api.thumbnail", item_id=entry.item_id) if thumbnail else None,
-        "committed_at": entry.committed_at,
-    }
+    return {"id": entry.id, "path": entry.path, **_public_fields(entry.fields, entry.item_id),
+            "committed_at": entry.committed_at}
 
 
 def _orm(engine: Engine) -> Session:
