@@ -256,7 +256,7 @@ class Job:
         self.run_done = 0
         self.stats = dict.fromkeys(STATS_KEYS, 0)
         self.errors: deque[dict[str, Any]] = deque(maxlen=ERRORS_KEPT)
-        self.stages = {"scanning": StageProgress(total=None)} | {s.NAME: StageProgress() for s in self.stage_modules}
+        self.stages = {"scanning": StageProgress()} | {s.NAME: StageProgress() for s in self.stage_modules}
         self._elapsed_before_ms = 0.0
         self._last_progress = 0.0
         self._progress_timer: gevent.Greenlet | None = None
@@ -297,12 +297,18 @@ class Job:
             "total_files": self.total_files,
             "processed_files": self.stats["processed_files"],
             "current_file": self.current_file,
-            "stages": {name: stage.to_dict() for name, stage in self.stages.items()},
+            "stages": {name: self.stage_dict(name) for name in self.stages},
             "stats": dict(self.stats),
             "worker_pool": {"active": self.active, "max": self.registry.workers, "queue_depth": self.queue.qsize()},
             "timing": self._timing(),
             "last_event_id": self.seq,
         }
+
+    def stage_dict(self, name: str) -> dict[str, Any]:
+        """A stage's state entry. Every stage's total is the number of files found; the scan's
+        own total is unknown (None) until it completes."""
+        unknown = name == "scanning" and self.stages[name].status != "completed"
+        return self.stages[name].to_dict(None if unknown else self.total_files)
 
     def _timing(self) -> dict[str, Any]:
         run_seconds = (self.run_ended or time.monotonic()) - self.run_started
@@ -359,7 +365,7 @@ class Job:
     def _set_stage(self, name: str, change: str) -> None:
         stage = self.stages[name]
         if getattr(stage, change)():
-            self.emit("stage", stage=name, **stage.to_dict())
+            self.emit("stage", stage=name, **self.stage_dict(name))
 
     def _record_error(self, file: str, stage: str, message: str) -> dict[str, Any]:
         entry = {"file": file, "stage": stage, "message": message, "time": time.time()}
@@ -421,15 +427,12 @@ class Job:
                     break
                 self.total_files += 1
                 scanning.processed += 1
-                for name in self.stages.keys() - {"scanning"}:
-                    self.stages[name].total = self.total_files
                 if prefix + relpath not in self.done_paths:
                     self.queue.put((path, root, prefix + relpath))
                 self.emit_progress()
         finally:
             for _ in range(self.registry.workers):
                 self.queue.put(None)
-        scanning.total = scanning.processed
         self._set_stage("scanning", "finish")
         self.emit_progress()
 
@@ -463,7 +466,7 @@ class Job:
     def _run_stage(self, module: Any, ctx: FileContext, errors: list[dict[str, str]]) -> str:
         stage = self.stages[module.NAME]
         if stage.start():
-            self.emit("stage", stage=module.NAME, **stage.to_dict())
+            self.emit("stage", stage=module.NAME, **self.stage_dict(module.NAME))
         stage.in_flight += 1
         try:
             failure = self.registry.threadpool.apply(_run_in_thread, (module.run, ctx))
@@ -475,7 +478,7 @@ class Job:
             message = _message(failure)
             errors.append({"stage": module.NAME, "message": message})
             self._record_error(ctx.relpath, module.NAME, message)
-        if stage.processed == stage.total and self.stages["scanning"].status == "completed":
+        if stage.processed == self.total_files and self.stages["scanning"].status == "completed":
             self._set_stage(module.NAME, "finish")
         return "ok" if failure is None else "error"
 

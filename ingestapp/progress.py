@@ -19,11 +19,10 @@ STATS_KEYS = (
 
 @dataclass
 class StageProgress:
-    """Progress of one stage. ``total`` is None while unknown (the scan is still running)."""
+    """Progress of one stage; its total is the job's (see ``Job.stage_dict``)."""
 
     status: str = "pending"  # pending | running | completed
     processed: int = 0
-    total: int | None = 0
     errors: int = 0
     in_flight: int = 0
     started: float | None = None  # time.monotonic()
@@ -48,16 +47,17 @@ class StageProgress:
         running = (time.monotonic() - self.started) * 1000 if self.started is not None else 0.0
         return round(self.duration_ms + running, 1)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, total: int | None) -> dict[str, Any]:
+        """The stage's state entry; ``total`` is None while unknown (the scan is still running)."""
         percent = None
-        if self.total:
-            percent = round(min(100.0, self.processed * 100 / self.total), 2)
+        if total:
+            percent = round(min(100.0, self.processed * 100 / total), 2)
         elif self.status == "completed":
             percent = 100.0
         return {
             "status": self.status,
             "processed": self.processed,
-            "total": self.total,
+            "total": total,
             "errors": self.errors,
             "in_flight": self.in_flight,
             "progress_percent": percent,
@@ -67,7 +67,7 @@ class StageProgress:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageProgress:
         """Restore a persisted stage for a resumed session: its counts and time, ready to run again."""
-        return cls("pending", data["processed"], data["total"], data["errors"], 0, None, data["duration_ms"])
+        return cls("pending", data["processed"], data["errors"], 0, None, data["duration_ms"])
 
 
 def percent(done: int, total: int, status: str) -> float:
