@@ -141,13 +141,20 @@ class JobRegistry:
         total_files, processed_files, progress_percent, errors}`` (``GET /api/ingest/sessions``)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(IngestSession.id, IngestSession.created_at, IngestSession.committed_at)
+                select(
+                    IngestSession.id,
+                    IngestSession.created_at,
+                    IngestSession.committed_at,
+                    IngestSession.status,
+                    IngestSession.state,
+                )
                 .order_by(IngestSession.created_at.desc())
                 .limit(limit)
             ).all()
         listing = []
-        for row in rows:
-            state = self.state(row.id)
+        for row in rows:  # one query for all; a job running here reports its live state instead
+            job = self.jobs.get(row.id)
+            state = job.state() if job is not None else {**row.state, "status": row.status}
             listing.append(
                 {
                     "session_id": row.id,
