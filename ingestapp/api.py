@@ -182,9 +182,6 @@ def stream(session_id: str) -> Response:
     last_event_id = parse_last_event_id(
         request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     )
-    state = registry().state(session_id)
-    if is_finished(state) and last_event_id == state["last_event_id"]:
-        return Response(status=204)  # nothing more will come: EventSource stops (WHATWG HTML §9.2.3)
     config = current_app.config
     settings = StreamSettings(config["SSE_RETRY_MS"], config["SSE_KEEPALIVE"], config["SSE_MAX_AGE"])
     body = EventStream(
@@ -195,6 +192,9 @@ def stream(session_id: str) -> Response:
         last_event_id,
         request.environ.get("gunicorn.socket"),
     )
+    if body.up_to_date:
+        body.close()
+        return Response(status=204)  # nothing more will come: EventSource stops (WHATWG HTML §9.2.3)
     response = Response(iter(body), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer this response

@@ -55,6 +55,7 @@ class EventStream:
 
     Subscribes at construction, before the state is read, so no event falls between the
     snapshot (or replay) and the live events; ``seq`` comparisons drop any event seen twice.
+    Raises JobNotFound (having released its subscription) for an unknown session.
     ``close()`` releases the subscription; it is idempotent and also runs when the generator ends.
     """
 
@@ -72,7 +73,13 @@ class EventStream:
         self.settings = settings
         self.session_id = session_id
         self.subscription: Subscription = broker.subscribe(session_id)
-        self.state = registry.state(session_id)
+        try:
+            self.state = registry.state(session_id)
+        except Exception:
+            broker.unsubscribe(self.subscription)  # e.g. JobNotFound: no stream will start
+            raise
+        #: True when the client already has the last event of a finished session (answer 204).
+        self.up_to_date = is_finished(self.state) and last_event_id == self.state["last_event_id"]
         self.resume_from = last_event_id
         if last_event_id is not None and not 0 <= last_event_id <= self.state["last_event_id"]:
             self.resume_from = None  # unknown id: start again from a fresh snapshot

@@ -139,12 +139,14 @@ def test_finished_session_with_its_last_id_gets_204(client, app, media: Path) ->
     state = wait_for(app, session_id, {"completed"})
     response = client.get(f"/api/ingest/stream/{session_id}", headers={"Last-Event-ID": str(state["last_event_id"])})
     assert response.status_code == 204
+    assert app.extensions["ingest_broker"].metrics()["open_streams"] == 0
 
 
 def test_unknown_session_is_404_before_any_stream(client) -> None:
     response = client.get("/api/ingest/stream/does-not-exist")
     assert response.status_code == 404
     assert response.get_json() == {"error": "no such session", "field": "session_id"}
+    assert client.get("/api/ingest/metrics").get_json()["open_streams"] == 0
 
 
 def test_hostile_filenames_cannot_break_the_framing(client, app, media: Path) -> None:
