@@ -422,11 +422,11 @@ class Job:
         prefix = "" if prefix == "." else prefix + "/"
         scanning = self.stages["scanning"]
         try:
+            roots = self.registry.media_roots
             found = scan(
                 directory,
                 self.parameters.patterns,
-                self.registry.media_roots,
-                listdir=lambda d: self.registry.threadpool.apply(list_directory, (d,)),
+                listdir=lambda d: self.registry.threadpool.apply(list_directory, (d, roots)),
                 on_error=lambda rel, exc: self._record_error(prefix + rel, "scanning", _message(exc)),
             )
             for path, relpath in found:

@@ -17,11 +17,12 @@ _GLOB_FLAGS = glob.GLOBSTAR | glob.IGNORECASE | glob.DOTGLOB
 Listing = list[tuple[str, bool]]
 
 
-def list_directory(directory: Path) -> Listing:
+def list_directory(directory: Path, media_roots: list[Path]) -> Listing:
     """``(name, is_directory)`` for the entries of ``directory``, sorted by name.
 
-    Hidden entries (a leading ``.``) and symlinked directories (which could loop) are left out.
-    Blocking I/O: call it through the threadpool. Raises OSError when the directory is unreadable.
+    Hidden entries (a leading ``.``), symlinked directories (which could loop) and symlinked
+    files whose target is outside ``media_roots`` are left out. Blocking I/O (stat, readlink):
+    call it through the threadpool. Raises OSError when the directory is unreadable.
     """
     entries = []
     with os.scandir(directory) as it:
@@ -29,7 +30,7 @@ def list_directory(directory: Path) -> Listing:
             if entry.name.startswith("."):
                 continue
             is_dir = entry.is_dir(follow_symlinks=False)
-            if is_dir or entry.is_file():
+            if is_dir or (entry.is_file() and _inside(entry, media_roots)):
                 entries.append((entry.name, is_dir))
     entries.sort()
     return entries
@@ -43,15 +44,14 @@ def matches(relpath: str, patterns: list[str]) -> bool:
 def scan(
     directory: Path,
     patterns: list[str],
-    media_roots: list[Path],
-    listdir: Callable[[Path], Listing] = list_directory,
+    listdir: Callable[[Path], Listing],
     on_error: Callable[[str, OSError], None] = lambda relpath, exc: None,
 ) -> Iterator[tuple[Path, str]]:
     """Yield ``(absolute path, path relative to directory)`` of every matching file, depth first,
     in sorted path order, as the walk discovers them (nothing waits for the whole tree).
 
-    Symlinked files are yielded under their own name when their target stays inside
-    ``media_roots``, and skipped otherwise. An unreadable subdirectory is reported to
+    ``listdir`` lists one directory (``list_directory`` run in the threadpool: the walk itself
+    does no I/O). An unreadable subdirectory is reported to
     ``on_error(relative path, OSError)`` and the walk goes on; an unreadable ``directory`` raises.
     """
     stack: list[tuple[Path, str, Iterator[tuple[str, bool]]]] = [(directory, "", iter(listdir(directory)))]
@@ -68,15 +68,16 @@ def scan(
                 stack.append((child, relpath + "/", iter(listdir(child))))
             except OSError as exc:
                 on_error(relpath, exc)
-        elif matches(relpath, patterns) and _inside(child, media_roots):
+        elif matches(relpath, patterns):
             yield child, relpath
 
 
-def _inside(path: Path, media_roots: list[Path]) -> bool:
-    if not path.is_symlink():
+def _inside(entry: os.DirEntry, media_roots: list[Path]) -> bool:
+    """Whether a file entry, once its symlinks are resolved, is inside a media root."""
+    if not entry.is_symlink():
         return True
     try:
-        confine(path, media_roots)
+        confine(Path(entry.path), media_roots)
     except OutsideMediaRoots:
         return False
     return True

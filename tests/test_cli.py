@@ -51,7 +51,7 @@ def test_exit_status_is_nonzero_when_the_job_fails(app: Flask, tmp_path: Path, m
     samples = tmp_path / "samples"
     run_cli(app, "samples", str(samples))
 
-    def unreadable(directory: Path):
+    def unreadable(directory: Path, media_roots: list[Path]):
         raise PermissionError(13, "Permission denied", str(directory))
 
     monkeypatch.setattr(jobs, "list_directory", unreadable)
