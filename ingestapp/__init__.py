@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 
-from . import api, cli, db, pages
+from . import api, cli, db, pages, schema
 from .broker import Broker
 from .config import load_config
 from .jobs import JobRegistry, recover_interrupted
@@ -29,7 +29,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     engine = app.extensions["ingest_db"]
-    recover_interrupted(engine)
+    schema.init_app(app)
+    problem = app.extensions["ingest_schema_problem"] = schema.prepare(app)
+    if problem is None:
+        recover_interrupted(engine)
+    else:  # only ``flask db ...`` can do anything useful with this app; servers refuse to start
+        app.before_request(_refuse_out_of_date_schema)
     app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
     app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
 
@@ -37,6 +42,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     cli.init_app(app)
     return app
+
+
+def _refuse_out_of_date_schema() -> tuple[dict[str, str], int]:
+    return {"error": current_app.extensions["ingest_schema_problem"]}, 503
 
 
 def shutdown(app: Flask) -> None:

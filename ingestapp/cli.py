@@ -16,6 +16,7 @@ from .catalog import commit_session
 from .events import Event, job_event
 from .jobs import JobRegistry
 from .parameters import ParameterError, parse_parameters
+from .schema import SchemaOutOfDate, require_current
 
 ingest = AppGroup("ingest", help="Ingest media from the command line.")
 
@@ -69,6 +70,10 @@ def run_command(
 
     DIRECTORY need not be under INGEST_MEDIA_ROOTS: whoever runs the CLI can read it anyway.
     """
+    try:
+        require_current(current_app)
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from None
     registry: JobRegistry = current_app.extensions["ingest_jobs"]
     registry.media_roots.append(directory.resolve())
     body: dict[str, Any] = {"directory": str(directory.resolve()), "enable_nsfw_detection": not no_nsfw}
