@@ -2,7 +2,8 @@
 
 The data path: ``api.py`` (blueprint) starts a job → ``jobs.py`` (a greenlet per session, stages
 in the threadpool) → ``events.py`` (the blinker signal; ``eventlog.py`` stores each event) →
-``broker.py`` (per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
+``bus.py`` (in-process, or Redis Streams across workers) → ``broker.py`` (per-client bounded
+queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from flask import Flask, current_app
 
 from . import api, cli, db, pages, schema
 from .broker import Broker
+from .bus import create_bus
 from .config import load_config
 from .jobs import JobRegistry, recover_interrupted
 
@@ -36,7 +38,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     else:  # only ``flask db ...`` can do anything useful with this app; servers refuse to start
         app.before_request(_refuse_out_of_date_schema)
     app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
-    app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
+    broker = app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
+    bus = app.extensions["ingest_bus"] = create_bus(app.config, on_gap=broker.resync)
+    bus.start()
 
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
@@ -52,3 +56,4 @@ def shutdown(app: Flask) -> None:
     """End every open stream and stop the running jobs (they become ``interrupted``)."""
     app.extensions["ingest_broker"].close_all()
     app.extensions["ingest_jobs"].shutdown()
+    app.extensions["ingest_bus"].close()

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from .catalog import commit_session, query_catalog, session_items
 from .jobs import JobConflict, JobNotFound, JobRegistry
+from .metrics import render as render_metrics
 from .models import Item
 from .parameters import ParameterError, parse_parameters
 from .paths import OutsideMediaRoots, confine
@@ -204,11 +205,25 @@ def stream(session_id: str) -> Response:
 
 @bp.get("/api/ingest/metrics")
 def metrics() -> Response:
-    """Stream counters; ``?greenlets=1`` adds the live greenlet count (walks the heap: slow)."""
-    result = current_app.extensions["ingest_broker"].metrics()
+    """This worker's stream counters (``scope``: "worker", with its ``pid``: each gunicorn worker
+    answers for itself; ``GET /metrics`` sums them) and its event bus (``bus``: local | redis,
+    ``bus_up``). ``?greenlets=1`` adds the live greenlet count (walks the heap: slow)."""
+    result = {
+        "scope": "worker",
+        "pid": os.getpid(),
+        **current_app.extensions["ingest_broker"].metrics(),
+        **current_app.extensions["ingest_bus"].status(),
+    }
     if request.args.get("greenlets") == "1":
         result["greenlets"] = sum(isinstance(o, greenlet) and not o.dead for o in gc.get_objects())
     return jsonify(result)
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """The Prometheus text format, summed over the gunicorn workers (``metrics.py``)."""
+    body, content_type = render_metrics(current_app.extensions["ingest_db"])
+    return Response(body, content_type=content_type)
 
 
 # -- media roots and thumbnails ---------------------------------------------------------------------

@@ -27,6 +27,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SSE_KEEPALIVE": float(env.get("INGEST_SSE_KEEPALIVE", 15)),
         "SSE_QUEUE": int(env.get("INGEST_SSE_QUEUE", 1000)),
         "SSE_MAX_AGE": float(env.get("INGEST_SSE_MAX_AGE", 300)),
+        # Several workers/hosts: the Redis event bus (unset: in-process, one worker only).
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "BUS_STREAM": env.get("INGEST_BUS_STREAM", "ingestapp:events"),
+        "BUS_MAXLEN": int(env.get("INGEST_BUS_MAXLEN", 100_000)),
         # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
         "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
     }

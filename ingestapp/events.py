@@ -1,7 +1,8 @@
 """Where an event is born: the ``job-event`` blinker signal and the ``Event`` it carries.
 
-Every state change of a session is published as ``job_event.send(session_id, event=Event)`` from
-the gevent hub thread. Receivers: the event log (``eventlog.py``, persistence), the stream broker
+Every state change of a session is published with ``publish(event)`` from the gevent hub thread;
+through the bus (``bus.py``) it arrives in each worker as ``job_event.send(session_id,
+event=Event)``. Receivers: the event log (``eventlog.py``, persistence), the stream broker
 (``broker.py``, SSE fan-out) and the CLI progress bar (``cli.py``).
 """
 
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from blinker import Namespace
+
+from .metrics import EVENTS_EMITTED
 
 signals = Namespace()
 
@@ -78,6 +82,26 @@ def from_record(session_id: str, seq: int, event_type: str, data: str) -> Event:
     return Event(session_id, seq, event_type, data, sse_frame(data, event_type, seq), key)
 
 
+#: Where ``publish`` hands events: None for this process's signal (the local bus), else the Redis
+#: bus's ``publish``, which brings every event back to each worker's ``deliver`` (``bus.py``).
+_transport: Callable[[Event], None] | None = None
+
+
+def set_transport(transport: Callable[[Event], None] | None) -> None:
+    global _transport
+    _transport = transport
+
+
 def publish(event: Event) -> None:
-    """Announce ``event`` to every receiver. Call from the hub thread only."""
+    """Announce ``event`` to every receiver, in every worker when the Redis bus is on. Call from
+    the hub thread only; never blocks."""
+    EVENTS_EMITTED.inc()
+    if _transport is None:
+        deliver(event)
+    else:
+        _transport(event)
+
+
+def deliver(event: Event) -> None:
+    """Send ``event`` to this process's receivers (the ``job_event`` signal). Hub thread only."""
     job_event.send(event.session_id, event=event)

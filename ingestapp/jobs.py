@@ -23,7 +23,7 @@ import gevent.queue
 from gevent.threadpool import ThreadPool
 from sqlalchemy import Engine, insert, select, update
 
-from . import stages
+from . import metrics, stages
 from .eventlog import MAX_PENDING, SessionLog
 from .events import make_event, publish
 from .models import CatalogEntry, EventRecord, IngestSession, Item
@@ -334,14 +334,16 @@ class Job:
     def emit(self, event_type: str, **fields: Any) -> None:
         """Stamp, record and publish an event (hub thread only).
 
-        A terminal event is published only once everything before it is written, so a client
+        An event is published only once it and everything before it is written, so a client
         that sees ``complete`` can fetch every item at once.
         """
         self.seq += 1
         event = make_event(self.session_id, self.seq, event_type, fields)
         self.log.add_event(event)
-        if event.terminal:
-            self.flush()
+        # Written before it is published, so the log answers "events after seq N" for every event
+        # a stream (in any worker) has seen. One transaction per event: issue 7's group commit
+        # (wt-a) replaces this.
+        self.flush()
         publish(event)
 
     def emit_progress(self) -> None:
@@ -475,11 +477,14 @@ class Job:
         if stage.start():
             self.emit("stage", stage=module.NAME, **self.stage_dict(module.NAME))
         stage.in_flight += 1
+        started = time.perf_counter()
         try:
             failure = self.registry.threadpool.apply(_run_in_thread, (module.run, ctx))
         finally:
             stage.in_flight -= 1
             stage.processed += 1
+        metrics.STAGE_SECONDS.labels(module.NAME).observe(time.perf_counter() - started)
+        metrics.FILES.labels(module.NAME, "ok" if failure is None else "error").inc()
         if failure is not None:
             stage.errors += 1
             message = _message(failure)

@@ -13,14 +13,16 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
 from .broker import Broker, Subscription
 from .eventlog import events_after
 from .events import Event, sse_frame
-from .jobs import JobRegistry
+
+if TYPE_CHECKING:
+    from .jobs import JobRegistry
 
 KEEPALIVE = b": keepalive\n\n"
 #: Queued events written together in one chunk when a stream wakes up (one send, not one each).
@@ -164,9 +166,7 @@ class EventStream:
         """Batches of the persisted events after ``last_sent``; afterwards the live queue takes over."""
         self.subscription.overflowed = False
         self.subscription.drop_pending()
-        job = self.registry.jobs.get(self.session_id)
-        if job is not None:
-            job.flush()  # the log is written in batches: make it hold every event published so far
+        # The log holds every published event (a job writes an event before publishing it).
         for batch in events_after(self.registry.engine, self.session_id, self.last_sent):
             self.broker.counters["events_replayed"] += len(batch)
             yield batch
