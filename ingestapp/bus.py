@@ -200,7 +200,7 @@ class RedisStreamBus:
 
     def close(self) -> None:
         events.set_transport(None)
-        gevent.killall(self._greenlets, block=False)
+        gevent.killall(self._greenlets, block=True, timeout=2)
         self.redis.connection_pool.disconnect()
 
     def status(self) -> dict[str, Any]:

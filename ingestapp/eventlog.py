@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import gevent.lock
 from sqlalchemy import Engine, insert, select, update
 
 from .events import Event, from_record
@@ -29,6 +30,7 @@ class SessionLog:
         self._items: list[dict[str, Any]] = []
         self._errors: list[dict[str, Any]] = []
         self._session_values: dict[str, Any] = {}
+        self._lock = gevent.lock.Semaphore()
 
     @property
     def pending(self) -> int:
@@ -48,18 +50,23 @@ class SessionLog:
         self._session_values.update(state=state, status=state["status"])
 
     def flush(self) -> None:
-        """Write everything buffered; a no-op when nothing is."""
-        if not (self.pending or self._session_values):
-            return
-        with self.engine.begin() as conn:
-            for model, rows in ((Item, self._items), (ErrorEntry, self._errors), (EventRecord, self._events)):
-                if rows:
-                    conn.execute(insert(model), rows)
-            if self._session_values:
-                conn.execute(
-                    update(IngestSession).where(IngestSession.id == self.session_id).values(**self._session_values)
-                )
-        self._events, self._items, self._errors, self._session_values = [], [], [], {}
+        """Write everything buffered; a no-op when nothing is.
+
+        A database that yields to the hub during I/O (PostgreSQL under gevent) lets other
+        greenlets add rows and flush meanwhile: the buffers are taken before writing, and one
+        flush at a time runs, so writes (and the publishes that follow them) keep ``seq`` order.
+        """
+        with self._lock:
+            if not (self.pending or self._session_values):
+                return
+            items, errors, events, values = self._items, self._errors, self._events, self._session_values
+            self._events, self._items, self._errors, self._session_values = [], [], [], {}
+            with self.engine.begin() as conn:
+                for model, rows in ((Item, items), (ErrorEntry, errors), (EventRecord, events)):
+                    if rows:
+                        conn.execute(insert(model), rows)
+                if values:
+                    conn.execute(update(IngestSession).where(IngestSession.id == self.session_id).values(**values))
 
 
 def events_after(engine: Engine, session_id: str, after_seq: int, batch: int = 500) -> Iterator[list[Event]]:
