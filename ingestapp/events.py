@@ -17,13 +17,14 @@ from typing import Any
 from blinker import Namespace
 
 from .metrics import EVENTS_EMITTED
+from .vocabulary import TERMINAL_EVENTS
 
 signals = Namespace()
 
 #: sender: the session id (str); keyword ``event``: an :class:`Event`.
 job_event = signals.signal("job-event")
 
-TERMINAL_TYPES = frozenset({"complete", "failed", "cancelled"})
+TERMINAL_TYPES = frozenset(TERMINAL_EVENTS)
 #: Types a slow subscriber may skip when a newer one of the same key is already queued.
 CONFLATABLE_TYPES = frozenset({"progress", "stage"})
 

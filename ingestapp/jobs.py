@@ -32,10 +32,10 @@ from .paths import root_of
 from .progress import STATS_KEYS, StageProgress, percent
 from .scanner import list_directory, scan
 from .stages.base import FileContext
+from .vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATUSES = ("queued", "scanning", "processing")
 FLUSH_INTERVAL = 0.25  # seconds between batch writes of a running job
 #: Seconds between ``progress`` events: 20 per second at most, however fast files go by (a
 #: ``file`` event still goes out for every file). Each progress event costs every watching stream
@@ -545,7 +545,7 @@ class Job:
         self.status = status
         self.failure = message
         self.current_file = None
-        event_type = {"completed": "complete", "cancelled": "cancelled", "failed": "failed"}.get(status)
+        event_type = TERMINAL_EVENT_OF.get(status)
         if event_type is None:  # interrupted: not terminal, the session can be resumed
             self.emit("progress", **self.progress())
         else:

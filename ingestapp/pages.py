@@ -14,43 +14,11 @@ from flask import Blueprint, abort, current_app, render_template, request
 
 from .catalog import query_catalog
 from .jobs import JobNotFound, JobRegistry
+from .vocabulary import LABELS, for_scripts
 
 bp = Blueprint("pages", __name__)
 
 CATALOG_PAGE_SIZE = 24
-
-#: Human names, shared by the templates and (through the page data) the scripts.
-LABELS: dict[str, dict[str, str]] = {
-    "status": {
-        "queued": "Queued",
-        "scanning": "Scanning",
-        "processing": "Processing",
-        "completed": "Completed",
-        "failed": "Failed",
-        "cancelled": "Cancelled",
-        "interrupted": "Interrupted",
-    },
-    "stage": {
-        "scanning": "Scanning",
-        "identify": "Identify",
-        "metadata": "Metadata",
-        "keywords": "Keywords",
-        "scores": "Scores",
-        "nsfw": "NSFW",
-        "thumbnail": "Thumbnails",
-    },
-    "stage_status": {"pending": "Pending", "running": "Running", "completed": "Done"},
-    "stats": {
-        "processed_files": "Processed",
-        "metadata_extracted": "Metadata",
-        "keywords_added": "Keywords",
-        "scores_imported": "Scores",
-        "nsfw_detected": "NSFW",
-        "skipped_duplicates": "Duplicates skipped",
-        "errors": "Errors",
-    },
-}
-
 
 def registry() -> JobRegistry:
     """The app's job registry."""
@@ -59,8 +27,9 @@ def registry() -> JobRegistry:
 
 @bp.app_context_processor
 def _labels() -> dict[str, Any]:
-    """Every template gets ``labels`` (status, stage and counter names)."""
-    return {"labels": LABELS}
+    """Every template gets ``labels`` (status, stage and counter names) and ``vocabulary`` (for the
+    scripts, see vocabulary.py)."""
+    return {"labels": LABELS, "vocabulary": for_scripts()}
 
 
 # -- formatting (static/common.js formats the same way) ---------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .paths import OutsideMediaRoots, confine
+from .vocabulary import OPTION_FLAGS
 
 #: File extensions the pipeline understands (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".bmp")
@@ -53,7 +54,7 @@ class IngestParameters:
         return split_pattern(self.pattern)
 
 
-_BOOL_FIELDS = ("extract_metadata", "extract_keywords", "import_scores", "enable_nsfw_detection", "skip_duplicates")
+_BOOL_FIELDS = OPTION_FLAGS
 _KNOWN_FIELDS = {f.name for f in fields(IngestParameters)}
 
 

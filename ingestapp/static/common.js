@@ -173,5 +173,8 @@
     button.setAttribute('aria-label', (shown ? 'Hide ' : 'Show ') + name);
   });
 
-  window.Ingest = { el, setText, flash, duration, percent, clock, bytes, fetchJSON, postJSON, itemCard };
+  /** Statuses, event types, stage names, option flags and labels (ingestapp/vocabulary.py). */
+  const vocabulary = JSON.parse(document.getElementById('vocabulary').textContent);
+
+  window.Ingest = { el, setText, flash, duration, percent, clock, bytes, fetchJSON, postJSON, itemCard, vocabulary };
 })();

@@ -16,10 +16,10 @@
   const { labels, urls } = page;
   const $ = (id) => document.getElementById(id);
 
-  const RUNNING = ['queued', 'scanning', 'processing'];
-  const FINISHED = ['completed', 'failed', 'cancelled'];
-  const EVENT_TYPES = ['snapshot', 'progress', 'stage', 'file', 'complete', 'cancelled', 'failed']; // + 'error'
-  const TERMINAL_EVENTS = ['complete', 'cancelled', 'failed'];
+  const RUNNING = I.vocabulary.running_statuses;
+  const FINISHED = I.vocabulary.finished_statuses;
+  const EVENT_TYPES = I.vocabulary.event_types.filter((type) => type !== 'error'); // 'error': below
+  const TERMINAL_EVENTS = I.vocabulary.terminal_events;
   const PROGRESS_KEYS = ['status', 'progress_percent', 'total_files', 'processed_files', 'current_file',
     'stages', 'stats', 'worker_pool', 'timing', 'last_event_id'];
   const FAILURES_BEFORE_POLLING = 5; // stream errors in a row, with no event in between
