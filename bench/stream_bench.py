@@ -884,6 +884,9 @@ def run_scaled(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                     time.sleep(0.1)
                 time.sleep(2.0)  # every worker's bus reader connected
                 result = asyncio.run(scaled_case(server, bench, k, args.workers))
+                errors = [line for line in server.log.read_text(errors="replace").splitlines()
+                          if "Error" in line or "WORKER TIMEOUT" in line]
+                result["server_log_errors"] = errors[:20]
             result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             results.append(result)
             print(f"  {json.dumps(result)}", flush=True)

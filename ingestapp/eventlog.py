@@ -7,7 +7,7 @@ stream replay) never see an item without the events and state that announced it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent.lock
@@ -21,12 +21,14 @@ MAX_PENDING = 500
 
 
 class SessionLog:
-    """Buffers one session's new rows; ``flush()`` writes them in one transaction."""
+    """Buffers one session's new rows; ``flush()`` writes them in one transaction, then hands the
+    events it wrote to ``publish`` in ``seq`` order (so every published event is in the log)."""
 
-    def __init__(self, engine: Engine, session_id: str) -> None:
+    def __init__(self, engine: Engine, session_id: str, publish: Callable[[Event], None] | None = None) -> None:
         self.engine = engine
         self.session_id = session_id
-        self._events: list[dict[str, Any]] = []
+        self.publish = publish
+        self._events: list[Event] = []
         self._items: list[dict[str, Any]] = []
         self._errors: list[dict[str, Any]] = []
         self._session_values: dict[str, Any] = {}
@@ -37,7 +39,7 @@ class SessionLog:
         return len(self._events) + len(self._items) + len(self._errors)
 
     def add_event(self, event: Event) -> None:
-        self._events.append({"session_id": self.session_id, "seq": event.seq, "type": event.type, "data": event.data})
+        self._events.append(event)
         self._session_values["last_event_id"] = event.seq
 
     def add_item(self, row: dict[str, Any]) -> None:
@@ -54,7 +56,8 @@ class SessionLog:
 
         A database that yields to the hub during I/O (PostgreSQL under gevent) lets other
         greenlets add rows and flush meanwhile: the buffers are taken before writing, and one
-        flush at a time runs, so writes (and the publishes that follow them) keep ``seq`` order.
+        flush at a time runs, and it publishes what it wrote before the next one starts: events
+        are published in ``seq`` order, each after it is committed.
         """
         with self._lock:
             if not (self.pending or self._session_values):
@@ -62,11 +65,16 @@ class SessionLog:
             items, errors, events, values = self._items, self._errors, self._events, self._session_values
             self._events, self._items, self._errors, self._session_values = [], [], [], {}
             with self.engine.begin() as conn:
-                for model, rows in ((Item, items), (ErrorEntry, errors), (EventRecord, events)):
+                event_rows = [{"session_id": e.session_id, "seq": e.seq, "type": e.type, "data": e.data}
+                              for e in events]
+                for model, rows in ((Item, items), (ErrorEntry, errors), (EventRecord, event_rows)):
                     if rows:
                         conn.execute(insert(model), rows)
                 if values:
                     conn.execute(update(IngestSession).where(IngestSession.id == self.session_id).values(**values))
+            if self.publish is not None:
+                for event in events:
+                    self.publish(event)
 
 
 def events_after(engine: Engine, session_id: str, after_seq: int, batch: int = 500) -> Iterator[list[Event]]:

@@ -245,7 +245,7 @@ class Job:
         self.session_id = session_id
         self.parameters = parameters
         self.stage_modules = stages.enabled_stages(parameters)
-        self.log = SessionLog(registry.engine, session_id)
+        self.log = SessionLog(registry.engine, session_id, publish)
         self.greenlet: gevent.Greenlet | None = None
         self.seq = last_event_id
         self.status = "queued"
@@ -340,11 +340,10 @@ class Job:
         self.seq += 1
         event = make_event(self.session_id, self.seq, event_type, fields)
         self.log.add_event(event)
-        # Written before it is published, so the log answers "events after seq N" for every event
-        # a stream (in any worker) has seen. One transaction per event: issue 7's group commit
-        # (wt-a) replaces this.
+        # The log publishes the events it has written, in seq order, so it answers "events after
+        # seq N" for every event a stream (in any worker) has seen. One transaction per event:
+        # issue 7's group commit replaces this.
         self.flush()
-        publish(event)
 
     def emit_progress(self) -> None:
         """Emit ``progress`` now, or once PROGRESS_INTERVAL has passed since the last one."""

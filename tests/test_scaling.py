@@ -66,6 +66,11 @@ def wait_for_workers(server: Server, count: int, timeout: float = 30) -> list[ps
     raise TimeoutError(f"{count} workers did not come up:\n{server.log.read_text()[-3000:]}")
 
 
+def open_streams(server: Server) -> int:
+    text = server.request("GET", "/metrics")[1].decode()
+    return int(float(next(line for line in text.splitlines() if line.startswith("ingest_open_streams ")).split()[1]))
+
+
 def bus_lines(metrics: bytes) -> str:
     return "\n".join(line for line in metrics.decode().splitlines() if line.startswith("ingest_bus_up{"))
 
@@ -153,6 +158,7 @@ def test_viewers_on_every_worker_get_every_event(cluster: Server, media: Path, s
         owner = job_owner_pid(shared_database, session_id)
         assert sum(1 for n in spread.values() if n) >= 2, spread  # viewers on several workers
         assert any(n for pid, n in spread.items() if pid != owner), "no viewer on a worker other than the job's"
+        assert open_streams(cluster) == 32  # /metrics sums the workers' live gauges
         results = [gevent.spawn(follow, cluster, c, session_id) for c in clients]
         finished = gevent.joinall(results, timeout=90, raise_error=True)
         assert len(finished) == len(results), "viewers still waiting after 90 s"
