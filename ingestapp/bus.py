@@ -60,6 +60,7 @@ class LocalBus:
 
     def start(self) -> None:
         events.set_transport(None)
+        metrics.BUS_UP.set(1)  # in-process: never down
 
     def close(self) -> None:
         pass

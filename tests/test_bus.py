@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ingestapp.bus import RedisStreamBus
 from ingestapp.events import Event, job_event, make_event
+from tests.factories import start, wait_for, write_jpegs
 
 
 def entry(event: Event) -> dict[bytes, bytes]:
@@ -31,3 +32,16 @@ def test_the_reader_drops_duplicates_and_resyncs_on_a_gap() -> None:
         job_event.disconnect(receive, sender="s1")
     assert delivered == [1, 2, 4, 5]
     assert gaps == ["s1"]  # once, at 4: that session's streams catch up from the SQL log
+
+
+def test_metrics_of_the_embedded_default(client, app, media) -> None:
+    """One process, the local bus: /metrics says the bus is up and counts sessions by status;
+    /api/ingest/metrics says its figures are this worker's."""
+    write_jpegs(media, 3)
+    wait_for(app, start(client, media), {"completed"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "ingest_bus_up 1.0" in text
+    assert 'ingest_sessions{status="completed"} 1.0' in text
+    assert 'ingest_files_total{outcome="ok",stage="identify"}' in text
+    figures = client.get("/api/ingest/metrics").get_json()
+    assert figures["scope"] == "worker" and figures["bus"] == "local" and figures["bus_up"] is True
