@@ -21,7 +21,7 @@ from .catalog import commit_session, query_catalog, session_items
 from .jobs import JobConflict, JobNotFound, JobRegistry
 from .models import Item
 from .parameters import ParameterError, parse_parameters
-from .paths import OutsideMediaRoots, confine
+from .paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_error
 from .stream import EventStream, StreamSettings, is_finished, parse_last_event_id
 
 bp = Blueprint("api", __name__)
@@ -230,18 +230,31 @@ def browse() -> Response:
         directory = confine(Path(raw), roots)
     except OutsideMediaRoots:
         raise ApiError(400, "path is outside the configured media roots", "path") from None
-    if not directory.is_dir():
-        raise ApiError(404, "no such directory", "path")
+    except UnusablePath as exc:
+        raise ApiError(400, str(exc), "path") from None
     try:
-        names = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        with os.scandir(directory) as entries:
+            names = sorted(e.name for e in entries if not e.name.startswith(".") and _is_directory(e))
     except PermissionError:
         raise ApiError(403, "permission denied", "path") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise ApiError(404, "no such directory", "path") from None
+    except OSError as exc:
+        raise ApiError(400, path_error(exc), "path") from None
     parent = directory.parent if directory not in roots else None
     return jsonify(
         path=str(directory),
         parent=str(parent) if parent else None,
-        directories=[{"name": name, "path": str(directory / name)} for name in names],
+        directories=[{"name": display_path(name), "path": str(directory / name)} for name in names],
     )
+
+
+def _is_directory(entry: os.DirEntry) -> bool:
+    """A directory, or a link to one (a broken or looping link is not)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 @bp.get("/api/ingest/items/<item_id>/thumbnail")
