@@ -72,6 +72,16 @@ def inside(path: Path, media_roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in media_roots)
 
 
+def is_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (following symlinks). Unlike ``Path.is_file`` on Python
+    3.11, a name too long to exist (a sidecar name built from a 255-byte file name) is False, not
+    an OSError."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def display_path(name: str | bytes) -> str:
     """The display form of a file name or path: its bytes decoded as UTF-8, each byte that is not
     part of valid UTF-8 written as a ``\\xNN`` escape (``b"caf\\xe9.jpg"`` -> ``"caf\\xe9.jpg"``).

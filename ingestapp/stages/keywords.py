@@ -20,6 +20,7 @@ from pathlib import Path
 
 from PIL import IptcImagePlugin
 
+from ..paths import is_file
 from .base import FileContext
 from .media import kind, open_image
 from .xmp import read_sidecar, xmp_sources
@@ -69,7 +70,7 @@ def text_tags(path: Path, media_roots: Sequence[Path] = ()) -> list[str]:
     """Tags from the ``name.txt`` sidecar (comma- or newline-separated), [] if there is none;
     the sidecar is read only if it lies inside ``media_roots`` (see ``read_sidecar``)."""
     sidecar = path.with_suffix(".txt")
-    if sidecar == path or not sidecar.is_file():
+    if sidecar == path or not is_file(sidecar):
         return []
     return _TAG_SEPARATORS.split(_decode(read_sidecar(sidecar, media_roots)))
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..paths import OutsideMediaRoots, display_path, open_confined
+from ..paths import OutsideMediaRoots, display_path, is_file, open_confined
 from .base import FileContext, StageError
 from .xmp import XmpSources, read_sidecar, xmp_sources
 
@@ -54,7 +54,7 @@ def json_score(path: Path, media_roots: Sequence[Path] = ()) -> float | None:
         StageError: a sidecar is not a JSON object, or its score is not a finite number.
     """
     for sidecar in dict.fromkeys([path.with_name(path.name + ".json"), path.with_suffix(".json")]):
-        if sidecar == path or not sidecar.is_file():
+        if sidecar == path or not is_file(sidecar):
             continue
         document = _load_json(sidecar, media_roots)
         for key in _JSON_KEYS:
@@ -84,7 +84,7 @@ def csv_score(path: Path, media_roots: Sequence[Path] = ()) -> float | None:
             score is not a number.
     """
     table = path.parent / SCORES_CSV
-    if not table.is_file():
+    if not is_file(table):
         return None
     try:
         with io.TextIOWrapper(open_confined(table, media_roots), encoding="utf-8-sig", newline="") as f:

@@ -19,7 +19,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from PIL.TiffImagePlugin import TiffImageFile
 
-from ..paths import OutsideMediaRoots, display_path, open_confined
+from ..paths import OutsideMediaRoots, display_path, is_file, open_confined
 from .base import FileContext, StageError
 from .media import kind, open_image
 
@@ -133,7 +133,7 @@ def sidecar_paths(path: Path) -> list[Path]:
     """Existing XMP sidecars of ``path``: ``name.ext.xmp`` (darktable) then ``name.xmp`` (Adobe)."""
     candidates = [path.with_name(path.name + ".xmp"), path.with_suffix(".xmp")]
     unique = list(dict.fromkeys(candidates))
-    return [candidate for candidate in unique if candidate != path and candidate.is_file()]
+    return [candidate for candidate in unique if candidate != path and is_file(candidate)]
 
 
 def read_sidecar(path: Path, media_roots: Sequence[Path] = (), limit: int = _MAX_SIDECAR_BYTES) -> bytes:
