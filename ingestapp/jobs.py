@@ -27,7 +27,7 @@ from sqlalchemy import Engine, insert, select, update
 from . import stages
 from .eventlog import MAX_PENDING, SessionLog
 from .events import make_event, publish
-from .models import CatalogEntry, EventRecord, IngestSession, Item
+from .models import CatalogEntry, ErrorEntry, EventRecord, IngestSession, Item
 from .parameters import IngestParameters
 from .paths import display_path, root_of, scrub_paths
 from .progress import STATS_KEYS, StageProgress, percent
@@ -422,15 +422,20 @@ class Job:
         prefix = directory.relative_to(root).as_posix()
         prefix = "" if prefix == "." else prefix + "/"
         scanning = self.stages["scanning"]
+        reported = self._scanning_errors_reported()
+
+        def on_error(relpath: str, message: str) -> None:
+            file = display_path((prefix + relpath).rstrip("/") or ".")
+            if file not in reported:  # a resumed scan meets the same bad links again
+                self._record_error(file, "scanning", message)
+
         try:
             roots = self.registry.media_roots
             found = scan(
                 directory,
                 self.parameters.patterns,
                 listdir=lambda d: self.registry.threadpool.apply(list_directory, (d, roots)),
-                on_error=lambda rel, message: self._record_error(
-                    display_path((prefix + rel).rstrip("/") or "."), "scanning", message
-                ),
+                on_error=on_error,
             )
             for file in _top_level_errors_named(found, prefix):
                 if self.cancel_requested or self.total_files == self.parameters.max_files:
@@ -445,6 +450,13 @@ class Job:
                 self.queue.put(None)
         self._set_stage("scanning", "finish")
         self.emit_progress()
+
+    def _scanning_errors_reported(self) -> set[str]:
+        """Files an earlier run of this session already reported from the scan (empty when new)."""
+        with self.registry.engine.connect() as conn:
+            return set(conn.scalars(
+                select(ErrorEntry.file).where(ErrorEntry.session_id == self.session_id, ErrorEntry.stage == "scanning")
+            ))
 
     def _work(self, catalog_hashes: set[str]) -> None:
         # No timeout needed: _scan's ``finally`` always queues one None per worker.

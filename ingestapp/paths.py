@@ -98,6 +98,12 @@ def display_path(name: str | bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def printable(text: str) -> str:
+    """``text`` for a terminal: each unprintable character (C0/C1 controls, U+2028, bidi
+    overrides...; ``str.isprintable``) written as its Python escape (``\\n``, ``\\u202e``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def fd_path(fd: int) -> str:
     """A path naming exactly the open file ``fd`` (Linux ``/proc/self/fd``): opening it opens that
     same file again, with its own offset, whatever has been renamed or swapped in since."""

@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 
 from ingestapp.jobs import _message
+from ingestapp.paths import printable
 from tests.factories import start, wait_for, write_jpeg
 from tests.servers import SSEClient, gunicorn
 
@@ -151,9 +152,11 @@ def test_hostile_tree_through_gunicorn(tmp_path: Path, media: Path) -> None:
 
 
 def test_a_bad_name_does_not_fail_resume(client, app_config: dict, app: Flask, media: Path) -> None:
-    """Interrupted mid-way, the session resumes and finishes with every byte name exactly once."""
+    """Interrupted mid-way, the session resumes and finishes with every byte name exactly once,
+    and a bad link the first run reported is not reported again."""
     for color, name in enumerate(HOSTILE_NAMES):
         write_named_jpeg(media, name, color)
+    (media / "gone.jpg").symlink_to("missing.jpg")
     registry = app.extensions["ingest_jobs"]
     registry.file_delay = 0.1
     session_id = start(client, media)
@@ -169,7 +172,8 @@ def test_a_bad_name_does_not_fail_resume(client, app_config: dict, app: Flask, m
     registry.file_delay = 0
     assert client.post(f"/api/ingest/{session_id}/resume", json={}).status_code == 202
     state = wait_for(app, session_id, {"completed"})
-    assert state["errors"] == []
+    assert [(e["file"], e["stage"]) for e in state["errors"]] == [("gone.jpg", "scanning")]
+    assert state["stats"]["errors"] == 1
     paths = [i["path"] for i in client.get(f"/api/ingest/{session_id}/items?limit=500").get_json()["items"]]
     assert sorted(paths) == sorted(HOSTILE_NAMES.values())  # each once: resume matched the bytes
 
@@ -217,6 +221,10 @@ def test_failure_messages_name_paths_relative_to_the_media_root(media: Path) -> 
         "bad sidecar sub/x.xmp"
     )
     assert _message(ValueError("name caf\udce9.jpg"), {}, [media]) == "name caf\\xe9.jpg"
+
+
+def test_the_cli_escapes_what_a_terminal_would_interpret() -> None:
+    assert printable("a\nb\u202ec\u2028d\x1b[2Jé日") == "a\\nb\\u202ec\\u2028d\\x1b[2Jé日"
 
 
 @pytest.fixture
