@@ -35,7 +35,8 @@ class Entry:
 
     Attributes:
         name: the entry's name (``os.fsdecode`` form: exact bytes, see ``paths``).
-        real: where its data is, symlinks resolved at listing time (None for a broken link).
+        real: where its data is, symlinks resolved at listing time (None for a broken link); a
+            ``str``, as joining strings is several times faster than ``Path`` for huge trees.
         identity: ``(st_dev, st_ino)`` of ``real``.
         is_dir: a directory (or a link to one); None when unknown (broken link).
         is_link: the entry is a symbolic link.
@@ -43,7 +44,7 @@ class Entry:
     """
 
     name: str
-    real: Path | None
+    real: str | None
     identity: Identity | None
     is_dir: bool | None
     is_link: bool = False
@@ -69,11 +70,11 @@ class ScannedFile:
     """
 
     relpath: str
-    real: Path
+    real: str
     identity: Identity
 
 
-def list_directory(directory: Path, media_roots: list[Path]) -> Listing:
+def list_directory(directory: str | Path, media_roots: list[Path]) -> Listing:
     """List ``directory`` (a real path): regular files, directories and symlinks resolved.
 
     Hidden entries (a leading ``.``) and special files (FIFOs, sockets, devices) are left out.
@@ -93,7 +94,7 @@ def list_directory(directory: Path, media_roots: list[Path]) -> Listing:
                 continue
             info = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
-                real = directory / entry.name
+                real = os.path.join(directory, entry.name)
                 entries.append(Entry(entry.name, real, _identity(info), stat.S_ISDIR(info.st_mode)))
     entries.sort(key=lambda e: e.name)
     return Listing(identity, entries)
@@ -113,8 +114,8 @@ def _link_entry(entry: os.DirEntry, media_roots: list[Path]) -> Entry:
     is_dir = stat.S_ISDIR(info.st_mode)
     if not (is_dir or stat.S_ISREG(info.st_mode)):
         return Entry(entry.name, None, None, False, True, "symbolic link to a special file: not followed")
-    real = Path(os.path.realpath(entry.path))
-    if not inside(real, media_roots):
+    real = os.path.realpath(entry.path)
+    if not inside(Path(real), media_roots):
         return Entry(entry.name, None, None, is_dir, True, "symbolic link leads outside the media roots: not followed")
     return Entry(entry.name, real, _identity(info), is_dir, True)
 
@@ -131,7 +132,7 @@ def matches(relpath: str, patterns: list[str]) -> bool:
 def scan(
     directory: Path,
     patterns: list[str],
-    listdir: Callable[[Path], Listing],
+    listdir: Callable[[str | Path], Listing],
     on_error: Callable[[str, str], None] = lambda relpath, message: None,
 ) -> Iterator[ScannedFile]:
     """Yield every matching file under the real path ``directory``, depth first, in sorted path
@@ -163,7 +164,7 @@ def scan(
             ancestors = {identity for _, identity, _ in stack}
             if entry.identity in ancestors or directory.is_relative_to(entry.real):
                 on_error(relpath, "symbolic link loop: it points to a directory that contains it; not followed")
-            elif entry.identity in visited or (entry.is_link and entry.real.is_relative_to(directory)):
+            elif entry.identity in visited or (entry.is_link and Path(entry.real).is_relative_to(directory)):
                 continue  # scanned under another path already, or will be under its own
             else:
                 visited.add(entry.identity)

@@ -95,7 +95,8 @@ def test_hostile_tree_through_gunicorn(tmp_path: Path, media: Path) -> None:
         )
         assert status == 202, body
         session_id = body["session_id"]
-        client = SSEClient(server.port, f"/api/ingest/stream/{session_id}")
+        # Last-Event-ID 0: every event from the first (without it the stream starts at a snapshot).
+        client = SSEClient(server.port, f"/api/ingest/stream/{session_id}", {"Last-Event-ID": "0"})
         file_events, error_events = [], []
         try:
             for frame in client.frames():

@@ -52,7 +52,7 @@ class FileContext:
     thumbnail_dir: Path
     item: dict[str, Any] = field(default_factory=lambda: new_item_fields())
     cache: dict[str, Any] = field(default_factory=dict)
-    real_path: Path | None = None
+    real_path: str | Path | None = None
     identity: tuple[int, int] | None = None
     media_roots: Sequence[Path] = ()
     _fd: int | None = field(default=None, init=False, repr=False)
@@ -88,7 +88,7 @@ class FileContext:
         return names
 
 
-def _open_scanned(path: Path, identity: tuple[int, int] | None) -> int:
+def _open_scanned(path: str | Path, identity: tuple[int, int] | None) -> int:
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO swapped in must not block
     if identity is not None:
         flags |= os.O_NOFOLLOW
