@@ -10,7 +10,7 @@ import gc
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
 from greenlet import greenlet
@@ -221,8 +221,12 @@ def roots() -> Response:
 
 @bp.get("/api/ingest/browse")
 def browse() -> Response:
-    """Subdirectories of ``path`` (inside a media root): ``{"path", "parent", "directories"}``."""
-    raw = request.args.get("path", "")
+    """Subdirectories of ``path`` (inside a media root): ``{"path", "parent", "directories"}``.
+
+    ``directories`` are ``{name (display form), path (lossless)}``; 400 for a path that is too
+    long, a symlink loop or holds a NUL byte; 404 when it is not a directory.
+    """
+    raw = _path_query()
     if not raw or not os.path.isabs(raw):
         raise ApiError(400, "path must be an absolute directory path", "path")
     roots = registry().media_roots
@@ -247,6 +251,13 @@ def browse() -> Response:
         parent=str(parent) if parent else None,
         directories=[{"name": display_path(name), "path": str(directory / name)} for name in names],
     )
+
+
+def _path_query() -> str:
+    """``?path=`` decoded as file names are (``os.fsdecode``): a %XX byte that is not part of UTF-8
+    becomes a surrogate escape, so a directory whose name is not UTF-8 can be browsed."""
+    query = request.query_string.decode("utf-8", "surrogateescape")
+    return next((value for key, value in parse_qsl(query, errors="surrogateescape") if key == "path"), "")
 
 
 def _is_directory(entry: os.DirEntry) -> bool:

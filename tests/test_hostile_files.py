@@ -253,8 +253,11 @@ def test_path_requests_the_filesystem_refuses_get_4xx_json(path_server, media: P
 
     status, listing = path_server.request("GET", f"/api/ingest/browse?path={quote(str(media))}")
     assert status == 200 and {d["name"] for d in listing["directories"]} == {"caf\\xe9"}
-    # The lossless path (a lone surrogate escape in JSON) selects the byte-named directory.
+    # The lossless path (a lone surrogate escape in JSON) selects the byte-named directory, and
+    # its bytes, percent-encoded as the page sends them, browse it.
     byte_dir = next(d["path"] for d in listing["directories"])
+    status, inner = path_server.request("GET", f"/api/ingest/browse?path={quote(os.fsencode(byte_dir))}")
+    assert status == 200 and inner["path"] == byte_dir and inner["directories"] == []
     status, body = path_server.request("POST", "/api/ingest/process", {"directory": byte_dir,
                                                                         "enable_nsfw_detection": False})
     assert status == 202, body
