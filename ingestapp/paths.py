@@ -137,5 +137,6 @@ def scrub_paths(message: str, replacements: dict[str, str], media_roots: Sequenc
     for absolute, relative in sorted(replacements.items(), key=lambda kv: -len(kv[0])):
         message = message.replace(absolute, relative)
     for root in sorted(media_roots, key=lambda r: -len(str(r))):
-        message = message.replace(str(root).rstrip("/") + "/", "")
+        if str(root) != "/":  # a root of "/" would strip every slash
+            message = message.replace(str(root) + "/", "")
     return message

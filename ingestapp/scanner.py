@@ -92,7 +92,10 @@ def list_directory(directory: str | Path, media_roots: list[Path]) -> Listing:
             if entry.is_symlink():
                 entries.append(_link_entry(entry, media_roots))
                 continue
-            info = entry.stat(follow_symlinks=False)
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted since the directory was read: nothing is missing
             if stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode):
                 real = os.path.join(directory, entry.name)
                 entries.append(Entry(entry.name, real, _identity(info), stat.S_ISDIR(info.st_mode)))

@@ -265,3 +265,21 @@ def test_path_requests_the_filesystem_refuses_get_4xx_json(path_server, media: P
     assert state["status"] == "completed" and state["processed_files"] == 1
     status, items = path_server.request("GET", f"/api/ingest/{body['session_id']}/items")
     assert [i["path"] for i in items["items"]] == ["caf\\xe9/x.jpg"]
+
+
+def test_a_sidecar_leading_outside_the_roots_is_not_read(client, app: Flask, media: Path, tmp_path: Path) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "tags.txt").write_text("secret")
+    write_jpeg(media / "a.jpg")
+    (media / "a.txt").symlink_to(tmp_path / "outside" / "tags.txt")
+    write_jpeg(media / "b.jpg", color=(3, 3, 3))
+    (media / "tags").mkdir()
+    (media / "tags" / "real.txt").write_text("owl")
+    (media / "b.txt").symlink_to(media / "tags" / "real.txt")
+    session_id = start(client, media)
+    state = wait_for(app, session_id, {"completed"})
+    assert [(e["file"], e["stage"], e["message"]) for e in state["errors"]] == [
+        ("a.jpg", "keywords", "sidecar a.txt leads outside the media roots: not read")
+    ]
+    items = {i["path"]: i for i in client.get(f"/api/ingest/{session_id}/items").get_json()["items"]}
+    assert items["a.jpg"]["keywords"] == [] and items["b.jpg"]["keywords"] == ["owl"]
