@@ -10,7 +10,7 @@ import gc
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
 from greenlet import greenlet
@@ -21,7 +21,7 @@ from .catalog import commit_session, query_catalog, session_items
 from .jobs import JobConflict, JobNotFound, JobRegistry
 from .models import Item
 from .parameters import ParameterError, parse_parameters
-from .paths import OutsideMediaRoots, confine
+from .paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_error
 from .stream import EventStream, StreamSettings, is_finished, parse_last_event_id
 
 bp = Blueprint("api", __name__)
@@ -221,8 +221,12 @@ def roots() -> Response:
 
 @bp.get("/api/ingest/browse")
 def browse() -> Response:
-    """Subdirectories of ``path`` (inside a media root): ``{"path", "parent", "directories"}``."""
-    raw = request.args.get("path", "")
+    """Subdirectories of ``path`` (inside a media root): ``{"path", "parent", "directories"}``.
+
+    ``directories`` are ``{name (display form), path (lossless)}``; 400 for a path that is too
+    long, a symlink loop or holds a NUL byte; 404 when it is not a directory.
+    """
+    raw = _path_query()
     if not raw or not os.path.isabs(raw):
         raise ApiError(400, "path must be an absolute directory path", "path")
     roots = registry().media_roots
@@ -230,18 +234,38 @@ def browse() -> Response:
         directory = confine(Path(raw), roots)
     except OutsideMediaRoots:
         raise ApiError(400, "path is outside the configured media roots", "path") from None
-    if not directory.is_dir():
-        raise ApiError(404, "no such directory", "path")
+    except UnusablePath as exc:
+        raise ApiError(400, str(exc), "path") from None
     try:
-        names = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        with os.scandir(directory) as entries:
+            names = sorted(e.name for e in entries if not e.name.startswith(".") and _is_directory(e))
     except PermissionError:
         raise ApiError(403, "permission denied", "path") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise ApiError(404, "no such directory", "path") from None
+    except OSError as exc:
+        raise ApiError(400, path_error(exc), "path") from None
     parent = directory.parent if directory not in roots else None
     return jsonify(
         path=str(directory),
         parent=str(parent) if parent else None,
-        directories=[{"name": name, "path": str(directory / name)} for name in names],
+        directories=[{"name": display_path(name), "path": str(directory / name)} for name in names],
     )
+
+
+def _path_query() -> str:
+    """``?path=`` decoded as file names are (``os.fsdecode``): a %XX byte that is not part of UTF-8
+    becomes a surrogate escape, so a directory whose name is not UTF-8 can be browsed."""
+    query = request.query_string.decode("utf-8", "surrogateescape")
+    return next((value for key, value in parse_qsl(query, errors="surrogateescape") if key == "path"), "")
+
+
+def _is_directory(entry: os.DirEntry) -> bool:
+    """A directory, or a link to one (a broken or looping link is not)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 @bp.get("/api/ingest/items/<item_id>/thumbnail")

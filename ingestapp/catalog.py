@@ -75,6 +75,8 @@ def commit_session(engine: Engine, session_id: str, exclude: set[str]) -> dict[s
 def _fill_entry(entry: CatalogEntry, item: Item, now: float) -> None:
     entry.item_id = item.id
     entry.path = item.path
+    entry.root = item.root
+    entry.path_bytes = item.path_bytes
     entry.rating = item.fields["rating"]
     entry.nsfw = item.fields["nsfw"]
     entry.fields = item.fields

@@ -16,6 +16,7 @@ from .catalog import commit_session
 from .events import Event, job_event
 from .jobs import JobRegistry
 from .parameters import ParameterError, parse_parameters
+from .paths import printable
 
 ingest = AppGroup("ingest", help="Ingest media from the command line.")
 
@@ -35,7 +36,8 @@ class ProgressBar:
     def on_event(self, _sender: str, event: Event) -> None:
         data = json.loads(event.data)
         if event.type == "error":
-            self.bar.write(f"error: {data['file']} [{data['stage']}] {data['message']}", file=sys.stderr)
+            line = f"error: {data['file']} [{data['stage']}] {data['message']}"
+            self.bar.write(printable(line), file=sys.stderr)  # a file name may hold terminal controls
         if "total_files" in data:
             self.bar.total = data["total_files"]
             self.bar.n = data["stats"]["processed_files"] + data["stats"]["skipped_duplicates"]

@@ -14,6 +14,7 @@ import secrets
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ from sqlalchemy import Engine, insert, select, update
 from . import stages
 from .eventlog import MAX_PENDING, SessionLog
 from .events import make_event, publish
-from .models import CatalogEntry, EventRecord, IngestSession, Item
+from .models import CatalogEntry, ErrorEntry, EventRecord, IngestSession, Item
 from .parameters import IngestParameters
-from .paths import root_of
+from .paths import display_path, root_of, scrub_paths
 from .progress import STATS_KEYS, StageProgress, percent
-from .scanner import list_directory, scan
+from .scanner import ScannedFile, list_directory, scan
 from .stages.base import FileContext
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class JobRegistry:
                 raise JobNotFound(session_id)
             if session.status != "interrupted":
                 raise JobConflict(f"only an interrupted session can be resumed (it is {session.status})")
-            done = conn.execute(select(Item.path, Item.sha256).where(Item.session_id == session_id)).all()
+            done = conn.execute(select(Item.path_bytes, Item.sha256).where(Item.session_id == session_id)).all()
         job = Job(self, session_id, IngestParameters(**session.parameters), session.state, session.last_event_id)
         job.done_paths = {path for path, _ in done}
         job.seen_hashes = {sha for _, sha in done if sha}
@@ -161,7 +162,7 @@ class JobRegistry:
                     "status": state["status"],
                     "created_at": row.created_at,
                     "committed_at": row.committed_at,
-                    "directory": state["parameters"]["directory"],
+                    "directory": display_path(state["parameters"]["directory"]),
                     "total_files": state["total_files"],
                     "processed_files": state["processed_files"],
                     "progress_percent": state["progress_percent"],
@@ -253,7 +254,7 @@ class Job:
         self.cancel_requested = False
         self.total_files = 0
         self.current_file: str | None = None
-        self.done_paths: set[str] = set()
+        self.done_paths: set[bytes] = set()  # path_bytes of the items already stored
         self.seen_hashes: set[str] = set()
         self.active = 0
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
@@ -421,21 +422,28 @@ class Job:
         prefix = directory.relative_to(root).as_posix()
         prefix = "" if prefix == "." else prefix + "/"
         scanning = self.stages["scanning"]
+        reported = self._scanning_errors_reported()
+
+        def on_error(relpath: str, message: str) -> None:
+            file = display_path((prefix + relpath).rstrip("/") or ".")
+            if file not in reported:  # a resumed scan meets the same bad links again
+                self._record_error(file, "scanning", message)
+
         try:
             roots = self.registry.media_roots
             found = scan(
                 directory,
                 self.parameters.patterns,
                 listdir=lambda d: self.registry.threadpool.apply(list_directory, (d, roots)),
-                on_error=lambda rel, exc: self._record_error(prefix + rel, "scanning", _message(exc)),
+                on_error=on_error,
             )
-            for path, relpath in found:
+            for file in _top_level_errors_named(found, prefix):
                 if self.cancel_requested or self.total_files == self.parameters.max_files:
                     break
                 self.total_files += 1
                 scanning.processed += 1
-                if prefix + relpath not in self.done_paths:
-                    self.queue.put((path, root, prefix + relpath))
+                if os.fsencode(prefix + file.relpath) not in self.done_paths:
+                    self.queue.put((file, root, prefix + file.relpath))
                 self.emit_progress()
         finally:
             for _ in range(self.registry.workers):
@@ -443,19 +451,31 @@ class Job:
         self._set_stage("scanning", "finish")
         self.emit_progress()
 
+    def _scanning_errors_reported(self) -> set[str]:
+        """Files an earlier run of this session already reported from the scan (empty when new)."""
+        with self.registry.engine.connect() as conn:
+            return set(conn.scalars(
+                select(ErrorEntry.file).where(ErrorEntry.session_id == self.session_id, ErrorEntry.stage == "scanning")
+            ))
+
     def _work(self, catalog_hashes: set[str]) -> None:
         # No timeout needed: _scan's ``finally`` always queues one None per worker.
         while (task := self.queue.get()) is not None:
             if not self.cancel_requested:
                 self._process(*task, catalog_hashes)
 
-    def _process(self, path: Path, root: Path, relpath: str, catalog_hashes: set[str]) -> None:
+    def _process(self, file: ScannedFile, root: Path, relpath: str, catalog_hashes: set[str]) -> None:
+        """Run the stages on one file. ``relpath`` (relative to ``root``, exact bytes in
+        ``os.fsdecode`` form) is stored as ``path_bytes``; people see its display form."""
         if self.registry.file_delay:
             gevent.sleep(self.registry.file_delay)
         self.status = "processing"
-        self.current_file = relpath
+        self.current_file = display_path(relpath)
         self.active += 1
-        ctx = FileContext(path, relpath, self.parameters, self.registry.thumbnail_dir)
+        ctx = FileContext(
+            root / relpath, display_path(relpath), self.parameters, self.registry.thumbnail_dir,
+            real_path=file.real, identity=file.identity, media_roots=self.registry.media_roots,
+        )
         errors: list[dict[str, str]] = []
         status = "ok"
         try:
@@ -468,7 +488,8 @@ class Job:
                     status = self._check_duplicate(ctx.item["sha256"], catalog_hashes)
         finally:
             self.active -= 1
-        self._complete_file(ctx, root, status, errors)
+            ctx.close()
+        self._complete_file(ctx, root, relpath, status, errors)
 
     def _run_stage(self, module: Any, ctx: FileContext, errors: list[dict[str, str]]) -> str:
         stage = self.stages[module.NAME]
@@ -482,7 +503,7 @@ class Job:
             stage.processed += 1
         if failure is not None:
             stage.errors += 1
-            message = _message(failure)
+            message = _message(failure, ctx.path_replacements(), self.registry.media_roots)
             errors.append({"stage": module.NAME, "message": message})
             self._record_error(ctx.relpath, module.NAME, message)
         if stage.processed == self.total_files and self.stages["scanning"].status == "completed":
@@ -495,7 +516,9 @@ class Job:
         self.seen_hashes.add(sha256)
         return "ok"
 
-    def _complete_file(self, ctx: FileContext, root: Path, status: str, errors: list[dict[str, str]]) -> None:
+    def _complete_file(
+        self, ctx: FileContext, root: Path, relpath: str, status: str, errors: list[dict[str, str]]
+    ) -> None:
         item = ctx.item
         self._count(status, item)
         item_id = new_id()
@@ -505,6 +528,7 @@ class Job:
                 "seq": self.done_files,
                 "root": str(root),
                 "path": ctx.relpath,
+                "path_bytes": os.fsencode(relpath),
                 "status": status,
                 "sha256": item["sha256"],
                 "fields": item,
@@ -547,6 +571,16 @@ class Job:
             self.emit(event_type, message=message, **self.progress())
 
 
+def _top_level_errors_named(found: Iterator[ScannedFile], prefix: str) -> Iterator[ScannedFile]:
+    """``found``, with an OSError from listing the chosen directory itself reworded to name it
+    relative to its media root (the OSError's own file name is an absolute server path)."""
+    try:
+        yield from found
+    except OSError as exc:
+        name = display_path(prefix.rstrip("/") or ".")
+        raise OSError(exc.errno, f"cannot list the directory {name}: {exc.strerror}") from None
+
+
 def _run_in_thread(run: Any, ctx: FileContext) -> Exception | None:
     """Call a stage in a threadpool thread; hand its exception back as a value, since an
     exception escaping a threadpool task is also printed as a traceback by gevent."""
@@ -557,9 +591,13 @@ def _run_in_thread(run: Any, ctx: FileContext) -> Exception | None:
     return None
 
 
-def _message(exc: BaseException) -> str:
-    """A one-line, user-facing description of an exception (never a traceback)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _message(exc: BaseException, replacements: dict[str, str], media_roots: list[Path]) -> str:
+    """A one-line, user-facing description of an exception (never a traceback), naming paths
+    relative to their media root (``replacements``: see ``scrub_paths``) in display form."""
     if isinstance(exc, PermissionError):
         return "permission denied"
-    return text[:500]
+    if isinstance(exc, OSError) and exc.strerror:
+        return display_path(exc.strerror)  # without the absolute file name(s) OSError carries
+    lines = str(exc).strip().replace("\r", "\n").split("\n")  # not splitlines: U+2028 may be in a name
+    text = scrub_paths(lines[0], replacements, media_roots) if lines[0] else type(exc).__name__
+    return display_path(text)[:500]

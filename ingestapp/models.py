@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,16 +29,22 @@ class IngestSession(Base):
 
 
 class Item(Base):
-    """One file found by a session and its extracted results (the API's ``Item``)."""
+    """One file found by a session and its extracted results (the API's ``Item``).
+
+    A file is identified by the exact bytes of its name (``path_bytes``); ``path`` is their
+    display form (``paths.display_path``: undecodable bytes as ``\\xNN`` escapes), so two names
+    may share a display form but never a ``path_bytes``.
+    """
 
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("session_id", "path"),)
+    __table_args__ = (UniqueConstraint("session_id", "path_bytes"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("ingest_sessions.id"), index=True)
     seq: Mapped[int] = mapped_column(Integer)  # order of completion within the session
     root: Mapped[str] = mapped_column(Text)  # the media root the file was found under
-    path: Mapped[str] = mapped_column(Text)  # relative to ``root``, POSIX separators
+    path: Mapped[str] = mapped_column(Text)  # display form of path_bytes
+    path_bytes: Mapped[bytes] = mapped_column(LargeBinary)  # exact bytes, relative to ``root``, "/"-separated
     status: Mapped[str] = mapped_column(String(8))
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     fields: Mapped[dict[str, Any]] = mapped_column(JSON)  # new_item_fields() shape
@@ -78,7 +84,9 @@ class CatalogEntry(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"))
-    path: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)  # display form, as Item.path
+    root: Mapped[str | None] = mapped_column(Text)  # the media root, as Item.root
+    path_bytes: Mapped[bytes | None] = mapped_column(LargeBinary)  # exact bytes, as Item.path_bytes
     rating: Mapped[int | None] = mapped_column(Integer)
     nsfw: Mapped[bool | None]
     fields: Mapped[dict[str, Any]] = mapped_column(JSON)

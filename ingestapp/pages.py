@@ -14,8 +14,10 @@ from flask import Blueprint, abort, current_app, render_template, request
 
 from .catalog import query_catalog
 from .jobs import JobNotFound, JobRegistry
+from .paths import display_path
 
 bp = Blueprint("pages", __name__)
+bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
 
 CATALOG_PAGE_SIZE = 24
 

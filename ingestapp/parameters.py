@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .paths import OutsideMediaRoots, confine
+from .paths import OutsideMediaRoots, UnusablePath, confine, path_error
 
 #: File extensions the pipeline understands (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".bmp")
@@ -117,9 +118,15 @@ def _directory(value: Any, media_roots: list[Path]) -> Path:
         resolved = confine(Path(value), media_roots)
     except OutsideMediaRoots:
         raise ParameterError("directory is outside the configured media roots", "directory") from None
-    if not resolved.exists():
-        raise ParameterError("directory does not exist", "directory")
-    if not resolved.is_dir():
+    except UnusablePath as exc:
+        raise ParameterError(f"directory: {exc}", "directory") from None
+    try:
+        info = resolved.stat()
+    except FileNotFoundError:
+        raise ParameterError("directory does not exist", "directory") from None
+    except OSError as exc:
+        raise ParameterError(f"directory: {path_error(exc)}", "directory") from None
+    if not stat.S_ISDIR(info.st_mode):
         raise ParameterError("directory is not a directory", "directory")
     return resolved
 

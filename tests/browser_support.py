@@ -58,6 +58,8 @@ HOSTILE_NAMES = (
     "camera/a <b>\"quoted\" & 'x'.jpg",
     "graphics/line\nbreak <img src=x onerror=window.__xss=1>.jpg",
     "tagged/z<script>window.__xss=2<.jpg",
+    "camera/rlo \u202egpj.exe.jpg",  # a right-to-left override must not reorder the page around it
+    "tagged/caf\udce9.jpg",  # os.fsdecode(b"caf\xe9.jpg"): not UTF-8, shown as caf\xe9.jpg
 )
 
 

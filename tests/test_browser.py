@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ingestapp.paths import display_path
 from tests.browser_support import (
     ARTIFACTS,
     CHROMIUM,
@@ -300,7 +301,9 @@ def assert_escaped(page: Any) -> None:
     assert page.evaluate("() => window.__xss") is None
     assert page.locator("#error-list b, #error-list img, #error-list script").count() == 0
     shown = {row[0] for row in page.evaluate(ERROR_ROWS_JS)}
-    assert {f"flow/{name}" for name in HOSTILE_NAMES} <= shown
+    assert {f"flow/{display_path(name)}" for name in HOSTILE_NAMES} <= shown
+    isolated = "() => [...document.querySelectorAll('.path, .message')].map((e) => getComputedStyle(e).unicodeBidi)"
+    assert set(page.evaluate(isolated)) == {"isolate"}  # a bidi override in a name stays inside it
 
 
 def check_preview_and_import(site: App, page: Any, session_id: str, final: dict[str, Any]) -> None:

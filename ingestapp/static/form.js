@@ -87,13 +87,19 @@
     if (!entries.length) list.append(el('li', { class: 'muted', text: 'No subfolders.' }));
   }
 
+  // A lone surrogate U+DC80-U+DCFF in a path from the server stands for a byte that is not UTF-8
+  // (Python's os.fsdecode): send that byte as %XX (encodeURIComponent throws on lone surrogates).
+  const encodePath = (path) => path.split(/((?<![\uD800-\uDBFF])[\uDC80-\uDCFF])/).map((part, i) => (i % 2
+    ? `%${(part.charCodeAt(0) - 0xDC00).toString(16).toUpperCase()}`
+    : encodeURIComponent(part))).join('');
+
   async function browse(path) {
     const error = $('browser-error');
     error.hidden = true;
     try {
       const url = path === null
         ? form.dataset.rootsUrl
-        : `${form.dataset.browseUrl}?path=${encodeURIComponent(path)}`;
+        : `${form.dataset.browseUrl}?path=${encodePath(path)}`;
       const { status, body } = await fetchJSON(url);
       if (status !== 200) throw new Error((body && body.error) || `HTTP ${status}`);
       if (path === null) {
