@@ -440,7 +440,7 @@ def check_filters(page: Any, items: list[dict[str, Any]]) -> None:
     page.get_by_role("button", name="Select none").click()
     page.locator("#import-result", has_text="Nothing to import").wait_for()
     assert page.locator("#import").is_hidden()
-    assert grid.locator("input:checked").count() == 0
+    page.wait_for_function("() => !document.querySelector('#preview-grid input:checked')")
     page.get_by_role("button", name="Select all").click()
     page.get_by_role("button", name=f"Import {len(ok)}").wait_for()
     page.get_by_role("button", name=re.compile(r"^All")).click()
@@ -588,7 +588,7 @@ def test_reconnects_after_connection_drop(site: App, context: Any) -> None:
     final = site.state(session_id)
     assert final["status"] == "completed"
     states = [state for _, state in page.evaluate("() => window.__states")]
-    assert "polling" not in states
+    assert "polling" not in states, states
     assert site.proxy.accepted > accepted, "the browser did not reconnect through the proxy"
     missed = [e for e in final["errors"] if cut_at <= e["time"] <= back_at]
     assert missed, "no error happened while disconnected: the test proves nothing"
@@ -630,7 +630,7 @@ def test_cancel(site: App, context: Any) -> None:
     session_id = site.start("watch", skip_duplicates=False)
     page, script_errors = open_page(context, f"{site.base}/ingest/{session_id}")
     wait_until(page, "() => Number(document.getElementById('files-done').textContent) >= 2")
-    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()
     page.locator("#status[data-status='cancelled']").wait_for()
     final = site.state(session_id)
     assert final["status"] == "cancelled" and final["processed_files"] < final["total_files"]
@@ -691,7 +691,7 @@ def resume_and_finish(page: Any, server: Server, session_id: str) -> None:
                            ".some((s) => s.textContent === 'Running')")
     assert "Interrupted" in page.locator("#stages .stage-status").all_text_contents()
     assert page.text_content("#eta") == "—" and page.text_content("#pool") == "—"
-    page.get_by_role("button", name="Resume").click()
+    page.get_by_role("button", name="Resume", exact=True).click()
     wait_until(page, "() => document.getElementById('status').dataset.status !== 'interrupted'")
     watch(page)
     final = server.request("GET", f"/api/ingest/status/{session_id}")[1]
@@ -765,6 +765,6 @@ def test_live_view_comes_back_after_an_outage(site: App, context: Any) -> None:
     assert page.locator("#offline-banner").is_hidden() and page.is_enabled("#cancel")
     states = [state for _, state in page.evaluate("() => window.__states")]
     assert "offline" in states
-    page.get_by_role("button", name="Cancel").click()  # end the long job
+    page.get_by_role("button", name="Cancel", exact=True).click()  # end the long job
     page.locator("#status[data-status='cancelled']").wait_for()
     assert script_errors == []
