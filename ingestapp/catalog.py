@@ -272,8 +272,9 @@ def text_match(dialect: str, q: str) -> ColumnElement[bool]:
                 .bindparams(bindparam(f"fts_{n}", phrase))
             )
         elif dialect == "postgresql":
-            prefix = func.to_tsquery("simple", func.quote_literal(term).concat(":*"))
-            conditions.append(or_(func.to_tsvector("simple", CatalogEntry.search_text).op("@@")(prefix), substring))
+            simple = literal_column("'simple'")  # a literal, so the GIN index on the same expression applies
+            prefix = func.to_tsquery(simple, func.quote_literal(term).concat(":*"))
+            conditions.append(or_(func.to_tsvector(simple, CatalogEntry.search_text).op("@@")(prefix), substring))
         else:
             conditions.append(substring)
     return and_(*conditions)

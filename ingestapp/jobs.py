@@ -474,6 +474,7 @@ class Job:
         for module in self.stage_modules:
             if status != "ok":
                 self.stages[module.NAME].processed += 1  # not run for this file, but accounted for
+                self.stages[module.NAME].skipped += 1
                 continue
             status = self._run_stage(module, ctx, errors)
             if module is stages.identify and status == "ok":

@@ -30,6 +30,7 @@ class StageProgress:
     errors: int = 0
     in_flight: int = 0
     started: float | None = None  # time.monotonic()
+    skipped: int = 0  # files this stage did not run for: an earlier stage failed, or a duplicate
     duration_ms: float = 0.0  # wall time of earlier runs (a resumed session adds to it)
 
     def start(self) -> bool:
@@ -72,6 +73,7 @@ class StageProgress:
             "processed": self.processed,
             "total": total,
             "errors": self.errors,
+            "skipped": self.skipped,
             "in_flight": self.in_flight,
             "progress_percent": percent,
             "duration_ms": self._duration_ms(),
@@ -80,7 +82,7 @@ class StageProgress:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageProgress:
         """Restore a persisted stage for a resumed session: its counts and time, ready to run again."""
-        return cls("pending", data["processed"], data["errors"], 0, None, data["duration_ms"])
+        return cls("pending", data["processed"], data["errors"], 0, None, data["duration_ms"], data.get("skipped", 0))
 
 
 def percent(done: int, total: int, status: str) -> float:

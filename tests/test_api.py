@@ -218,6 +218,9 @@ def test_review_keeps_exclusions_and_remembers_the_import(client, app, media: Pa
     (media / "broken.jpg").write_bytes(b"not a jpeg")
     session_id = start(client, media)
     wait_for(app, session_id, {"completed"})
+    stages = client.get(f"/api/ingest/status/{session_id}").get_json()["stages"]
+    assert (stages["identify"]["errors"], stages["identify"]["skipped"]) == (1, 0)  # filed where it was raised
+    assert (stages["thumbnail"]["errors"], stages["thumbnail"]["skipped"]) == (0, 1)  # and not run after it
     review = client.get(f"/api/ingest/{session_id}/review").get_json()
     assert review["counts"] == {"all": 4, "new": 3, "duplicates": 0, "errors": 1, "nsfw": 0}
     assert review["import_count"] == 3 and review["import_offered"] and review["imported"] is None

@@ -220,7 +220,8 @@
       setCounter(row.querySelector('.stage-count'), `${stage.processed} / ${total}`);
       const plural = stage.errors === 1 ? '' : 's';
       I.setText(row.querySelector('.stage-extra'),
-        `${stage.errors} error${plural} · ${stage.in_flight} in flight · ${I.duration(stage.duration_ms)}`);
+        `${stage.errors} error${plural}${stage.skipped ? ` · ${stage.skipped} not run` : ''} · ` +
+        `${stage.in_flight} in flight · ${I.duration(stage.duration_ms)}`);
     }
   }
 
