@@ -291,6 +291,7 @@ def test_live_progress_preview_and_import(site: App, context: Any) -> None:
                 "() => [...document.querySelectorAll('#strip img')].filter((i) => i.complete && i.naturalWidth).length")
             shots["workers"] = page.text_content("#pool")
             shoot_both(page, "progress")
+            assert_accessible(page, "the live progress")
 
     samples = watch(page, on_sample=on_sample)
     running = [s for s in samples if s["status"] in RUNNING]
@@ -573,8 +574,8 @@ def test_reconnects_after_connection_drop(site: App, context: Any) -> None:
     catches up (Last-Event-ID) without losing one error row, and never falls back to polling."""
     session_id = site.start("drop", skip_duplicates=False)
     page, script_errors = open_page(context, f"{site.base}/ingest/{session_id}")
-    page.evaluate(RECORD_STATES_JS)
     wait_until(page, f"() => Number(document.getElementById('files-done').textContent) >= 4 && {LIVE_JS}")
+    page.evaluate(RECORD_STATES_JS)  # from live on
     accepted = site.proxy.accepted
     cut_at = time.time()
     site.proxy.cut(refuse_for=2.5)

@@ -19,7 +19,8 @@
   const RUNNING = ['queued', 'scanning', 'processing'];
   const EVENT_TYPES = ['snapshot', 'progress', 'stage', 'file', 'complete', 'cancelled', 'failed']; // + 'error'
   const TERMINAL_EVENTS = ['complete', 'cancelled', 'failed'];
-  const FAILURES_BEFORE_POLLING = 5; // stream errors in a row, with no event in between
+  const FAILURES_BEFORE_POLLING = 5; // stream errors in a row, with no event in between…
+  const FAILING_MS_BEFORE_POLLING = 8000; // …over at least this long (a short outage stays live)
   const STALL_MS = 3000; // no event for this long while the server's log advanced: a stall
   const POLL_MS = 1000;
   const PROBE_BACKOFF_MS = [1000, 2000, 4000, 8000]; // then the last one again and again
@@ -40,6 +41,7 @@
       stalls: 0,
       stalled: false,
       lastEventAt: 0,
+      lastGoodAt: performance.now(), // the stream last opened or delivered
       pollTimer: 0,
       probeTimer: 0,
       reconnectTimer: 0,
@@ -58,7 +60,7 @@
       conn.failures = 0;
       conn.probes = 0;
       conn.stalls = 0;
-      conn.lastEventAt = performance.now();
+      conn.lastEventAt = conn.lastGoodAt = performance.now();
       if (conn.mode === 'polling') leavePolling(); // a probe got through
       if (conn.mode !== 'sse') return;
       const data = JSON.parse(event.data);
@@ -92,6 +94,7 @@
         if (conn.source !== source) return;
         if (conn.mode === 'polling') leavePolling();
         if (conn.mode !== 'sse') return;
+        conn.lastGoodAt = performance.now();
         setConnection('live');
         // Back after a failure: the server may have restarted meanwhile (let the replay land first).
         if (conn.failures) setTimeout(syncStatus, 500);
@@ -112,7 +115,7 @@
         scheduleProbe();
         return;
       }
-      if (conn.failures >= FAILURES_BEFORE_POLLING) {
+      if (conn.failures >= FAILURES_BEFORE_POLLING && performance.now() - conn.lastGoodAt >= FAILING_MS_BEFORE_POLLING) {
         startPolling('The live stream keeps failing, so this page is checking for updates every second ' +
           'and keeps trying to go live again.');
         return;
