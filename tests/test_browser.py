@@ -93,7 +93,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     require_chromium()
     media = tmp_path_factory.mktemp("browser-media")
     write_media(media / "flow")  # the sample set plus three broken files with hostile names
-    write_media(media / "watch", copies=2, hostile=False)
+    write_media(media / "watch", copies=3, hostile=False)  # 45 files: about 9 s
     write_media(media / "drop", copies=2, hostile=False, broken_per_copy=4)  # 30 files: 2 preview pages
     write_media(media / "resume", hostile=False)
     write_jpegs(media / "long", 160)  # 32 s at FILE_DELAY: outlives a server outage
