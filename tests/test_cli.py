@@ -80,6 +80,8 @@ def test_exit_status_is_nonzero_when_the_job_fails(app: Flask, tmp_path: Path, m
     assert result.exit_code == 1
     state = json.loads(result.stdout)
     assert state["status"] == "failed" and "Permission denied" in state["message"]
+    assert {stage["status"] for stage in state["stages"].values()} <= {"completed", "failed"}, state["stages"]
+    assert state["stages"]["scanning"]["status"] == "failed" and state["worker_pool"]["active"] == 0
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"real camera samples not found at {CORPUS}")
