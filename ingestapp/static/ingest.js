@@ -38,6 +38,7 @@
     errorsReset: true, // the first render redraws the server's rows (times in local time)
     rendered: 0, // how many of `errors` are in the list
     message: null,
+    wasLive: false, // before the first connection, "reconnecting" reads "Connecting…"
   };
 
   // -- model ---------------------------------------------------------------------------------
@@ -137,7 +138,8 @@
   function setConnection(state, note) {
     const node = $('connection');
     node.dataset.connection = state;
-    I.setText($('connection-text'), CONNECTION_TEXT[state]);
+    if (state === 'live') model.wasLive = true;
+    I.setText($('connection-text'), state === 'reconnecting' && !model.wasLive ? 'Connecting…' : CONNECTION_TEXT[state]);
     if (note !== undefined) {
       $('fallback-note').textContent = note || '';
     }
