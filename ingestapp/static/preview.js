@@ -148,6 +148,7 @@
     const empty = state.status === 'completed' && state.total_files === 0;
     $('review').hidden = false;
     $('no-match').hidden = !empty;
+    $('review-heading').textContent = empty ? 'Nothing to import' : 'Review and import';
     $('review-body').hidden = empty;
     $('preview').hidden = empty;
     if (empty || preview.shownFor === state.status) return;
