@@ -17,10 +17,19 @@ from greenlet import greenlet
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from .catalog import commit_session, query_catalog, session_items
+from .catalog import (
+    REVIEW_VIEWS,
+    commit_session,
+    keyword_suggestions,
+    parse_catalog_query,
+    query_catalog,
+    session_items,
+    session_review,
+    set_excluded,
+)
 from .jobs import JobConflict, JobNotFound, JobRegistry
 from .models import Item
-from .parameters import ParameterError, parse_parameters
+from .parameters import MEDIA_EXTENSIONS, ParameterError, parse_parameters
 from .paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_error
 from .stream import EventStream, StreamSettings, is_finished, parse_last_event_id
 
@@ -150,27 +159,64 @@ def sessions() -> Response:
     return jsonify(sessions=registry().sessions(int_arg("limit", 50, 1, 500)))
 
 
+def view_arg() -> str:
+    """The ``view`` query argument (a review filter). Raises ApiError(400, field="view")."""
+    view = request.args.get("view", "") or "all"
+    if view not in REVIEW_VIEWS:
+        raise ApiError(400, f"view must be one of {', '.join(REVIEW_VIEWS)}", "view")
+    return view
+
+
 @bp.get("/api/ingest/<session_id>/items")
 def items(session_id: str) -> Response:
+    """A page of the session's items, ``view`` = all | new | duplicates | errors | nsfw."""
     registry().state(session_id)  # 404 for an unknown session
     offset = int_arg("offset", 0)
     limit = int_arg("limit", 50, 1, 500)
-    return jsonify(session_items(registry().engine, session_id, offset, limit))
+    return jsonify(session_items(registry().engine, session_id, offset, limit, view_arg()))
+
+
+@bp.get("/api/ingest/<session_id>/review")
+def review(session_id: str) -> Response:
+    """The review step: ``{"counts", "excluded", "import_count", "imported", "import_offered"}``."""
+    registry().state(session_id)  # 404 for an unknown session
+    return jsonify(session_review(registry().engine, session_id))
+
+
+@bp.post("/api/ingest/<session_id>/exclusions")
+def exclusions(session_id: str) -> Response:
+    """Exclude items from the import (``"excluded": true``) or include them again, by ``ids`` or
+    by ``view`` (every ok item of that review filter). Answers with the review, as ``/review``."""
+    body = json_body()
+    if not isinstance(body, dict) or set(body) - {"excluded", "ids", "view"}:
+        raise ApiError(400, "the body may only hold excluded, ids and view", None)
+    if not isinstance(body.get("excluded"), bool):
+        raise ApiError(400, "excluded must be true or false", "excluded")
+    ids = body.get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(x, str) for x in ids)):
+        raise ApiError(400, "ids must be a list of item ids", "ids")
+    view = body.get("view")
+    if (ids is None) == (view is None) or (view is not None and view not in REVIEW_VIEWS):
+        raise ApiError(400, f"give either ids or a view ({', '.join(REVIEW_VIEWS)})", "view")
+    registry().state(session_id)  # 404 for an unknown session
+    set_excluded(registry().engine, session_id, body["excluded"], ids, view)
+    return jsonify(session_review(registry().engine, session_id))
 
 
 @bp.post("/api/ingest/<session_id>/commit")
 def commit(session_id: str) -> Response:
-    """Write the session's ok items into the catalog: ``{"added", "updated", "excluded"}``."""
+    """Write the session's ok items that are not excluded into the catalog:
+    ``{"added", "updated", "excluded"}``. An ``exclude`` list replaces the stored exclusions."""
     body = json_body()
     if not isinstance(body, dict) or set(body) - {"exclude"}:
         raise ApiError(400, "the body may only hold exclude", "exclude")
-    exclude = body.get("exclude", [])
-    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+    exclude = body.get("exclude")
+    if exclude is not None and (not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude)):
         raise ApiError(400, "exclude must be a list of item ids", "exclude")
     state = registry().state(session_id)
     if not is_finished(state) and state["status"] != "interrupted":
         raise JobConflict(f"the session is still {state['status']}")
-    return jsonify(commit_session(registry().engine, session_id, set(exclude)))
+    return jsonify(commit_session(registry().engine, session_id, None if exclude is None else set(exclude)))
 
 
 # -- the live stream --------------------------------------------------------------------------------
@@ -219,12 +265,29 @@ def roots() -> Response:
     return jsonify(roots=[{"name": root.name or str(root), "path": str(root)} for root in registry().media_roots])
 
 
+def _subdirectories(directory: Path) -> list[dict[str, Any]]:
+    """``[{"name", "path", "media_count"}]``: the visible subfolders of ``directory`` and how many
+    media files (by extension) each holds directly. Runs in the threadpool (one listing each)."""
+    with os.scandir(directory) as entries:
+        subdirectories = sorted((e for e in entries if not e.name.startswith(".") and _is_directory(e)),
+                                key=lambda e: e.name)
+    listing = []
+    for entry in subdirectories:
+        try:
+            with os.scandir(entry.path) as files:
+                count = sum(1 for f in files if f.name.lower().endswith(MEDIA_EXTENSIONS) and f.is_file())
+        except OSError:
+            count = None
+        listing.append({"name": display_path(entry.name), "path": str(directory / entry.name), "media_count": count})
+    return listing
+
+
 @bp.get("/api/ingest/browse")
 def browse() -> Response:
     """Subdirectories of ``path`` (inside a media root): ``{"path", "parent", "directories"}``.
 
-    ``directories`` are ``{name (display form), path (lossless)}``; 400 for a path that is too
-    long, a symlink loop or holds a NUL byte; 404 when it is not a directory.
+    ``directories`` are ``{name (display form), path (lossless), media_count}``; 400 for a path
+    that is too long, a symlink loop or holds a NUL byte; 404 when it is not a directory.
     """
     raw = _path_query()
     if not raw or not os.path.isabs(raw):
@@ -237,8 +300,7 @@ def browse() -> Response:
     except UnusablePath as exc:
         raise ApiError(400, str(exc), "path") from None
     try:
-        with os.scandir(directory) as entries:
-            names = sorted(e.name for e in entries if not e.name.startswith(".") and _is_directory(e))
+        directories = registry().threadpool.apply(_subdirectories, (directory,))
     except PermissionError:
         raise ApiError(403, "permission denied", "path") from None
     except (FileNotFoundError, NotADirectoryError):
@@ -246,11 +308,7 @@ def browse() -> Response:
     except OSError as exc:
         raise ApiError(400, path_error(exc), "path") from None
     parent = directory.parent if directory not in roots else None
-    return jsonify(
-        path=str(directory),
-        parent=str(parent) if parent else None,
-        directories=[{"name": display_path(name), "path": str(directory / name)} for name in names],
-    )
+    return jsonify(path=str(directory), parent=str(parent) if parent else None, directories=directories)
 
 
 def _path_query() -> str:
@@ -282,19 +340,15 @@ def thumbnail(item_id: str) -> Response:
 
 @bp.get("/api/catalog")
 def catalog() -> Response:
-    """Catalog entries filtered by ``keyword``, ``min_rating`` (-1 to 5), ``nsfw`` (true/false)."""
-    nsfw_arg = request.args.get("nsfw", "")
-    if nsfw_arg not in ("", "true", "false"):
-        raise ApiError(400, "nsfw must be true or false", "nsfw")
-    min_rating = int_arg("min_rating", -99, -1, 5) if request.args.get("min_rating") else None
-    return jsonify(
-        query_catalog(
-            registry().engine,
-            request.args.get("keyword") or None,
-            min_rating,
-            None if nsfw_arg == "" else nsfw_arg == "true",
-            int_arg("offset", 0),
-            int_arg("limit", 50, 1, 500),
-        )
-    )
+    """Catalog search: ``q`` (terms matched in path, keywords, camera, lens), ``keyword``,
+    ``min_rating`` (-1 to 5), ``nsfw``, ``has_gps`` (true/false), ``media_type`` (image/video),
+    ``taken_from``/``taken_to`` (YYYY-MM-DD), ``sort`` (added, taken, rating, score)."""
+    query = parse_catalog_query(request.args)
+    return jsonify(query_catalog(registry().engine, query, int_arg("offset", 0), int_arg("limit", 50, 1, 500)))
+
+
+@bp.get("/api/catalog/keywords")
+def catalog_keywords() -> Response:
+    """Keyword suggestions: ``{"keywords": [...]}`` starting with ``prefix``, most used first."""
+    return jsonify(keywords=keyword_suggestions(registry().engine, request.args.get("prefix", "").strip()[:100]))
 

@@ -30,7 +30,7 @@ from .events import make_event, publish
 from .models import CatalogEntry, ErrorEntry, EventRecord, IngestSession, Item
 from .parameters import IngestParameters
 from .paths import display_path, root_of, scrub_paths
-from .progress import STATS_KEYS, StageProgress, percent
+from .progress import STATS_KEYS, StageProgress, percent, stopped_state
 from .scanner import ScannedFile, list_directory, scan
 from .stages.base import FileContext
 
@@ -138,14 +138,16 @@ class JobRegistry:
         return {**row.state, "status": row.status}
 
     def sessions(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` sessions: ``{session_id, status, created_at, committed_at, directory,
-        total_files, processed_files, progress_percent, errors}`` (``GET /api/ingest/sessions``)."""
+        """The newest ``limit`` sessions: ``{session_id, status, created_at, committed_at, commit_result,
+        directory, total_files, processed_files, progress_percent, errors}`` (``GET /api/ingest/sessions``);
+        ``commit_result`` is the last import's ``{added, updated, excluded}`` or None."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(
                     IngestSession.id,
                     IngestSession.created_at,
                     IngestSession.committed_at,
+                    IngestSession.commit_result,
                     IngestSession.status,
                     IngestSession.state,
                 )
@@ -162,6 +164,7 @@ class JobRegistry:
                     "status": state["status"],
                     "created_at": row.created_at,
                     "committed_at": row.committed_at,
+                    "commit_result": row.commit_result,
                     "directory": display_path(state["parameters"]["directory"]),
                     "total_files": state["total_files"],
                     "processed_files": state["processed_files"],
@@ -204,7 +207,7 @@ def recover_interrupted(engine: Engine) -> int:
         dead = [row for row in rows if not _owner_alive(row.owner)]
         for row in dead:
             seq = row.last_event_id + 1
-            state = {**row.state, "status": "interrupted", "last_event_id": seq}
+            state = {**stopped_state(row.state, "interrupted"), "last_event_id": seq}
             progress = {k: v for k, v in state.items() if k not in ("session_id", "message", "parameters", "errors")}
             event = make_event(row.id, seq, "progress", progress)
             conn.execute(insert(EventRecord).values(session_id=row.id, seq=seq, type=event.type, data=event.data))
@@ -256,7 +259,8 @@ class Job:
         self.current_file: str | None = None
         self.done_paths: set[bytes] = set()  # path_bytes of the items already stored
         self.seen_hashes: set[str] = set()
-        self.active = 0
+        self.active = 0  # workers holding a file, from taking it off the queue until it is recorded
+        self.queued = 0  # files waiting in ``queue`` (the queue also holds one end marker per worker)
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
         self.started_at: float | None = None
         self.run_started = time.monotonic()
@@ -298,7 +302,11 @@ class Job:
         }
 
     def progress(self) -> dict[str, Any]:
-        """The changing part of the state: what a ``progress`` event carries."""
+        """The changing part of the state: what a ``progress`` event carries. A stopped job has no
+        worker busy and nothing queued, whatever its greenlets are still unwinding."""
+        running = self.status in RUNNING_STATUSES
+        pool = {"active": self.active if running else 0, "max": self.registry.workers,
+                "queue_depth": self.queued if running else 0}
         return {
             "status": self.status,
             "progress_percent": percent(self.done_files, self.total_files, self.status),
@@ -307,7 +315,7 @@ class Job:
             "current_file": self.current_file,
             "stages": {name: self.stage_dict(name) for name in self.stages},
             "stats": dict(self.stats),
-            "worker_pool": {"active": self.active, "max": self.registry.workers, "queue_depth": self.queue.qsize()},
+            "worker_pool": pool,
             "timing": self._timing(),
             "last_event_id": self.seq,
         }
@@ -443,6 +451,7 @@ class Job:
                 self.total_files += 1
                 scanning.processed += 1
                 if os.fsencode(prefix + file.relpath) not in self.done_paths:
+                    self.queued += 1
                     self.queue.put((file, root, prefix + file.relpath))
                 self.emit_progress()
         finally:
@@ -461,8 +470,13 @@ class Job:
     def _work(self, catalog_hashes: set[str]) -> None:
         # No timeout needed: _scan's ``finally`` always queues one None per worker.
         while (task := self.queue.get()) is not None:
+            self.queued -= 1
             if not self.cancel_requested:
-                self._process(*task, catalog_hashes)
+                self.active += 1
+                try:
+                    self._process(*task, catalog_hashes)
+                finally:
+                    self.active -= 1
 
     def _process(self, file: ScannedFile, root: Path, relpath: str, catalog_hashes: set[str]) -> None:
         """Run the stages on one file. ``relpath`` (relative to ``root``, exact bytes in
@@ -471,7 +485,6 @@ class Job:
             gevent.sleep(self.registry.file_delay)
         self.status = "processing"
         self.current_file = display_path(relpath)
-        self.active += 1
         ctx = FileContext(
             root / relpath, display_path(relpath), self.parameters, self.registry.thumbnail_dir,
             real_path=file.real, identity=file.identity, media_roots=self.registry.media_roots,
@@ -482,12 +495,12 @@ class Job:
             for module in self.stage_modules:
                 if status != "ok":
                     self.stages[module.NAME].processed += 1  # not run for this file, but accounted for
+                    self.stages[module.NAME].skipped += 1
                     continue
                 status = self._run_stage(module, ctx, errors)
                 if module is stages.identify and status == "ok":
                     status = self._check_duplicate(ctx.item["sha256"], catalog_hashes)
         finally:
-            self.active -= 1
             ctx.close()
         self._complete_file(ctx, root, relpath, status, errors)
 
@@ -557,9 +570,11 @@ class Job:
     def _finish(self, status: str, message: str | None = None) -> None:
         if self._progress_timer is not None:
             self._progress_timer.kill(block=False)  # the terminal event carries the final progress
-        if status == "completed":
-            for stage in self.stages.values():
+        for stage in self.stages.values():
+            if status == "completed":
                 stage.finish()
+            else:
+                stage.stop(status)
         self.run_ended = time.monotonic()
         self.status = status
         self.failure = message

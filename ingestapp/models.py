@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    DDL,
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -26,6 +40,10 @@ class IngestSession(Base):
     #: "host:pid" of the process running the job; lets startup tell a dead owner from a live one.
     owner: Mapped[str | None] = mapped_column(String(128))
     committed_at: Mapped[float | None] = mapped_column(Float)
+    #: The last import's ``{"added", "updated", "excluded"}`` counts (None before the first).
+    commit_result: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    #: When the review's exclusions last changed: an import is offered again only after that.
+    review_changed_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Item(Base):
@@ -49,6 +67,8 @@ class Item(Base):
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     fields: Mapped[dict[str, Any]] = mapped_column(JSON)  # new_item_fields() shape
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    #: Left out of the import by the reviewer (kept server-side, so a reload keeps the choice).
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ErrorEntry(Base):
@@ -90,7 +110,14 @@ class CatalogEntry(Base):
     rating: Mapped[int | None] = mapped_column(Integer)
     nsfw: Mapped[bool | None]
     fields: Mapped[dict[str, Any]] = mapped_column(JSON)
-    committed_at: Mapped[float] = mapped_column(Float)
+    committed_at: Mapped[float] = mapped_column(Float, index=True)
+    # Searched, filtered and sorted on: copied out of ``fields`` at commit (see catalog.py).
+    score: Mapped[float | None] = mapped_column(Float, index=True)
+    taken_at: Mapped[str | None] = mapped_column(String(32), index=True)  # EXIF DateTimeOriginal, ISO 8601
+    has_gps: Mapped[bool] = mapped_column(Boolean, default=False)
+    media_type: Mapped[str | None] = mapped_column(String(8))  # image | video
+    #: Lower-cased path, keywords, camera make and model, lens: what ``q`` searches.
+    search_text: Mapped[str] = mapped_column(Text, default="")
 
 
 class CatalogKeyword(Base):
@@ -100,3 +127,27 @@ class CatalogKeyword(Base):
 
     entry_id: Mapped[str] = mapped_column(ForeignKey("catalog.id", ondelete="CASCADE"), primary_key=True)
     keyword: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+
+
+# SQLite full-text search over ``catalog.search_text``: an external-content FTS5 table with the
+# trigram tokenizer (case-insensitive substring matches, SQLite >= 3.34; sqlite.org/fts5.html
+# §4.3.5), kept in sync by triggers (§4.4.3), created with the catalog table by create_all.
+_SQLITE_FTS = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS catalog_fts USING fts5("
+    "search_text, content='catalog', content_rowid='rowid', tokenize='trigram')",
+    "CREATE TRIGGER IF NOT EXISTS catalog_fts_insert AFTER INSERT ON catalog BEGIN "
+    "INSERT INTO catalog_fts(rowid, search_text) VALUES (new.rowid, new.search_text); END",
+    "CREATE TRIGGER IF NOT EXISTS catalog_fts_delete AFTER DELETE ON catalog BEGIN "
+    "INSERT INTO catalog_fts(catalog_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text); END",
+    "CREATE TRIGGER IF NOT EXISTS catalog_fts_update AFTER UPDATE OF search_text ON catalog BEGIN "
+    "INSERT INTO catalog_fts(catalog_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text); "
+    "INSERT INTO catalog_fts(rowid, search_text) VALUES (new.rowid, new.search_text); END",
+)
+# PostgreSQL: a GIN index on the 'simple' text-search vector (prefix queries use it).
+_POSTGRESQL_FTS = (
+    "CREATE INDEX IF NOT EXISTS ix_catalog_search ON catalog USING gin (to_tsvector('simple', search_text))",
+)
+for _statement in _SQLITE_FTS:
+    event.listen(CatalogEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
+for _statement in _POSTGRESQL_FTS:
+    event.listen(CatalogEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql"))

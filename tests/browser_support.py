@@ -166,3 +166,27 @@ def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+# -- accessibility ----------------------------------------------------------------------------------
+
+#: axe-core impacts a page must not have (https://github.com/dequelabs/axe-core/blob/develop/doc/API.md).
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def assert_accessible(page: object, name: str) -> None:
+    """Run axe-core (bundled by the axe-playwright-python package) in ``page``; fail on any
+    serious or critical violation, listing each rule and the elements it flagged. Runs with
+    reduced motion, so a counter caught mid-highlight (a 0.3 s fade) is judged at rest."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    page.emulate_media(reduced_motion="reduce")  # type: ignore[attr-defined]
+    try:
+        results = Axe().run(page)
+    finally:
+        page.emulate_media(reduced_motion="no-preference")  # type: ignore[attr-defined]
+    blocking = [v for v in results.response["violations"] if v["impact"] in BLOCKING_IMPACTS]
+    report = "\n".join(
+        f"{v['impact']}: {v['id']} ({v['help']}) at {[node['target'] for node in v['nodes']][:5]}" for v in blocking
+    )
+    assert not blocking, f"axe-core on {name}:\n{report}"

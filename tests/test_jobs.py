@@ -187,3 +187,25 @@ def test_hub_stays_responsive_during_a_full_pipeline_ingest(client, app, media: 
     assert len(lags) > 100
     print(f"hub lag over {len(lags)} ticks: max {max(lags) * 1000:.1f} ms")
     assert max(lags) < 0.050, f"hub blocked for {max(lags) * 1000:.1f} ms"
+
+
+def test_workers_and_queue_add_up_while_running(client, app, media: Path) -> None:
+    """Every file found is done, held by a worker, or queued: no worker shows idle while files
+    wait, and the queue does not count the workers' end markers."""
+    write_jpegs(media, 12)
+    registry = app.extensions["ingest_jobs"]
+    registry.file_delay = 0.03
+    session_id = start(client, media)
+    samples = []
+    while (state := registry.state(session_id))["status"] in ("queued", "scanning", "processing"):
+        if state["stages"]["scanning"]["status"] == "completed":
+            samples.append(state)
+        gevent.sleep(0.01)
+    assert len(samples) >= 5
+    for s in samples:
+        pool, done = s["worker_pool"], s["processed_files"] + s["stats"]["skipped_duplicates"]
+        assert done + pool["active"] + pool["queue_depth"] == s["total_files"], pool
+        if pool["queue_depth"]:
+            assert pool["active"] == pool["max"] == 2, pool
+    final = registry.state(session_id)
+    assert final["worker_pool"] == {"active": 0, "max": 2, "queue_depth": 0}
