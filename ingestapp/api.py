@@ -1,13 +1,18 @@
 """The JSON API blueprint: start, watch, cancel, resume and commit ingest sessions; the catalog.
 
-Errors are JSON ``{"error", "field"}``. State-changing requests must be ``application/json``
-and same-origin (no CORS is offered, so a cross-site page can neither send one nor read one).
+Errors are JSON ``{"error", "field"}``, for every path under ``/api`` (unknown routes and wrong
+methods too). State-changing requests must be ``application/json`` and same-origin (no CORS is
+offered, so a cross-site page can neither send one nor read one). Request and response shapes are
+the models of ``schemas.py``, declared on each route with ``spec.validate`` (see ``contract.py``).
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +22,9 @@ from greenlet import greenlet
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
+from . import schemas
 from .catalog import commit_session, query_catalog, session_items
+from .contract import responses, spec
 from .jobs import JobConflict, JobNotFound, JobRegistry
 from .models import Item
 from .parameters import ParameterError, parse_parameters
@@ -25,6 +32,10 @@ from .paths import OutsideMediaRoots, confine
 from .stream import EventStream, StreamSettings, is_finished, parse_last_event_id
 
 bp = Blueprint("api", __name__)
+
+#: JSON bodies nested deeper than this are refused (Python's parser would recurse into the C stack).
+MAX_JSON_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class ApiError(Exception):
@@ -70,6 +81,18 @@ def _http_error(exc: HTTPException) -> Response:
     return error_response(exc.code or 500, exc.description or exc.name, None)
 
 
+@bp.app_errorhandler(HTTPException)
+def _routing_error(exc: HTTPException) -> Response | HTTPException:
+    """Unknown routes and wrong methods under ``/api`` (raised before any blueprint is chosen)
+    answer JSON too; pages keep Flask's HTML error pages."""
+    if not request.path.startswith("/api/"):
+        return exc
+    response = error_response(exc.code or 500, exc.description or exc.name, None)
+    if exc.code == 405 and isinstance(exc.valid_methods, list | tuple | set):
+        response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    return response
+
+
 @bp.before_request
 def _guard_state_changes() -> Response | None:
     if request.method != "POST":
@@ -83,27 +106,57 @@ def _guard_state_changes() -> Response | None:
 
 
 def json_body() -> Any:
-    """The parsed JSON body; an empty body counts as ``{}``. Raises ApiError(400) if malformed."""
-    if not request.get_data(cache=True):
-        return {}
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "the body is not valid JSON", None)
-    return body
+    """The parsed JSON body (parsed once per request); an empty body counts as ``{}``.
+
+    Raises ApiError(400) for malformed JSON (RFC 8259), NaN or Infinity, numbers out of float range,
+    lone surrogates, or nesting deeper than MAX_JSON_DEPTH; Werkzeug's RequestEntityTooLarge (413)
+    for a body over ``INGEST_MAX_BODY`` bytes, before any of it is read.
+    """
+    environ = request.environ  # per request (``g`` may outlive one, e.g. in tests)
+    if "ingestapp.json_body" not in environ:
+        data = request.get_data(cache=True)
+        try:
+            environ["ingestapp.json_body"] = parse_json(data) if data else {}
+        except ValueError as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}", None) from None
+    return environ["ingestapp.json_body"]
 
 
-def int_arg(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
-    """A query-string integer within bounds. Raises ApiError(400, field=name)."""
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
+def parse_json(data: bytes) -> Any:
+    """``json.loads`` with the limits of ``json_body``; raises ValueError naming the one broken."""
     try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer", name) from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ApiError(400, f"{name} must be between {minimum} and {maximum or 'any'}", name)
+        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    # Depth needs a walk only when there are enough brackets to exceed it.
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(data):
+        json.dumps(value, ensure_ascii=False).encode()  # UnicodeEncodeError (a ValueError) on a lone one
     return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def session_urls(session_id: str) -> dict[str, str]:
@@ -118,6 +171,8 @@ def session_urls(session_id: str) -> dict[str, str]:
 
 
 @bp.post("/api/ingest/process")
+@spec.validate(json=schemas.ProcessRequest, resp=responses(400, 403, 415, HTTP_202=schemas.SessionUrls),
+               tags=["sessions"])
 def process() -> tuple[Response, int]:
     """Start a session. 202 ``{"session_id", "status_url", "stream_url"}``; 400 on bad input."""
     parameters = parse_parameters(json_body(), registry().media_roots)
@@ -126,47 +181,48 @@ def process() -> tuple[Response, int]:
 
 
 @bp.get("/api/ingest/status/<session_id>")
+@spec.validate(resp=responses(404, HTTP_200=schemas.State), tags=["sessions"])
 def status(session_id: str) -> Response:
     return jsonify(registry().state(session_id))
 
 
 @bp.post("/api/ingest/<session_id>/cancel")
+@spec.validate(json=schemas.NoBody, resp=responses(400, 403, 404, 409, 415, HTTP_202=schemas.SessionUrls),
+               tags=["sessions"])
 def cancel(session_id: str) -> tuple[Response, int]:
-    json_body()
     registry().cancel(session_id)
     return jsonify(session_urls(session_id)), 202
 
 
 @bp.post("/api/ingest/<session_id>/resume")
+@spec.validate(json=schemas.NoBody, resp=responses(400, 403, 404, 409, 415, HTTP_202=schemas.SessionUrls),
+               tags=["sessions"])
 def resume(session_id: str) -> tuple[Response, int]:
-    json_body()
     registry().resume(session_id)
     return jsonify(session_urls(session_id)), 202
 
 
 @bp.get("/api/ingest/sessions")
+@spec.validate(query=schemas.SessionsQuery, resp=responses(400, HTTP_200=schemas.SessionList), tags=["sessions"])
 def sessions() -> Response:
     """Sessions, newest first: ``{"sessions": [{session_id, status, created_at, directory, ...}]}``."""
-    return jsonify(sessions=registry().sessions(int_arg("limit", 50, 1, 500)))
+    return jsonify(sessions=registry().sessions(request.context.query.limit))
 
 
 @bp.get("/api/ingest/<session_id>/items")
+@spec.validate(query=schemas.PageQuery, resp=responses(400, 404, HTTP_200=schemas.ItemPage), tags=["sessions"])
 def items(session_id: str) -> Response:
     registry().state(session_id)  # 404 for an unknown session
-    offset = int_arg("offset", 0)
-    limit = int_arg("limit", 50, 1, 500)
-    return jsonify(session_items(registry().engine, session_id, offset, limit))
+    page = request.context.query
+    return jsonify(session_items(registry().engine, session_id, page.offset, page.limit))
 
 
 @bp.post("/api/ingest/<session_id>/commit")
+@spec.validate(json=schemas.CommitRequest, resp=responses(400, 403, 404, 409, 415, HTTP_200=schemas.CommitResult),
+               tags=["sessions"])
 def commit(session_id: str) -> Response:
     """Write the session's ok items into the catalog: ``{"added", "updated", "excluded"}``."""
-    body = json_body()
-    if not isinstance(body, dict) or set(body) - {"exclude"}:
-        raise ApiError(400, "the body may only hold exclude", "exclude")
-    exclude = body.get("exclude", [])
-    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-        raise ApiError(400, "exclude must be a list of item ids", "exclude")
+    exclude = request.context.json.exclude
     state = registry().state(session_id)
     if not is_finished(state) and state["status"] != "interrupted":
         raise JobConflict(f"the session is still {state['status']}")
@@ -177,6 +233,7 @@ def commit(session_id: str) -> Response:
 
 
 @bp.get("/api/ingest/stream/<session_id>")
+@spec.validate(query=schemas.StreamQuery, resp=responses(400, 404), tags=["sessions"])
 def stream(session_id: str) -> Response:
     """Server-Sent Events for one session (see ``stream.py``); 404 JSON for an unknown session."""
     last_event_id = parse_last_event_id(
@@ -203,10 +260,11 @@ def stream(session_id: str) -> Response:
 
 
 @bp.get("/api/ingest/metrics")
+@spec.validate(query=schemas.MetricsQuery, resp=responses(400, HTTP_200=schemas.Metrics), tags=["server"])
 def metrics() -> Response:
     """Stream counters; ``?greenlets=1`` adds the live greenlet count (walks the heap: slow)."""
     result = current_app.extensions["ingest_broker"].metrics()
-    if request.args.get("greenlets") == "1":
+    if request.context.query.greenlets == "1":
         result["greenlets"] = sum(isinstance(o, greenlet) and not o.dead for o in gc.get_objects())
     return jsonify(result)
 
@@ -215,11 +273,14 @@ def metrics() -> Response:
 
 
 @bp.get("/api/ingest/roots")
+@spec.validate(resp=responses(HTTP_200=schemas.RootList), tags=["directories"])
 def roots() -> Response:
     return jsonify(roots=[{"name": root.name or str(root), "path": str(root)} for root in registry().media_roots])
 
 
 @bp.get("/api/ingest/browse")
+@spec.validate(query=schemas.BrowseQuery, resp=responses(400, 403, 404, HTTP_200=schemas.Listing),
+               tags=["directories"])
 def browse() -> Response:
     """Subdirectories of ``path`` (inside a media root): ``{"path", "parent", "directories"}``."""
     raw = request.args.get("path", "")
@@ -245,6 +306,7 @@ def browse() -> Response:
 
 
 @bp.get("/api/ingest/items/<item_id>/thumbnail")
+@spec.validate(resp=responses(404, HTTP_200=None), tags=["catalog"])
 def thumbnail(item_id: str) -> Response:
     """The item's thumbnail, looked up by id (never by a path from the request)."""
     with registry().engine.connect() as conn:
@@ -257,20 +319,18 @@ def thumbnail(item_id: str) -> Response:
 
 
 @bp.get("/api/catalog")
+@spec.validate(query=schemas.CatalogQuery, resp=responses(400, HTTP_200=schemas.CatalogPage), tags=["catalog"])
 def catalog() -> Response:
     """Catalog entries filtered by ``keyword``, ``min_rating`` (-1 to 5), ``nsfw`` (true/false)."""
-    nsfw_arg = request.args.get("nsfw", "")
-    if nsfw_arg not in ("", "true", "false"):
-        raise ApiError(400, "nsfw must be true or false", "nsfw")
-    min_rating = int_arg("min_rating", -99, -1, 5) if request.args.get("min_rating") else None
+    query = request.context.query
     return jsonify(
         query_catalog(
             registry().engine,
-            request.args.get("keyword") or None,
-            min_rating,
-            None if nsfw_arg == "" else nsfw_arg == "true",
-            int_arg("offset", 0),
-            int_arg("limit", 50, 1, 500),
+            query.keyword or None,
+            query.min_rating,
+            None if query.nsfw is None else query.nsfw == "true",
+            query.offset,
+            query.limit,
         )
     )
 

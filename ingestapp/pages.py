@@ -18,6 +18,8 @@ from .jobs import JobNotFound, JobRegistry
 bp = Blueprint("pages", __name__)
 
 CATALOG_PAGE_SIZE = 24
+#: Pages past this would need an offset beyond a 64-bit integer (the database's limit).
+MAX_CATALOG_PAGE = (2**63 - 1) // CATALOG_PAGE_SIZE
 
 #: Human names, shared by the templates and (through the page data) the scripts.
 LABELS: dict[str, dict[str, str]] = {
@@ -149,7 +151,7 @@ def sessions() -> str:
 def catalog() -> str:
     """The catalog, filtered by ``keyword``, ``min_rating`` and ``nsfw`` (a plain GET form)."""
     filters, error = catalog_filters(request.args)
-    page = max(1, _int(request.args.get("page"), 1))
+    page = min(max(1, _int(request.args.get("page"), 1)), MAX_CATALOG_PAGE)
     result = query_catalog(
         registry().engine,
         filters["keyword"] or None,
