@@ -80,7 +80,7 @@ class CatalogQuery(PageQuery):
 
 
 class BrowseQuery(_Query):
-    path: str = Field(description="an absolute directory path inside a media root")
+    path: str = Field(pattern="^/", description="an absolute directory path inside a media root")
 
 
 class MetricsQuery(_Query):
@@ -98,7 +98,7 @@ class IngestParametersIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="IngestParameters")
 
-    directory: str = Field(description="absolute directory inside a media root (symlinks resolved)")
+    directory: str = Field(pattern="^/", description="absolute directory inside a media root (symlinks resolved)")
     pattern: str = Field(DEFAULT_PATTERN, description="comma-separated globs relative to directory; ** spans dirs")
     extract_metadata: bool = True
     extract_keywords: bool = True
