@@ -33,6 +33,8 @@ from .stream import EventStream, StreamSettings, is_finished, parse_last_event_i
 
 bp = Blueprint("api", __name__)
 
+#: A body over INGEST_MAX_BODY but under this many bytes is read and discarded before the 413.
+DISCARD_LIMIT = 1 << 30
 #: JSON bodies nested deeper than this are refused (Python's parser would recurse into the C stack).
 MAX_JSON_DEPTH = 64
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -78,7 +80,28 @@ def _conflict(exc: JobConflict) -> Response:
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Response:
+    if exc.code == 413:
+        return _too_large()
     return error_response(exc.code or 500, exc.description or exc.name, None)
+
+
+def _too_large() -> Response:
+    """413 for a body over ``INGEST_MAX_BODY``, decided from its length before any of it is parsed.
+
+    The unread body is discarded in large reads (up to DISCARD_LIMIT bytes), so that a client
+    which sends its whole body before reading gets this answer instead of a reset connection;
+    past that, the connection is closed after the answer.
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    response = error_response(413, f"the body is over {limit} bytes (INGEST_MAX_BODY)", None)
+    length = request.content_length
+    if length is None or length > DISCARD_LIMIT:
+        response.headers["Connection"] = "close"
+        return response
+    stream = request.environ["wsgi.input"]
+    while length > 0 and (chunk := stream.read(min(length, 1 << 20))):
+        length -= len(chunk)
+    return response
 
 
 @bp.app_errorhandler(HTTPException)
@@ -115,6 +138,8 @@ def json_body() -> Any:
     environ = request.environ  # per request (``g`` may outlive one, e.g. in tests)
     if "ingestapp.json_body" not in environ:
         data = request.get_data(cache=True)
+        if request.content_length is None and len(data) >= (request.max_content_length or len(data) + 1):
+            request.stream.read(1)  # a chunked body at the limit: raises 413 if there is more
         try:
             environ["ingestapp.json_body"] = parse_json(data) if data else {}
         except ValueError as exc:
