@@ -119,9 +119,10 @@ spec = SpecTree(
 
 
 def responses(*errors: int, **successes: Any) -> Responses:
-    """A spectree ``Response``: ``HTTP_200=Model`` etc., each status in ``errors`` with ``ErrorBody``,
-    and the errors every API route may answer (401 without credentials, 413, 415 for a POST)."""
-    codes = {*errors, 401, 405}
+    """A spectree ``Response``: ``HTTP_200=Model`` etc., and ``ErrorBody`` for each status in
+    ``errors`` and for those every API route may answer: 401 (no or bad credentials) and 413 (a
+    body over ``INGEST_MAX_BODY``)."""
+    codes = {*errors, 401, 413}
     return Responses(**successes, **{f"HTTP_{code}": schemas.ErrorBody for code in sorted(codes)})
 
 
@@ -162,8 +163,6 @@ def document() -> dict[str, Any]:
         "description": "the JPEG thumbnail (immutable: its name is its content hash)",
         "content": {"image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}},
     }
-    for operation in (op for path in doc["paths"].values() for op in path.values()):
-        operation["responses"]["413"] = operation["responses"]["405"] | {"description": "body over INGEST_MAX_BODY"}
     return doc
 
 

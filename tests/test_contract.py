@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ingestapp import schemas
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.factories import write_jpegs
 from tests.servers import Server, SSEClient, gunicorn
 
@@ -180,3 +181,37 @@ def test_api_conforms_to_its_contract(seeded_server: Server, tmp_path: Path) -> 
     selected = re.search(r"Selected: (\d+)/(\d+)", result.stdout)
     assert selected and int(selected[1]) == int(selected[2]) - 1 >= 12, result.stdout  # all but the stream
     assert re.search(rf"Tested: {selected[1]}\b", result.stdout), result.stdout
+
+
+@pytest.mark.browser
+def test_docs_page_renders_every_operation_under_a_strict_csp(seeded_server: Server) -> None:
+    """Swagger UI in headless Chromium: no CSP violation, no request off this origin, every
+    operation listed, and "Try it out" answers from the real server."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    base = f"http://127.0.0.1:{seeded_server.port}"
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(extra_http_headers=auth_headers(seeded_server))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("request", lambda r: None if r.url.startswith(base) or r.url.startswith("data:")
+                    else problems.append(f"off-origin request {r.url}"))
+            page.add_init_script("document.addEventListener('securitypolicyviolation', "
+                                 "(e) => console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
+            page.goto(base + "/api/docs")
+            page.wait_for_selector(".opblock-summary", timeout=20_000)
+            operations = page.locator(".opblock").count()
+            page.locator("#operations-directories-get__api_ingest_roots .opblock-summary").click()
+            page.get_by_role("button", name="Try it out").click()
+            page.get_by_role("button", name="Execute").click()
+            page.wait_for_selector(".live-responses-table tbody .response-col_status", timeout=10_000)
+            status = page.locator(".live-responses-table tbody .response-col_status").first.inner_text()
+        finally:
+            browser.close()
+    assert operations == 13
+    assert status.strip() == "200"
+    assert problems == []
