@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openapi_spec_validator import validate
 
 from ingestapp import schemas
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
@@ -32,6 +33,7 @@ def auth_headers(server: Server) -> dict[str, str]:
 def test_document_covers_every_api_route_with_security_and_error_shapes(client, app) -> None:
     doc = client.get("/api/openapi.json").get_json()
     assert doc["openapi"] == "3.1.0"
+    validate(doc)  # against the OpenAPI 3.1 schema
     assert set(doc["components"]["securitySchemes"]) == {"bearerAuth", "cookieAuth"}
     bearer = doc["components"]["securitySchemes"]["bearerAuth"]
     assert bearer["type"] == "http" and bearer["scheme"] == "bearer"
