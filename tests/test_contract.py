@@ -15,16 +15,10 @@ from openapi_spec_validator import validate
 from ingestapp import schemas
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.factories import write_jpegs
-from tests.servers import Server, SSEClient, gunicorn
+from tests.servers import Server, SSEClient, auth_headers, gunicorn
 
 TERMINAL = ("complete", "cancelled", "failed")
 ST_CONFIG = Path(__file__).with_name("schemathesis.toml")
-
-
-def auth_headers(server: Server) -> dict[str, str]:
-    """The credentials every request of these tests sends. Authentication lands with issue 8's
-    accounts (another branch): at merge this returns ``{"Authorization": f"Bearer {token}"}``."""
-    return {}
 
 
 # -- the document ---------------------------------------------------------------------------------
@@ -113,8 +107,7 @@ def test_every_event_of_real_streams_matches_its_model(tmp_path: Path, media: Pa
     write_jpegs(media / "a", 6)
     (media / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "0.05"}) as server:
-        _, started = server.request("POST", "/api/ingest/process", {"directory": str(media / "a")},
-                                    auth_headers(server))
+        _, started = server.request("POST", "/api/ingest/process", {"directory": str(media / "a")})
         events = list(stream_events(server, started["session_id"]))
         for event in events:
             assert_valid(event)
@@ -129,13 +122,12 @@ def test_every_event_of_real_streams_matches_its_model(tmp_path: Path, media: Pa
             assert_valid(event)
 
         write_jpegs(media / "b", 40)
-        _, slow = server.request("POST", "/api/ingest/process", {"directory": str(media / "b")},
-                                 auth_headers(server))
+        _, slow = server.request("POST", "/api/ingest/process", {"directory": str(media / "b")})
         cancelled = []
         for event in stream_events(server, slow["session_id"]):
             cancelled.append(event)
             if event["event"] == "file":
-                server.request("POST", f"/api/ingest/{slow['session_id']}/cancel", {}, auth_headers(server))
+                server.request("POST", f"/api/ingest/{slow['session_id']}/cancel", {})
         assert cancelled[-1]["event"] == "cancelled"
         for event in cancelled:
             assert_valid(event)
@@ -152,12 +144,11 @@ def seeded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     write_jpegs(media / "photos", 3)
     (media / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     with gunicorn(base / "instance", media) as server:
-        headers = auth_headers(server)
         _, started = server.request(
-            "POST", "/api/ingest/process", {"directory": str(media), "enable_nsfw_detection": False}, headers
+            "POST", "/api/ingest/process", {"directory": str(media), "enable_nsfw_detection": False}
         )
         server.wait_for_status(started["session_id"], {"completed"})
-        status, _ = server.request("POST", f"/api/ingest/{started['session_id']}/commit", {}, headers)
+        status, _ = server.request("POST", f"/api/ingest/{started['session_id']}/commit", {})
         assert status == 200
         yield server
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.factories import start, wait_for, write_jpegs
-from tests.servers import Server, SSEClient, gunicorn
+from tests.servers import Server, SSEClient, auth_headers, gunicorn
 
 BIG = str(2**63)
 #: Past Python's 4300-digit int() limit (a header may be this long).
@@ -29,7 +29,7 @@ def raw_request(
     """One request with a raw body (an iterator is sent chunked); (status, headers, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        all_headers = {"Content-Type": "application/json"} if body is not None else {}
+        all_headers = {**auth_headers(server), **({"Content-Type": "application/json"} if body is not None else {})}
         conn.request(method, path, body=body, headers={**all_headers, **(headers or {})},
                      encode_chunked=body is not None and not isinstance(body, bytes))
         response = conn.getresponse()
@@ -119,7 +119,8 @@ def test_hostile_values_that_are_not_errors(server: tuple[Server, str]) -> None:
     assert status == 200 and b"<html" in page
     assert raw_request(running, "GET", "/catalog?page=" + LONG_DIGITS)[0] == 200
     # A Last-Event-ID of thousands of digits is an unknown id: a fresh snapshot marked reset.
-    client = SSEClient(running.port, f"/api/ingest/stream/{session_id}", {"Last-Event-ID": HUGE_DIGITS})
+    client = SSEClient(running.port, f"/api/ingest/stream/{session_id}",
+                       {**auth_headers(running), "Last-Event-ID": HUGE_DIGITS})
     try:
         assert client.status == 200
         snapshot = next(client.events())
@@ -130,10 +131,10 @@ def test_hostile_values_that_are_not_errors(server: tuple[Server, str]) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
     try:
         conn.request("POST", "/api/ingest/process", body=b" " * (100 * 1024 * 1024),
-                     headers={"Content-Type": "application/json"})
+                     headers={**auth_headers(running), "Content-Type": "application/json"})
         response = conn.getresponse()
         assert response.status == 413 and json.loads(response.read())["error"]
-        conn.request("GET", "/api/ingest/roots")
+        conn.request("GET", "/api/ingest/roots", headers=auth_headers(running))
         assert conn.getresponse().status == 200
     finally:
         conn.close()
