@@ -3,6 +3,7 @@ schemathesis fuzzing every operation but the stream on a real gunicorn holding r
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -150,6 +151,7 @@ def seeded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         server.wait_for_status(started["session_id"], {"completed"})
         status, _ = server.request("POST", f"/api/ingest/{started['session_id']}/commit", {})
         assert status == 200
+        server.session_id = started["session_id"]  # type: ignore[attr-defined]
         yield server
 
 
@@ -169,7 +171,11 @@ def test_api_conforms_to_its_contract(seeded_server: Server, tmp_path: Path) -> 
         "--exclude-checks", EXCLUDED_CHECKS, "--exclude-path-regex", "/stream/", "--seed", "1",
         "--report", "junit", "--report-dir", str(tmp_path), *headers,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    _, page = seeded_server.request("GET", f"/api/ingest/{seeded_server.session_id}/items")
+    ids = {"INGEST_TEST_SESSION_ID": seeded_server.session_id,
+           "INGEST_TEST_ITEM_ID": next(i["id"] for i in page["items"] if i["thumbnail_url"])}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                            env={**os.environ, **ids})
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     selected = re.search(r"Selected: (\d+)/(\d+)", result.stdout)
     assert selected and int(selected[1]) == int(selected[2]) - 1 >= 12, result.stdout  # all but the stream
