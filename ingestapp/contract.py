@@ -63,12 +63,12 @@ class ApiFlaskPlugin(FlaskPlugin):
     def request_validation(self, request: Any, query: Any, json: Any, form: Any, headers: Any, cookies: Any) -> None:
         from .api import json_body  # the API module imports this one
 
-        adapter = self.model_adapter
+        adapter = self.model_adapter  # the API declares query and JSON models only
         request.context = Context(
             adapter.validate_obj(query, get_multidict_items(request.args, query)) if query else None,
             adapter.validate_obj(json, json_body()) if json and request.method == "POST" else None,
             None,
-            adapter.validate_obj(headers, dict(request.headers)) if headers else None,
+            None,
             None,
         )
 
@@ -95,7 +95,8 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
     else:
         names = [part for part in loc if isinstance(part, str) and part in schemas.REQUEST_FIELDS]
     field = names[-1] if names else None
-    message = first["msg"][0].lower() + first["msg"][1:]
+    text = first["msg"].removeprefix("Value error, ")
+    message = text[0].lower() + text[1:]
     return (f"{field}: {message}" if field else message), field
 
 

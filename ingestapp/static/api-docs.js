@@ -8,6 +8,7 @@ document.addEventListener("DOMContentLoaded", () => {
     url: root.dataset.specUrl,
     domNode: root,
     deepLinking: true,
+    validatorUrl: null, // never send the document to validator.swagger.io
     presets: [window.SwaggerUIBundle.presets.apis],
   });
 });
