@@ -128,11 +128,6 @@ class ProcessRequest(RootModel):
         Discriminator(_process_form),
     ]
 
-    @property
-    def parameters(self) -> dict[str, Any]:
-        inner = self.root.parameters if isinstance(self.root, WrappedParameters) else self.root
-        return inner.model_dump(exclude_unset=True)
-
 
 class NoBody(BaseModel):
     """An empty JSON object (or no body at all)."""
