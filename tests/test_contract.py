@@ -3,8 +3,10 @@ schemathesis fuzzing every operation but the stream on a real gunicorn holding r
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from openapi_spec_validator import validate
 
 from ingestapp import schemas
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
-from tests.factories import write_jpegs
+from tests.factories import start, wait_for, write_jpegs
 from tests.servers import Server, SSEClient, auth_headers, gunicorn
 
 TERMINAL = ("complete", "cancelled", "failed")
@@ -132,6 +134,25 @@ def test_every_event_of_real_streams_matches_its_model(tmp_path: Path, media: Pa
         assert cancelled[-1]["event"] == "cancelled"
         for event in cancelled:
             assert_valid(event)
+
+
+def test_a_failed_session_replays_events_that_match_their_models(client, app, media: Path) -> None:
+    """A directory removed between the request and the scan fails the job: its replayed stream,
+    ``failed`` included, matches the models."""
+    write_jpegs(media / "gone", 2)
+    session_id = start(client, media / "gone")  # the job greenlet has not run yet
+    shutil.rmtree(media / "gone")
+    assert wait_for(app, session_id, {"failed", "completed"})["status"] == "failed"
+    response = client.get(f"/api/ingest/stream/{session_id}", headers={"Last-Event-ID": "0"}, buffered=True)
+    events = [
+        {"id": fields.get("id"), "event": fields["event"], "data": json.loads(fields["data"])}
+        for frame in response.get_data(as_text=True).split("\n\n")
+        if "event: " in frame
+        for fields in [dict(line.split(": ", 1) for line in frame.split("\n") if ": " in line)]
+    ]
+    assert events[-1]["event"] == "failed" and events[-1]["data"]["message"]
+    for event in events:
+        assert_valid(event)
 
 
 # -- schemathesis ---------------------------------------------------------------------------------
