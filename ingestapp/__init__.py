@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import api, cli, db, pages
+from . import api, cli, contract, db, pages
 from .broker import Broker
 from .config import load_config
 from .jobs import JobRegistry, recover_interrupted
@@ -34,6 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(contract.bp)
     app.register_blueprint(pages.bp)
     cli.init_app(app)
     return app

@@ -1,13 +1,18 @@
 """The JSON API blueprint: start, watch, cancel, resume and commit ingest sessions; the catalog.
 
-Errors are JSON ``{"error", "field"}``. State-changing requests must be ``application/json``
-and same-origin (no CORS is offered, so a cross-site page can neither send one nor read one).
+Errors are JSON ``{"error", "field"}``, for every path under ``/api`` (unknown routes and wrong
+methods too). State-changing requests must be ``application/json`` and same-origin (no CORS is
+offered, so a cross-site page can neither send one nor read one). Request and response shapes are
+the models of ``schemas.py``, declared on each route with ``spec.validate`` (see ``contract.py``).
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -17,8 +22,8 @@ from greenlet import greenlet
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
+from . import schemas
 from .catalog import (
-    REVIEW_VIEWS,
     commit_session,
     keyword_suggestions,
     parse_catalog_query,
@@ -27,6 +32,7 @@ from .catalog import (
     session_review,
     set_excluded,
 )
+from .contract import responses, spec
 from .jobs import JobConflict, JobNotFound, JobRegistry
 from .models import Item
 from .parameters import MEDIA_EXTENSIONS, ParameterError, parse_parameters
@@ -34,6 +40,12 @@ from .paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_
 from .stream import EventStream, StreamSettings, is_finished, parse_last_event_id
 
 bp = Blueprint("api", __name__)
+
+#: A body over INGEST_MAX_BODY but under this many bytes is read and discarded before the 413.
+DISCARD_LIMIT = 1 << 30
+#: JSON bodies nested deeper than this are refused (Python's parser would recurse into the C stack).
+MAX_JSON_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class ApiError(Exception):
@@ -76,7 +88,40 @@ def _conflict(exc: JobConflict) -> Response:
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Response:
+    if exc.code == 413:
+        return _too_large()
     return error_response(exc.code or 500, exc.description or exc.name, None)
+
+
+def _too_large() -> Response:
+    """413 for a body over ``INGEST_MAX_BODY``, decided from its length before any of it is parsed.
+
+    The unread body is discarded in large reads (up to DISCARD_LIMIT bytes), so that a client
+    which sends its whole body before reading gets this answer instead of a reset connection;
+    past that, the connection is closed after the answer.
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    response = error_response(413, f"the body is over {limit} bytes (INGEST_MAX_BODY)", None)
+    length = request.content_length
+    if length is None or length > DISCARD_LIMIT:
+        response.headers["Connection"] = "close"
+        return response
+    stream = request.environ["wsgi.input"]
+    while length > 0 and (chunk := stream.read(min(length, 1 << 20))):
+        length -= len(chunk)
+    return response
+
+
+@bp.app_errorhandler(HTTPException)
+def _routing_error(exc: HTTPException) -> Response | HTTPException:
+    """Unknown routes and wrong methods under ``/api`` (raised before any blueprint is chosen)
+    answer JSON too; pages keep Flask's HTML error pages."""
+    if not request.path.startswith("/api/"):
+        return exc
+    response = error_response(exc.code or 500, exc.description or exc.name, None)
+    if exc.code == 405 and isinstance(exc.valid_methods, list | tuple | set):
+        response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    return response
 
 
 @bp.before_request
@@ -92,27 +137,59 @@ def _guard_state_changes() -> Response | None:
 
 
 def json_body() -> Any:
-    """The parsed JSON body; an empty body counts as ``{}``. Raises ApiError(400) if malformed."""
-    if not request.get_data(cache=True):
-        return {}
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "the body is not valid JSON", None)
-    return body
+    """The parsed JSON body (parsed once per request); an empty body counts as ``{}``.
+
+    Raises ApiError(400) for malformed JSON (RFC 8259), NaN or Infinity, numbers out of float range,
+    lone surrogates, or nesting deeper than MAX_JSON_DEPTH; Werkzeug's RequestEntityTooLarge (413)
+    for a body over ``INGEST_MAX_BODY`` bytes, before any of it is read.
+    """
+    environ = request.environ  # per request (``g`` may outlive one, e.g. in tests)
+    if "ingestapp.json_body" not in environ:
+        data = request.get_data(cache=True)
+        if request.content_length is None and len(data) >= (request.max_content_length or len(data) + 1):
+            request.stream.read(1)  # a chunked body at the limit: raises 413 if there is more
+        try:
+            environ["ingestapp.json_body"] = parse_json(data) if data else {}
+        except ValueError as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}", None) from None
+    return environ["ingestapp.json_body"]
 
 
-def int_arg(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
-    """A query-string integer within bounds. Raises ApiError(400, field=name)."""
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
+def parse_json(data: bytes) -> Any:
+    """``json.loads`` with the limits of ``json_body``; raises ValueError naming the one broken."""
     try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer", name) from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ApiError(400, f"{name} must be between {minimum} and {maximum or 'any'}", name)
+        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    # Depth needs a walk only when there are enough brackets to exceed it.
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(data):
+        json.dumps(value, ensure_ascii=False).encode()  # UnicodeEncodeError (a ValueError) on a lone one
     return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def session_urls(session_id: str) -> dict[str, str]:
@@ -127,6 +204,8 @@ def session_urls(session_id: str) -> dict[str, str]:
 
 
 @bp.post("/api/ingest/process")
+@spec.validate(json=schemas.ProcessRequest, resp=responses(400, 403, 415, HTTP_202=schemas.SessionUrls),
+               tags=["sessions"])
 def process() -> tuple[Response, int]:
     """Start a session. 202 ``{"session_id", "status_url", "stream_url"}``; 400 on bad input."""
     parameters = parse_parameters(json_body(), registry().media_roots)
@@ -135,48 +214,45 @@ def process() -> tuple[Response, int]:
 
 
 @bp.get("/api/ingest/status/<session_id>")
+@spec.validate(resp=responses(404, HTTP_200=schemas.State), tags=["sessions"])
 def status(session_id: str) -> Response:
     return jsonify(registry().state(session_id))
 
 
 @bp.post("/api/ingest/<session_id>/cancel")
+@spec.validate(json=schemas.NoBody, resp=responses(400, 403, 404, 409, 415, HTTP_202=schemas.SessionUrls),
+               tags=["sessions"])
 def cancel(session_id: str) -> tuple[Response, int]:
-    json_body()
     registry().cancel(session_id)
     return jsonify(session_urls(session_id)), 202
 
 
 @bp.post("/api/ingest/<session_id>/resume")
+@spec.validate(json=schemas.NoBody, resp=responses(400, 403, 404, 409, 415, HTTP_202=schemas.SessionUrls),
+               tags=["sessions"])
 def resume(session_id: str) -> tuple[Response, int]:
-    json_body()
     registry().resume(session_id)
     return jsonify(session_urls(session_id)), 202
 
 
 @bp.get("/api/ingest/sessions")
+@spec.validate(query=schemas.SessionsQuery, resp=responses(400, HTTP_200=schemas.SessionList), tags=["sessions"])
 def sessions() -> Response:
     """Sessions, newest first: ``{"sessions": [{session_id, status, created_at, directory, ...}]}``."""
-    return jsonify(sessions=registry().sessions(int_arg("limit", 50, 1, 500)))
-
-
-def view_arg() -> str:
-    """The ``view`` query argument (a review filter). Raises ApiError(400, field="view")."""
-    view = request.args.get("view", "") or "all"
-    if view not in REVIEW_VIEWS:
-        raise ApiError(400, f"view must be one of {', '.join(REVIEW_VIEWS)}", "view")
-    return view
+    return jsonify(sessions=registry().sessions(request.context.query.limit))
 
 
 @bp.get("/api/ingest/<session_id>/items")
+@spec.validate(query=schemas.ItemsQuery, resp=responses(400, 404, HTTP_200=schemas.ItemPage), tags=["sessions"])
 def items(session_id: str) -> Response:
     """A page of the session's items, ``view`` = all | new | duplicates | errors | nsfw."""
     registry().state(session_id)  # 404 for an unknown session
-    offset = int_arg("offset", 0)
-    limit = int_arg("limit", 50, 1, 500)
-    return jsonify(session_items(registry().engine, session_id, offset, limit, view_arg()))
+    page = request.context.query
+    return jsonify(session_items(registry().engine, session_id, page.offset, page.limit, page.view))
 
 
 @bp.get("/api/ingest/<session_id>/review")
+@spec.validate(resp=responses(404, HTTP_200=schemas.Review), tags=["sessions"])
 def review(session_id: str) -> Response:
     """The review step: ``{"counts", "excluded", "import_count", "imported", "import_offered"}``."""
     registry().state(session_id)  # 404 for an unknown session
@@ -184,35 +260,24 @@ def review(session_id: str) -> Response:
 
 
 @bp.post("/api/ingest/<session_id>/exclusions")
+@spec.validate(json=schemas.ExclusionsRequest, resp=responses(400, 403, 404, 415, HTTP_200=schemas.Review),
+               tags=["sessions"])
 def exclusions(session_id: str) -> Response:
     """Exclude items from the import (``"excluded": true``) or include them again, by ``ids`` or
     by ``view`` (every ok item of that review filter). Answers with the review, as ``/review``."""
-    body = json_body()
-    if not isinstance(body, dict) or set(body) - {"excluded", "ids", "view"}:
-        raise ApiError(400, "the body may only hold excluded, ids and view", None)
-    if not isinstance(body.get("excluded"), bool):
-        raise ApiError(400, "excluded must be true or false", "excluded")
-    ids = body.get("ids")
-    if ids is not None and (not isinstance(ids, list) or not all(isinstance(x, str) for x in ids)):
-        raise ApiError(400, "ids must be a list of item ids", "ids")
-    view = body.get("view")
-    if (ids is None) == (view is None) or (view is not None and view not in REVIEW_VIEWS):
-        raise ApiError(400, f"give either ids or a view ({', '.join(REVIEW_VIEWS)})", "view")
+    body = request.context.json.root
     registry().state(session_id)  # 404 for an unknown session
-    set_excluded(registry().engine, session_id, body["excluded"], ids, view)
+    set_excluded(registry().engine, session_id, body.excluded, getattr(body, "ids", None), getattr(body, "view", None))
     return jsonify(session_review(registry().engine, session_id))
 
 
 @bp.post("/api/ingest/<session_id>/commit")
+@spec.validate(json=schemas.CommitRequest, resp=responses(400, 403, 404, 409, 415, HTTP_200=schemas.CommitResult),
+               tags=["sessions"])
 def commit(session_id: str) -> Response:
     """Write the session's ok items that are not excluded into the catalog:
     ``{"added", "updated", "excluded"}``. An ``exclude`` list replaces the stored exclusions."""
-    body = json_body()
-    if not isinstance(body, dict) or set(body) - {"exclude"}:
-        raise ApiError(400, "the body may only hold exclude", "exclude")
-    exclude = body.get("exclude")
-    if exclude is not None and (not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude)):
-        raise ApiError(400, "exclude must be a list of item ids", "exclude")
+    exclude = request.context.json.exclude
     state = registry().state(session_id)
     if not is_finished(state) and state["status"] != "interrupted":
         raise JobConflict(f"the session is still {state['status']}")
@@ -223,6 +288,7 @@ def commit(session_id: str) -> Response:
 
 
 @bp.get("/api/ingest/stream/<session_id>")
+@spec.validate(query=schemas.StreamQuery, resp=responses(400, 404), tags=["sessions"])
 def stream(session_id: str) -> Response:
     """Server-Sent Events for one session (see ``stream.py``); 404 JSON for an unknown session."""
     last_event_id = parse_last_event_id(
@@ -249,10 +315,11 @@ def stream(session_id: str) -> Response:
 
 
 @bp.get("/api/ingest/metrics")
+@spec.validate(query=schemas.MetricsQuery, resp=responses(400, HTTP_200=schemas.Metrics), tags=["server"])
 def metrics() -> Response:
     """Stream counters; ``?greenlets=1`` adds the live greenlet count (walks the heap: slow)."""
     result = current_app.extensions["ingest_broker"].metrics()
-    if request.args.get("greenlets") == "1":
+    if request.context.query.greenlets == "1":
         result["greenlets"] = sum(isinstance(o, greenlet) and not o.dead for o in gc.get_objects())
     return jsonify(result)
 
@@ -261,6 +328,7 @@ def metrics() -> Response:
 
 
 @bp.get("/api/ingest/roots")
+@spec.validate(resp=responses(HTTP_200=schemas.RootList), tags=["directories"])
 def roots() -> Response:
     return jsonify(roots=[{"name": root.name or str(root), "path": str(root)} for root in registry().media_roots])
 
@@ -283,6 +351,8 @@ def _subdirectories(directory: Path) -> list[dict[str, Any]]:
 
 
 @bp.get("/api/ingest/browse")
+@spec.validate(query=schemas.BrowseQuery, resp=responses(400, 403, 404, HTTP_200=schemas.Listing),
+               tags=["directories"])
 def browse() -> Response:
     """Subdirectories of ``path`` (inside a media root): ``{"path", "parent", "directories"}``.
 
@@ -327,6 +397,7 @@ def _is_directory(entry: os.DirEntry) -> bool:
 
 
 @bp.get("/api/ingest/items/<item_id>/thumbnail")
+@spec.validate(resp=responses(404, HTTP_200=None), tags=["catalog"])
 def thumbnail(item_id: str) -> Response:
     """The item's thumbnail, looked up by id (never by a path from the request)."""
     with registry().engine.connect() as conn:
@@ -339,16 +410,19 @@ def thumbnail(item_id: str) -> Response:
 
 
 @bp.get("/api/catalog")
+@spec.validate(query=schemas.CatalogQuery, resp=responses(400, HTTP_200=schemas.CatalogPage), tags=["catalog"])
 def catalog() -> Response:
     """Catalog search: ``q`` (terms matched in path, keywords, camera, lens), ``keyword``,
     ``min_rating`` (-1 to 5), ``nsfw``, ``has_gps`` (true/false), ``media_type`` (image/video),
     ``taken_from``/``taken_to`` (YYYY-MM-DD), ``sort`` (added, taken, rating, score)."""
     query = parse_catalog_query(request.args)
-    return jsonify(query_catalog(registry().engine, query, int_arg("offset", 0), int_arg("limit", 50, 1, 500)))
+    page = request.context.query
+    return jsonify(query_catalog(registry().engine, query, page.offset, page.limit))
 
 
 @bp.get("/api/catalog/keywords")
+@spec.validate(query=schemas.KeywordsQuery, resp=responses(400, HTTP_200=schemas.KeywordList), tags=["catalog"])
 def catalog_keywords() -> Response:
     """Keyword suggestions: ``{"keywords": [...]}`` starting with ``prefix``, most used first."""
-    return jsonify(keywords=keyword_suggestions(registry().engine, request.args.get("prefix", "").strip()[:100]))
+    return jsonify(keywords=keyword_suggestions(registry().engine, request.context.query.prefix.strip()))
 

@@ -22,6 +22,8 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "DATABASE_URL": env.get("DATABASE_URL"),
         "WORKERS": int(env.get("INGEST_WORKERS", os.cpu_count() or 2)),
         "SECRET_KEY": env.get("INGEST_SECRET_KEY") or secrets.token_hex(32),
+        # Request bodies over this many bytes are answered 413 before they are read (Flask's key).
+        "MAX_CONTENT_LENGTH": int(env.get("INGEST_MAX_BODY", 1024 * 1024)),
         # Live progress over SSE. The keepalive must stay below nginx's proxy_read_timeout.
         "SSE_RETRY_MS": int(env.get("INGEST_SSE_RETRY_MS", 2000)),
         "SSE_KEEPALIVE": float(env.get("INGEST_SSE_KEEPALIVE", 15)),

@@ -21,6 +21,8 @@ bp = Blueprint("pages", __name__)
 bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
 
 CATALOG_PAGE_SIZE = 24
+#: Pages past this would need an offset beyond a 64-bit integer (the database's limit).
+MAX_CATALOG_PAGE = (2**63 - 1) // CATALOG_PAGE_SIZE
 
 #: Human names, shared by the templates and (through the page data) the scripts.
 LABELS: dict[str, dict[str, str]] = {
@@ -163,7 +165,7 @@ CATALOG_FIELDS = ("q", "keyword", "min_rating", "nsfw", "has_gps", "media_type",
 def catalog() -> str:
     """The catalog search (a plain GET form; see ``parse_catalog_query`` for the fields)."""
     filters, error = catalog_filters(request.args)
-    page = max(1, _int(request.args.get("page"), 1))
+    page = min(max(1, _int(request.args.get("page"), 1)), MAX_CATALOG_PAGE)
     query = parse_catalog_query(filters)
     result = query_catalog(registry().engine, query, (page - 1) * CATALOG_PAGE_SIZE, CATALOG_PAGE_SIZE)
     pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .paths import OutsideMediaRoots, UnusablePath, confine, path_error
+from .scanner import check_patterns
 
 #: File extensions the pipeline understands (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".bmp")
@@ -69,6 +70,10 @@ def split_pattern(pattern: str) -> list[str]:
         if part.count("[") != part.count("]"):
             raise ParameterError(f"pattern {part!r} has an unbalanced '['", "pattern")
         fnmatch.translate(part)  # validates the syntax fnmatch accepts
+    try:
+        check_patterns(parts)
+    except ValueError as exc:
+        raise ParameterError(f"pattern: {exc}", "pattern") from None
     return parts
 
 

@@ -127,6 +127,15 @@ def _identity(info: os.stat_result) -> Identity:
     return info.st_dev, info.st_ino
 
 
+def check_patterns(patterns: list[str]) -> None:
+    """Compile the glob alternatives as ``matches`` will; raise ValueError when wcmatch refuses
+    them (more alternatives than its pattern limit, 1000)."""
+    try:
+        glob.translate(patterns, flags=_GLOB_FLAGS)
+    except Exception as exc:  # wcmatch's PatternLimitException is not public API
+        raise ValueError(str(exc)) from None
+
+
 def matches(relpath: str, patterns: list[str]) -> bool:
     """Whether a POSIX relative path matches any glob alternative (``**`` spans directories)."""
     return glob.globmatch(relpath, patterns, flags=_GLOB_FLAGS)

@@ -39,11 +39,11 @@ class StreamSettings:
 
 def parse_last_event_id(value: str | None) -> int | None:
     """The ``Last-Event-ID`` as a seq: None when absent, -1 (an unknown id) when it is not ASCII
-    digits, as every id this server sends is."""
+    digits, as every id this server sends is, or longer than any 64-bit seq (19 digits)."""
     if value is None:
         return None
     text = value.strip()
-    return int(text) if text.isascii() and text.isdigit() else -1
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else -1
 
 
 def is_finished(state: dict[str, Any]) -> bool:

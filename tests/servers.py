@@ -168,3 +168,10 @@ class SSEClient:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+def auth_headers(server: Server) -> dict[str, str]:
+    """The credentials a request outside ``Server.request`` (http.client, SSEClient, schemathesis,
+    Chromium) sends to ``server``: the one place to put the test token once authentication is in
+    (issue 8, accounts); until then, none."""
+    return {}
