@@ -183,7 +183,9 @@ def stream(session_id: str) -> Response:
         request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     )
     config = current_app.config
-    settings = StreamSettings(config["SSE_RETRY_MS"], config["SSE_KEEPALIVE"], config["SSE_MAX_AGE"])
+    settings = StreamSettings(
+        config["SSE_RETRY_MS"], config["SSE_KEEPALIVE"], config["SSE_MAX_AGE"], config["SSE_SEND_TIMEOUT"]
+    )
     body = EventStream(
         registry(),
         current_app.extensions["ingest_broker"],

@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from flask import url_for
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from .jobs import new_id
+from .jobs import FINISHED_STATUSES, JobConflict, new_id
 from .models import CatalogEntry, CatalogKeyword, IngestSession, Item
 
 
@@ -41,11 +41,24 @@ def commit_session(engine: Engine, session_id: str, exclude: set[str]) -> dict[s
     """Write the session's ``ok`` items, minus ``exclude``, into the catalog in one transaction.
 
     Idempotent: an entry with the same SHA-256 is updated, never doubled.
-    Returns ``{"added", "updated", "excluded"}`` counts.
+    Returns ``{"added", "updated", "excluded"}`` counts. Raises JobConflict when a job holds the
+    session's lease (it is running, or a resume took it): the check and the commit are one
+    transaction, so a racing resume waits for the commit or the commit refuses.
     """
     now = time.time()
     added = updated = 0
     with _orm(engine) as orm, orm.begin():
+        settled = orm.execute(  # first, so this transaction holds the write lock from here on
+            update(IngestSession)
+            .where(
+                IngestSession.id == session_id,
+                IngestSession.lease_owner.is_(None),
+                IngestSession.status.in_((*FINISHED_STATUSES, "interrupted")),
+            )
+            .values(committed_at=now)
+        ).rowcount
+        if not settled:
+            raise JobConflict("the session is running")
         items = orm.scalars(select(Item).where(Item.session_id == session_id, Item.status == "ok")).all()
         chosen = [item for item in items if item.id not in exclude]
         hashes = [item.sha256 for item in chosen]
@@ -67,8 +80,6 @@ def commit_session(engine: Engine, session_id: str, exclude: set[str]) -> dict[s
             for entry in existing.values()
             for keyword in dict.fromkeys(entry.fields["keywords"])
         )
-        session = orm.get(IngestSession, session_id)
-        session.committed_at = now
     return {"added": added, "updated": updated, "excluded": len(items) - len(chosen)}
 
 
