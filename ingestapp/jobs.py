@@ -671,7 +671,7 @@ def _failure_message(exc: BaseException) -> str:
     (never the SQL statement or its parameters, which hold file paths)."""
     if isinstance(exc, DBAPIError):
         return f"database write failed: {_message(exc.orig)}"
-    return f"{type(exc).__name__}: {_message(exc)}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _message(exc: BaseException) -> str:
