@@ -517,11 +517,17 @@ class Job:
                 del self.registry.jobs[self.session_id]
 
     def _spawn_linked(self, function: Any, *args: Any) -> gevent.Greenlet:
-        """A helper greenlet whose exception is raised in the job greenlet (none dies silently)."""
-        helper = gevent.spawn(function, *args)
+        """A helper greenlet whose exception is raised in the job greenlet (none dies silently;
+        the job logs it once)."""
         job = gevent.getcurrent()
-        helper.link_exception(lambda dead: job.kill(dead.exception, block=False))
-        return helper
+
+        def helper() -> None:
+            try:
+                function(*args)
+            except Exception as exc:
+                job.kill(exc, block=False)
+
+        return gevent.spawn(helper)
 
     def _catalog_hashes(self) -> set[str]:
         with self.registry.engine.connect() as conn:

@@ -133,7 +133,7 @@ def test_a_client_that_never_reads_stays_bounded(tmp_path: Path, media: Path) ->
     # block and its queue must stay bounded.
     deep = media.joinpath(*(letter * 250 for letter in "abcdefgh"))
     write_jpegs(deep, 2500)
-    env = {"INGEST_SSE_QUEUE": "50"}
+    env = {"INGEST_SSE_QUEUE": "50", "INGEST_SSE_SEND_TIMEOUT": "300"}  # stays connected: no drop here
     with gunicorn(tmp_path / "instance", media, env) as server:
         process = psutil.Process(server.process.pid)
         children = process.children()
