@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import socket
 import sqlite3
 import threading
 import time
@@ -39,10 +39,9 @@ def read_until_terminal(client: SSEClient) -> list[dict[str, Any]]:
 def read_all_received(client: SSEClient) -> list[dict[str, Any]]:
     """Every event the server managed to send before the connection died."""
     events = []
-    try:
-        events.extend(client.events())
-    except OSError:
-        pass  # reset by the killed server: what was received so far is what counts
+    with contextlib.suppress(OSError):  # reset by the killed server: what was received counts
+        for event in client.events():
+            events.append(event)
     return events
 
 
@@ -184,32 +183,3 @@ def test_the_scan_waits_for_the_workers(app_config: dict, media: Path) -> None:
     assert state["status"] == "completed" and state["processed_files"] == 60
     assert max(depths) <= 5
     assert max(ahead) <= 5 + 2 + 1  # queued, in the workers' hands, and the one waiting to be queued
-
-
-@pytest.mark.server
-def test_readers_that_never_read_are_dropped_and_counted(tmp_path: Path, media: Path) -> None:
-    # ~2,000-character paths make ~5 MB of events: more than a loopback connection's buffers hold.
-    deep = media.joinpath(*(letter * 250 for letter in "abcdefgh"))
-    write_jpegs(deep, 2500)
-    env = {"INGEST_SSE_SEND_TIMEOUT": "1"}
-    with gunicorn(tmp_path / "instance", media, env) as server:
-        session_id = server_start(server, media, skip_duplicates=False)
-        stuck = []
-        for _ in range(2):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", server.port))
-            sock.sendall(f"GET /api/ingest/stream/{session_id}?last_event_id=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            stuck.append(sock)
-        try:
-            deadline = time.monotonic() + 60
-            while (metrics := server.request("GET", "/api/ingest/metrics")[1])["slow_client_drops"] < 2:
-                assert time.monotonic() < deadline, metrics
-                time.sleep(0.1)
-            _, state = server.request("GET", f"/api/ingest/status/{session_id}")
-        finally:
-            for sock in stuck:
-                sock.close()
-        assert state["status"] == "processing"  # dropped while the job was still busy
-        assert metrics["open_streams"] == 0
-        assert server.wait_for_status(session_id, {"completed"}, timeout=120)["processed_files"] == 2500
