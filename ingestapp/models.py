@@ -23,7 +23,7 @@ class IngestSession(Base):
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float, index=True)
     last_event_id: Mapped[int] = mapped_column(Integer, default=0)
-    #: The lease of the process running the job (``jobs.OWNER``, unique per process start); None
+    #: The lease of the process running the job (``JobRegistry.owner``, unique per process start); None
     #: when no process runs it. Taken, renewed and released by conditional UPDATEs (``jobs.py``).
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     #: Unix time (seconds) after which the lease is void and the reaper marks the session interrupted.

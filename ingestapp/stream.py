@@ -137,6 +137,7 @@ class EventStream:
         subscription = self.subscription
         while True:
             if subscription.overflowed:
+                self._last_activity = time.monotonic()  # a catch-up is activity: its writes get max_age
                 for batch in self._catch_up():
                     chunk, terminal = self._join(batch)
                     if chunk:  # an empty chunk would be taken for the end of the response
