@@ -66,10 +66,6 @@ class JobConflict(RuntimeError):
     """The session is not in a state that allows the request (e.g. resuming a running job)."""
 
 
-class WriteFailed(RuntimeError):
-    """A batch write of the job failed; the message is user-facing."""
-
-
 class JobRegistry:
     """The jobs of one app: a shared threadpool and the running ``Job`` objects by session id."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -183,3 +184,29 @@ def test_the_scan_waits_for_the_workers(app_config: dict, media: Path) -> None:
     assert state["status"] == "completed" and state["processed_files"] == 60
     assert max(depths) <= 5
     assert max(ahead) <= 5 + 2 + 1  # queued, in the workers' hands, and the one waiting to be queued
+
+
+@pytest.mark.server
+def test_max_age_ends_a_stream_whose_write_is_blocked(tmp_path: Path, media: Path) -> None:
+    # 500 unreadable files 3,750 characters deep: an `error` and a `file` event each, ~4 MB of log,
+    # more than a loopback connection's buffers hold, so the replay's writes block.
+    deep = media.joinpath(*(letter * 250 for letter in "abcdefghijklmno"))
+    deep.mkdir(parents=True)
+    for i in range(500):
+        (deep / f"f_{i:03d}.jpg").write_bytes(b"")
+    env = {"INGEST_SSE_MAX_AGE": "1", "INGEST_SSE_SEND_TIMEOUT": "300"}
+    with gunicorn(tmp_path / "instance", media, env) as server:
+        session_id = server_start(server, media)
+        server.wait_for_status(session_id, {"completed"})
+        stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            stuck.connect(("127.0.0.1", server.port))
+            stuck.sendall(f"GET /api/ingest/stream/{session_id}?last_event_id=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            opened = time.monotonic()
+            while (metrics := server.request("GET", "/api/ingest/metrics")[1])["slow_client_drops"] < 1:
+                assert time.monotonic() - opened < 5, metrics
+                time.sleep(0.05)
+        finally:
+            stuck.close()
+        assert metrics["open_streams"] == 0
