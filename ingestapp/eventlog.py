@@ -34,10 +34,6 @@ class SessionLog:
         self._items: list[dict[str, Any]] = []
         self._errors: list[dict[str, Any]] = []
 
-    @property
-    def pending(self) -> int:
-        return len(self._events) + len(self._items) + len(self._errors)
-
     def add_event(self, event: Event) -> None:
         self._events.append(event)
 
