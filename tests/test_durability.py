@@ -210,3 +210,43 @@ def test_max_age_ends_a_stream_whose_write_is_blocked(tmp_path: Path, media: Pat
         finally:
             stuck.close()
         assert metrics["open_streams"] == 0
+
+
+def test_an_owner_that_lost_its_lease_writes_nothing_more(app_config: dict, media: Path) -> None:
+    """A stalled owner whose lease was reaped stops at its next commit; the resume finishes the job."""
+    from sqlalchemy import update
+
+    from ingestapp.jobs import reap_expired
+    from ingestapp.models import IngestSession
+
+    stalled = create_app({**app_config, "FILE_DELAY": 0.05})
+    other = create_app(app_config)
+    try:
+        write_jpegs(media, 30)
+        session_id = start(stalled.test_client(), media)
+        wait_for(stalled, session_id, {"processing"})
+        engine = other.extensions["ingest_db"]
+        with engine.begin() as conn:  # as if the owner had not renewed its lease in time
+            conn.execute(update(IngestSession).values(lease_expires_at=0))
+        assert reap_expired(engine) == 1
+        job = stalled.extensions["ingest_jobs"].jobs.get(session_id)
+        if job is not None:
+            job.greenlet.join(timeout=5)
+        assert session_id not in stalled.extensions["ingest_jobs"].jobs
+        client = other.test_client()
+        state = client.get(f"/api/ingest/status/{session_id}").get_json()
+        assert state["status"] == "interrupted"
+        assert client.post(f"/api/ingest/{session_id}/resume", json={}).status_code == 202
+        state = wait_for(other, session_id, {"completed"})
+        assert state["processed_files"] == 30
+        items = client.get(f"/api/ingest/{session_id}/items?limit=500").get_json()["items"]
+        assert len(items) == len({i["path"] for i in items}) == 30
+        events = client.get(f"/api/ingest/stream/{session_id}?last_event_id=0")
+        try:
+            body = b"".join(iter(events.response))
+        finally:
+            events.close()
+        ids = [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
+        assert ids == list(range(1, len(ids) + 1))  # no id written twice, none skipped
+    finally:
+        shutdown(stalled), shutdown(other)
