@@ -1,7 +1,7 @@
 """ingestapp: ingest a directory of photos and videos, with live progress over SSE.
 
 The data path: ``api.py`` (blueprint) starts a job → ``jobs.py`` (a greenlet per session, stages
-in the threadpool) → ``events.py`` (the blinker signal; ``eventlog.py`` stores each event) →
+in the threadpool) → ``eventlog.py`` (commits each event) → ``events.py`` (the blinker signal) →
 ``broker.py`` (per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
 """
 
@@ -14,7 +14,7 @@ from flask import Flask
 from . import api, cli, contract, db, pages
 from .broker import Broker
 from .config import load_config
-from .jobs import JobRegistry, recover_interrupted
+from .jobs import JobRegistry
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -29,8 +29,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     engine = app.extensions["ingest_db"]
-    recover_interrupted(engine)
     app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
+    app.extensions["ingest_jobs"].start_reaper()  # sessions of dead processes become interrupted
     app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
 
     app.register_blueprint(api.bp)

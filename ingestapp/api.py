@@ -139,9 +139,10 @@ def _guard_state_changes() -> Response | None:
 def json_body() -> Any:
     """The parsed JSON body (parsed once per request); an empty body counts as ``{}``.
 
-    Raises ApiError(400) for malformed JSON (RFC 8259), NaN or Infinity, numbers out of float range,
-    lone surrogates, or nesting deeper than MAX_JSON_DEPTH; Werkzeug's RequestEntityTooLarge (413)
-    for a body over ``INGEST_MAX_BODY`` bytes, before any of it is read.
+    Raises ApiError(400) for malformed JSON (RFC 8259), NaN or Infinity, numbers out of float
+    range, lone surrogates (but U+DC80-U+DCFF, PEP 383 file name bytes), or nesting deeper than
+    MAX_JSON_DEPTH; Werkzeug's RequestEntityTooLarge (413) for a body over ``INGEST_MAX_BODY``
+    bytes, before any of it is read.
     """
     environ = request.environ  # per request (``g`` may outlive one, e.g. in tests)
     if "ingestapp.json_body" not in environ:
@@ -165,7 +166,9 @@ def parse_json(data: bytes) -> Any:
     if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     if _SURROGATE_ESCAPE.search(data):
-        json.dumps(value, ensure_ascii=False).encode()  # UnicodeEncodeError (a ValueError) on a lone one
+        # A lone surrogate is refused (UnicodeEncodeError, a ValueError), except U+DC80-U+DCFF: the
+        # ``os.fsdecode`` form of a file name byte that is not UTF-8 (PEP 383), as browse lists it.
+        json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogateescape")
     return value
 
 
@@ -295,7 +298,9 @@ def stream(session_id: str) -> Response:
         request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     )
     config = current_app.config
-    settings = StreamSettings(config["SSE_RETRY_MS"], config["SSE_KEEPALIVE"], config["SSE_MAX_AGE"])
+    settings = StreamSettings(
+        config["SSE_RETRY_MS"], config["SSE_KEEPALIVE"], config["SSE_MAX_AGE"], config["SSE_SEND_TIMEOUT"]
+    )
     body = EventStream(
         registry(),
         current_app.extensions["ingest_broker"],

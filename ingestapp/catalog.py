@@ -11,7 +11,7 @@ from flask import url_for
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, delete, func, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from .jobs import new_id
+from .jobs import FINISHED_STATUSES, JobConflict, new_id
 from .models import CatalogEntry, CatalogKeyword, IngestSession, Item
 from .parameters import VIDEO_EXTENSIONS, ParameterError
 
@@ -100,10 +100,24 @@ def commit_session(engine: Engine, session_id: str, exclude: set[str] | None = N
     ``exclude``, when given, replaces the stored exclusions first (the API's ``exclude`` field).
     Idempotent: an entry with the same SHA-256 is updated, never doubled. The result is kept
     with the session (see ``session_review``). Returns ``{"added", "updated", "excluded"}`` counts.
+    Raises JobConflict when a job holds the session's lease (it is running, or a resume took it):
+    the check and the commit are one transaction, so a racing resume waits for the commit or the
+    commit refuses.
     """
     now = time.time()
     added = updated = 0
     with _orm(engine) as orm, orm.begin():
+        settled = orm.execute(  # first, so this transaction holds the write lock from here on
+            update(IngestSession)
+            .where(
+                IngestSession.id == session_id,
+                IngestSession.lease_owner.is_(None),
+                IngestSession.status.in_((*FINISHED_STATUSES, "interrupted")),
+            )
+            .values(committed_at=now)
+        ).rowcount
+        if not settled:
+            raise JobConflict("the session is running")
         items = orm.scalars(select(Item).where(Item.session_id == session_id, Item.status == "ok")).all()
         if exclude is not None:
             for item in items:
@@ -129,9 +143,7 @@ def commit_session(engine: Engine, session_id: str, exclude: set[str] | None = N
             for keyword in dict.fromkeys(entry.fields["keywords"])
         )
         result = {"added": added, "updated": updated, "excluded": len(items) - len(chosen)}
-        session = orm.get(IngestSession, session_id)
-        session.committed_at = now
-        session.commit_result = result
+        orm.execute(update(IngestSession).where(IngestSession.id == session_id).values(commit_result=result))
     return result
 
 

@@ -29,6 +29,12 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SSE_KEEPALIVE": float(env.get("INGEST_SSE_KEEPALIVE", 15)),
         "SSE_QUEUE": int(env.get("INGEST_SSE_QUEUE", 1000)),
         "SSE_MAX_AGE": float(env.get("INGEST_SSE_MAX_AGE", 300)),
+        # A stream whose write is blocked this long (the client stopped reading) is dropped.
+        "SSE_SEND_TIMEOUT": float(env.get("INGEST_SSE_SEND_TIMEOUT", 30)),
+        # A running job's lease on its session: renewed every fifth of it, void once it expires.
+        "JOB_LEASE": float(env.get("INGEST_JOB_LEASE", 5)),
+        # Files the scan may run ahead of the workers (a bounded queue: memory stays flat).
+        "SCAN_QUEUE": int(env.get("INGEST_SCAN_QUEUE", 1000)),
         # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
         "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
     }

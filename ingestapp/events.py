@@ -1,8 +1,8 @@
 """Where an event is born: the ``job-event`` blinker signal and the ``Event`` it carries.
 
 Every state change of a session is published as ``job_event.send(session_id, event=Event)`` from
-the gevent hub thread. Receivers: the event log (``eventlog.py``, persistence), the stream broker
-(``broker.py``, SSE fan-out) and the CLI progress bar (``cli.py``).
+the gevent hub thread, once the event log (``eventlog.py``) has committed it. Receivers: the stream
+broker (``broker.py``, SSE fan-out) and the CLI progress bar (``cli.py``).
 """
 
 from __future__ import annotations

@@ -37,8 +37,13 @@ class IngestSession(Base):
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float, index=True)
     last_event_id: Mapped[int] = mapped_column(Integer, default=0)
-    #: "host:pid" of the process running the job; lets startup tell a dead owner from a live one.
-    owner: Mapped[str | None] = mapped_column(String(128))
+    #: The lease of the process running the job (``JobRegistry.owner``, unique per process start); None
+    #: when no process runs it. Taken, renewed and released by conditional UPDATEs (``jobs.py``).
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    #: Unix time (seconds) after which the lease is void and the reaper marks the session interrupted.
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, index=True)
+    #: Set by a cancel; the owning process sees it on its next commit (it may run elsewhere).
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
     committed_at: Mapped[float | None] = mapped_column(Float)
     #: The last import's ``{"added", "updated", "excluded"}`` counts (None before the first).
     commit_result: Mapped[dict[str, int] | None] = mapped_column(JSON)

@@ -118,7 +118,11 @@ class IngestParametersIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, title="IngestParameters")
 
-    directory: str = Field(pattern="^/", description="absolute directory inside a media root (symlinks resolved)")
+    # The pattern is documented, not applied here: a name byte that is not UTF-8 arrives as a PEP 383
+    # surrogate escape, which pydantic's regex engine cannot read; parameters.py checks it.
+    directory: str = Field(
+        description="absolute directory inside a media root (symlinks resolved)", json_schema_extra={"pattern": "^/"}
+    )
     pattern: str = Field(DEFAULT_PATTERN, description="comma-separated globs relative to directory; ** spans dirs")
     extract_metadata: bool = True
     extract_keywords: bool = True

@@ -54,6 +54,11 @@ class Server:
         finally:
             conn.close()
 
+    def kill_group(self) -> None:
+        """kill -9 the whole server (master and workers): a crash, no cleanup runs."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def wait_for_status(self, session_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -79,7 +84,8 @@ def gunicorn(instance: Path, media_root: Path, env: dict[str, str] | None = None
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO, env=environment, stdout=out, stderr=out
+            [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO, env=environment, stdout=out, stderr=out,
+            start_new_session=True,  # its own process group, so a test can kill -9 master and worker at once
         )
     server = Server(port, process, log)
     try:

@@ -244,7 +244,7 @@ def test_review_keeps_exclusions_and_remembers_the_import(client, app, media: Pa
 
     review = post(client, url, {"excluded": False, "view": "all"}).get_json()  # something changed
     assert review["excluded"] == 0 and review["import_offered"]
-    for body, field in (({"excluded": "yes", "view": "all"}, "excluded"), ({"excluded": True}, "view"),
+    for body, field in (({"excluded": "yes", "view": "all"}, "excluded"), ({"excluded": True}, "ids"),
                         ({"excluded": True, "ids": "x"}, "ids"), ({"excluded": True, "view": "odd"}, "view")):
         response = post(client, url, body)
         assert response.status_code == 400 and response.get_json()["field"] == field, body

@@ -109,6 +109,7 @@ def test_resume_after_a_crash_processes_only_the_rest(tmp_path: Path, app_config
         "INGEST_MEDIA_ROOTS": str(media),
         "INGEST_FILE_DELAY": "0.2",
         "INGEST_WORKERS": "2",
+        "INGEST_JOB_LEASE": "1",  # its lease expires a second after its last commit
     }
     flask = Path(sys.executable).with_name("flask")
     cli = subprocess.Popen(
@@ -120,11 +121,12 @@ def test_resume_after_a_crash_processes_only_the_rest(tmp_path: Path, app_config
         wait_for_items(app_config["INSTANCE_PATH"] / "ingestapp.sqlite3", at_least=6)
         cli.send_signal(signal.SIGKILL)  # a crash: no cleanup runs
         cli.wait()
-        app = create_app(app_config)  # startup finds the dead owner's session
+        app = create_app(app_config)  # its reaper finds the dead owner's expired lease
         client = app.test_client()
         sessions = client.get("/api/ingest/sessions").get_json()["sessions"]
-        assert len(sessions) == 1 and sessions[0]["status"] == "interrupted"
+        assert len(sessions) == 1
         session_id = sessions[0]["session_id"]
+        wait_for(app, session_id, {"interrupted"}, timeout=5)
         last = app.extensions["ingest_jobs"].state(session_id)["last_event_id"]
         with client.get(f"/api/ingest/stream/{session_id}?last_event_id={last - 1}") as response:
             replayed = b"".join(next(iter(response.response)) for _ in range(2))
