@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import api, cli, db, pages
+from . import accounts, api, auth, cli, db, pages, security
 from .broker import Broker
 from .config import load_config
 from .jobs import JobRegistry, recover_interrupted
@@ -33,9 +33,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
     app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
 
+    security.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     cli.init_app(app)
+    accounts.init_app(app)
     return app
 
 

@@ -1,7 +1,10 @@
 """The JSON API blueprint: start, watch, cancel, resume and commit ingest sessions; the catalog.
 
-Errors are JSON ``{"error", "field"}``. State-changing requests must be ``application/json``
-and same-origin (no CORS is offered, so a cross-site page can neither send one nor read one).
+Errors are JSON ``{"error", "field"}``. Every route needs a signed-in user or an API token
+(``auth.py``: 401 otherwise); non-admins reach only their own sessions (404 for others').
+State-changing requests must be ``application/json`` and same-origin (scheme, host and port; no
+CORS is offered, so a cross-site page can neither send one nor read one), and with the cookie
+they need the CSRF header too.
 """
 
 from __future__ import annotations
@@ -10,18 +13,20 @@ import gc
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
+from flask_login import current_user
 from greenlet import greenlet
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
+from .auth import check_session_access, item_visible, owner_filter, require_api_user
 from .catalog import commit_session, query_catalog, session_items
 from .jobs import JobConflict, JobNotFound, JobRegistry
 from .models import Item
 from .parameters import ParameterError, parse_parameters
 from .paths import OutsideMediaRoots, confine
+from .security import same_origin
 from .stream import EventStream, StreamSettings, is_finished, parse_last_event_id
 
 bp = Blueprint("api", __name__)
@@ -70,12 +75,15 @@ def _http_error(exc: HTTPException) -> Response:
     return error_response(exc.code or 500, exc.description or exc.name, None)
 
 
+bp.before_request(require_api_user)  # first: 401 before any other check
+
+
 @bp.before_request
 def _guard_state_changes() -> Response | None:
     if request.method != "POST":
         return None
     origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    if origin is not None and not same_origin(origin):
         return error_response(403, "cross-site requests are refused", "Origin")
     if request.mimetype != "application/json":
         return error_response(415, "the body must be application/json", None)
@@ -121,18 +129,20 @@ def session_urls(session_id: str) -> dict[str, str]:
 def process() -> tuple[Response, int]:
     """Start a session. 202 ``{"session_id", "status_url", "stream_url"}``; 400 on bad input."""
     parameters = parse_parameters(json_body(), registry().media_roots)
-    job = registry().start(parameters)
+    job = registry().start(parameters, user_id=current_user.id)
     return jsonify(session_urls(job.session_id)), 202
 
 
 @bp.get("/api/ingest/status/<session_id>")
 def status(session_id: str) -> Response:
+    check_session_access(session_id)
     return jsonify(registry().state(session_id))
 
 
 @bp.post("/api/ingest/<session_id>/cancel")
 def cancel(session_id: str) -> tuple[Response, int]:
     json_body()
+    check_session_access(session_id)
     registry().cancel(session_id)
     return jsonify(session_urls(session_id)), 202
 
@@ -140,6 +150,7 @@ def cancel(session_id: str) -> tuple[Response, int]:
 @bp.post("/api/ingest/<session_id>/resume")
 def resume(session_id: str) -> tuple[Response, int]:
     json_body()
+    check_session_access(session_id)
     registry().resume(session_id)
     return jsonify(session_urls(session_id)), 202
 
@@ -147,12 +158,12 @@ def resume(session_id: str) -> tuple[Response, int]:
 @bp.get("/api/ingest/sessions")
 def sessions() -> Response:
     """Sessions, newest first: ``{"sessions": [{session_id, status, created_at, directory, ...}]}``."""
-    return jsonify(sessions=registry().sessions(int_arg("limit", 50, 1, 500)))
+    return jsonify(sessions=registry().sessions(int_arg("limit", 50, 1, 500), user_id=owner_filter()))
 
 
 @bp.get("/api/ingest/<session_id>/items")
 def items(session_id: str) -> Response:
-    registry().state(session_id)  # 404 for an unknown session
+    check_session_access(session_id)  # 404 for an unknown session or another user's
     offset = int_arg("offset", 0)
     limit = int_arg("limit", 50, 1, 500)
     return jsonify(session_items(registry().engine, session_id, offset, limit))
@@ -167,6 +178,7 @@ def commit(session_id: str) -> Response:
     exclude = body.get("exclude", [])
     if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
         raise ApiError(400, "exclude must be a list of item ids", "exclude")
+    check_session_access(session_id)
     state = registry().state(session_id)
     if not is_finished(state) and state["status"] != "interrupted":
         raise JobConflict(f"the session is still {state['status']}")
@@ -179,6 +191,7 @@ def commit(session_id: str) -> Response:
 @bp.get("/api/ingest/stream/<session_id>")
 def stream(session_id: str) -> Response:
     """Server-Sent Events for one session (see ``stream.py``); 404 JSON for an unknown session."""
+    check_session_access(session_id)
     last_event_id = parse_last_event_id(
         request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     )
@@ -246,7 +259,10 @@ def browse() -> Response:
 
 @bp.get("/api/ingest/items/<item_id>/thumbnail")
 def thumbnail(item_id: str) -> Response:
-    """The item's thumbnail, looked up by id (never by a path from the request)."""
+    """The item's thumbnail, looked up by id (never by a path from the request); 404 for another
+    user's item unless it is in the shared catalog."""
+    if not item_visible(item_id):
+        raise ApiError(404, "no thumbnail for this item", "item_id")
     with registry().engine.connect() as conn:
         fields = conn.scalar(select(Item.fields).where(Item.id == item_id))
     if not fields or not fields.get("thumbnail"):

@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from tqdm import tqdm
 
+from .accounts import AccountError, default_cli_user
 from .catalog import commit_session
 from .events import Event, job_event
 from .jobs import JobRegistry
@@ -56,6 +57,7 @@ class ProgressBar:
 @click.option("--max-files", type=int, help="Stop after this many files.")
 @click.option("--commit", "commit_after", is_flag=True, help="Commit the ok items to the catalog at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON on stdout.")
+@click.option("--user", "username", help="The user who owns the session (default: the only admin).")
 def run_command(
     directory: Path,
     pattern: str | None,
@@ -64,12 +66,17 @@ def run_command(
     max_files: int | None,
     commit_after: bool,
     as_json: bool,
+    username: str | None,
 ) -> None:
     """Ingest DIRECTORY in this process with a progress bar; exit 1 if the job fails.
 
     DIRECTORY need not be under INGEST_MEDIA_ROOTS: whoever runs the CLI can read it anyway.
     """
     registry: JobRegistry = current_app.extensions["ingest_jobs"]
+    try:
+        user = default_cli_user(registry.engine, username)
+    except AccountError as exc:
+        raise click.UsageError(exc.message) from None
     registry.media_roots.append(directory.resolve())
     body: dict[str, Any] = {"directory": str(directory.resolve()), "enable_nsfw_detection": not no_nsfw}
     for name, value in (("pattern", pattern), ("nsfw_threshold", threshold), ("max_files", max_files)):
@@ -80,7 +87,7 @@ def run_command(
     except ParameterError as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
 
-    job = registry.start(parameters)
+    job = registry.start(parameters, user_id=user.id)
     bar = ProgressBar(job.session_id, enabled=not as_json or sys.stderr.isatty())
     try:
         job.greenlet.join()

@@ -1,10 +1,11 @@
-"""Database tables (SQLAlchemy 2 ORM): sessions, their items, errors and event log, the catalog."""
+"""Database tables (SQLAlchemy 2 ORM): sessions, their items, errors and event log, the catalog,
+users and their API tokens."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -26,6 +27,8 @@ class IngestSession(Base):
     #: "host:pid" of the process running the job; lets startup tell a dead owner from a live one.
     owner: Mapped[str | None] = mapped_column(String(128))
     committed_at: Mapped[float | None] = mapped_column(Float)
+    #: The user who started the session (None for sessions from before accounts existed).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
 
 
 class Item(Base):
@@ -92,3 +95,30 @@ class CatalogKeyword(Base):
 
     entry_id: Mapped[str] = mapped_column(ForeignKey("catalog.id", ondelete="CASCADE"), primary_key=True)
     keyword: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+
+
+class User(Base):
+    """An account: signs in with a password (argon2id hash) or uses API tokens."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiToken(Base):
+    """An API token of a user. Only the SHA-256 of the token is stored (the token is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)

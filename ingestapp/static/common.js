@@ -89,10 +89,17 @@
     return { status: response.status, body };
   }
 
+  /** The page's CSRF token (<meta name="csrf-token">): every POST carries it as X-CSRFToken. */
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : '';
+  }
+
+  /** POST JSON with the CSRF header; the one way the page scripts change state. */
   function postJSON(url, body) {
     return fetchJSON(url, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-CSRFToken': csrfToken() },
       body: JSON.stringify(body || {}),
     });
   }
@@ -172,6 +179,13 @@
     const name = button.getAttribute('aria-label').replace(/^(Show|Hide) /, '');
     button.setAttribute('aria-label', (shown ? 'Hide ' : 'Show ') + name);
   });
+
+  /** Server-rendered bars carry their fill in data-p: the CSP (style-src 'self') forbids style="". */
+  function fillBars() {
+    for (const fill of document.querySelectorAll('.bar-fill[data-p]')) fill.style.setProperty('--p', fill.dataset.p);
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', fillBars);
+  else fillBars();
 
   window.Ingest = { el, setText, flash, duration, percent, clock, bytes, fetchJSON, postJSON, itemCard };
 })();
