@@ -106,7 +106,8 @@ def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media
         try:
             for _ in range(1000):
                 s = socket.create_connection(("127.0.0.1", server.port))
-                s.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head = f"Host: 127.0.0.1\r\nAuthorization: Bearer {server.token}"
+                s.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\n{head}\r\n\r\n".encode())
                 sockets.append(s)
             deadline = time.monotonic() + 20
             while server.request("GET", "/api/ingest/metrics")[1]["open_streams"] < 1000:
@@ -146,7 +147,8 @@ def test_a_client_that_never_reads_stays_bounded(tmp_path: Path, media: Path) ->
         stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect(("127.0.0.1", server.port))
-        stuck.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = f"Host: 127.0.0.1\r\nAuthorization: Bearer {server.token}"
+        stuck.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\n{head}\r\n\r\n".encode())
         reader = SSEClient(server.port, f"/api/ingest/stream/{session_id}?last_event_id=0")
         try:
             paths = file_paths(reader)
