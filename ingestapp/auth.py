@@ -53,10 +53,18 @@ def init_app(app: Flask) -> None:
         WTF_CSRF_TIME_LIMIT=None,  # valid as long as the sign-in session (a page may stay open for days)
         RATELIMIT_HEADERS_ENABLED=True,
     )
+    app.before_request(_forget_identity)
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
     app.register_blueprint(bp)
+
+
+def _forget_identity() -> None:
+    """Judge every request afresh. ``g`` lives as long as the app context, which a request reuses
+    when one is already pushed (tests, ``flask shell``): the last request's user must not stick."""
+    for name in ("_login_user", "auth_method", "login_failed", "csrf_token", "csrf_valid"):
+        g.pop(name, None)
 
 
 def _engine() -> Engine:
