@@ -58,15 +58,28 @@ class AccountError(Exception):
 
 @dataclass(frozen=True)
 class Account(UserMixin):
-    """The signed-in user as Flask-Login sees it (detached from the database)."""
+    """The signed-in user as Flask-Login sees it (detached from the database).
+
+    ``get_id()`` (what the session cookie holds) is ``"<id>:<password fingerprint>"``, so a new
+    password signs out every browser signed in with the old one (Flask-Login's alternative id).
+    """
 
     id: int
     username: str
     is_admin: bool
+    password_fingerprint: str = ""
 
     @classmethod
-    def of(cls, user: User) -> Account:
-        return cls(user.id, user.username, bool(user.is_admin))
+    def of(cls, row: Any) -> Account:
+        """From a row with the ``users`` columns."""
+        return cls(row.id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash))
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.password_fingerprint}"
+
+
+def password_fingerprint(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 # -- users ----------------------------------------------------------------------------------------
@@ -99,7 +112,7 @@ def create_user(
                 username=username, password_hash=password_hash, is_admin=is_admin, created_at=time.time()
             )
         ).inserted_primary_key[0]
-    return Account(user_id, username, is_admin)
+    return Account(user_id, username, is_admin, password_fingerprint(password_hash))
 
 
 def find_user(engine: Engine, username: str | None = None, user_id: int | None = None) -> Account | None:
@@ -108,7 +121,7 @@ def find_user(engine: Engine, username: str | None = None, user_id: int | None =
     query = select(User).where(condition)
     with engine.connect() as conn:
         row = conn.execute(query).first()
-    return Account(row.id, row.username, bool(row.is_admin)) if row else None
+    return Account.of(row) if row else None
 
 
 def list_users(engine: Engine) -> list[dict]:
@@ -147,7 +160,8 @@ def authenticate(engine: Engine, username: str, password: str, offload: Offload 
         return None
     if PASSWORD_HASHER.check_needs_rehash(row.password_hash):  # the library's parameters changed
         set_password(engine, username, password, offload)
-    return Account(row.id, row.username, bool(row.is_admin))
+        return find_user(engine, username=username)
+    return Account.of(row)
 
 
 def set_password(engine: Engine, username: str, password: str, offload: Offload = _call) -> None:
@@ -220,7 +234,7 @@ def user_for_token(engine: Engine, token: str) -> Account | None:
         row = conn.execute(
             select(
                 ApiToken.id, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.last_used_at,
-                User.id.label("user_id"), User.username, User.is_admin,
+                User.id.label("user_id"), User.username, User.is_admin, User.password_hash,
             )
             .join(User, User.id == ApiToken.user_id)
             .where(ApiToken.token_hash == token_hash(token))
@@ -230,7 +244,7 @@ def user_for_token(engine: Engine, token: str) -> Account | None:
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         with engine.begin() as conn:
             conn.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-    return Account(row.user_id, row.username, bool(row.is_admin))
+    return Account(row.user_id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash))
 
 
 def list_tokens(engine: Engine) -> list[dict]:

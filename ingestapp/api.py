@@ -217,7 +217,10 @@ def stream(session_id: str) -> Response:
 
 @bp.get("/api/ingest/metrics")
 def metrics() -> Response:
-    """Stream counters; ``?greenlets=1`` adds the live greenlet count (walks the heap: slow)."""
+    """Stream counters, for admins (they name every user's sessions); ``?greenlets=1`` adds the
+    live greenlet count (walks the heap: slow). 403 for other users."""
+    if not current_user.is_admin:
+        raise ApiError(403, "only admins see the stream metrics", None)
     result = current_app.extensions["ingest_broker"].metrics()
     if request.args.get("greenlets") == "1":
         result["greenlets"] = sum(isinstance(o, greenlet) and not o.dead for o in gc.get_objects())

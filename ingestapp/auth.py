@@ -79,11 +79,16 @@ def _offload(function: Any, *args: Any) -> Any:
 
 
 @login_manager.user_loader
-def _load_from_session(user_id: str) -> Account | None:
+def _load_from_session(session_id: str) -> Account | None:
+    """The cookie's user, if it still exists and its password is the one signed in with."""
     if "Authorization" in request.headers:
         return None  # the header decides alone (see _load_from_header)
+    user_id, _, fingerprint = session_id.partition(":")
+    account = accounts.find_user(_engine(), user_id=int(user_id)) if user_id.isdigit() else None
+    if account is None or account.password_fingerprint != fingerprint:
+        return None
     g.auth_method = "cookie"
-    return accounts.find_user(_engine(), user_id=int(user_id))
+    return account
 
 
 @login_manager.request_loader

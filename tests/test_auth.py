@@ -83,6 +83,20 @@ def test_a_bad_token_is_not_rescued_by_a_valid_cookie(cookie_client, finished) -
     assert_401(cookie_client.get(url, headers={"Authorization": "Bearer wrong"}), invalid_token=True)
 
 
+def test_a_new_password_or_a_deleted_user_ends_cookie_sign_ins(app: Flask, cookie_client) -> None:
+    from ingestapp.accounts import delete_user, set_password
+
+    engine = app.extensions["ingest_db"]
+    assert cookie_client.get("/api/ingest/sessions").status_code == 200
+    set_password(engine, ADMIN, "a brand new password")
+    assert_401(cookie_client.get("/api/ingest/sessions"))
+    assert cookie_client.get("/sessions").status_code == 302
+    assert sign_in(cookie_client, ADMIN, "a brand new password").status_code == 302
+    assert cookie_client.get("/api/ingest/sessions").status_code == 200
+    delete_user(engine, ADMIN)
+    assert_401(cookie_client.get("/api/ingest/sessions"))
+
+
 def test_cookie_changes_need_the_csrf_header_tokens_do_not(cookie_client, client, media: Path) -> None:
     write_jpegs(media, 1)
     body = {"directory": str(media), "enable_nsfw_detection": False}
@@ -247,6 +261,8 @@ def test_sessions_belong_to_their_user(app: Flask, media: Path) -> None:
     assert [s["session_id"] for s in alice.get("/api/ingest/sessions").get_json()["sessions"]] == [sid]
     assert sid in [s["session_id"] for s in admin.get("/api/ingest/sessions").get_json()["sessions"]]
     assert sid not in bob.get("/sessions").get_data(as_text=True)
+    assert bob.get("/api/ingest/metrics").status_code == 403  # it names every user's sessions
+    assert admin.get("/api/ingest/metrics").status_code == 200
 
     assert alice.post(f"/api/ingest/{sid}/commit", json={}).status_code == 200
     catalog = bob.get("/api/catalog").get_json()  # the catalog is shared: read by all
