@@ -209,6 +209,12 @@ def _login_limit() -> str:
     return current_app.config["LOGIN_LIMIT"]
 
 
+@bp.app_context_processor
+def _no_users_yet() -> dict[str, Any]:
+    """``no_users``: the sign-in page then explains the first start (only that page asks)."""
+    return {"no_users": lambda: accounts.count_users(_engine()) == 0}
+
+
 @bp.errorhandler(RateLimitExceeded)
 def _too_many_attempts(exc: RateLimitExceeded) -> tuple[str, int, dict[str, str]]:
     error = f"Too many failed sign-ins ({exc.description}). Wait a minute, then try again."
@@ -224,8 +230,6 @@ def login() -> Response | str | tuple[str, int]:
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(safe_next(next_url))
-        if accounts.count_users(_engine()) == 0:
-            return render_template("message.html", title="Set up ingestapp", message=NO_USERS_MESSAGE)
         return render_template("login.html", error=None, next=next_url)
     username = request.form.get("username", "").strip()
     account = accounts.authenticate(_engine(), username, request.form.get("password", ""), _offload)
@@ -240,13 +244,6 @@ def login() -> Response | str | tuple[str, int]:
 def logout() -> Response:
     logout_user()
     return redirect(url_for("auth.login"))
-
-
-NO_USERS_MESSAGE = (
-    "No account exists yet. Open the one-time setup link that 'make run' printed "
-    "(flask --app ingestapp users setup-link prints it again), or create an admin with "
-    "'flask --app ingestapp users create NAME --admin'."
-)
 
 
 @bp.route("/setup", methods=["GET", "POST"])

@@ -277,13 +277,15 @@ def test_setup_link_creates_the_first_admin_once(tmp_path: Path, media: Path) ->
     app = create_app({"TESTING": True, "INSTANCE_PATH": tmp_path / "fresh", "MEDIA_ROOTS": [media]})
     try:
         client = app.test_client(token=None)
-        assert "No account exists yet" in client.get("/login").get_data(as_text=True)
+        login = client.get("/login").get_data(as_text=True)
+        assert "No account exists yet" in login and '<label for="username">Username</label>' in login
         token = setup_token(Path(app.instance_path), app.extensions["ingest_db"])
         assert (Path(app.instance_path) / "setup-token").stat().st_mode & 0o077 == 0
         assert client.get("/setup").status_code == 404
         assert client.get("/setup?token=wrong").status_code == 404
         page = client.get(f"/setup?token={token}")
         assert page.status_code == 200 and "Create the first admin" in page.get_data(as_text=True)
+        assert " style=" not in page.get_data(as_text=True) and page.headers["Content-Security-Policy"]
         form = {"token": token, "username": "root", "password": "long enough", "confirm": "different",
                 "csrf_token": csrf_token(client)}
         assert client.post("/setup", data=form).status_code == 400  # the passwords differ
