@@ -335,7 +335,7 @@ def _when(timestamp: float | None) -> str:
 def users_create(username: str, admin: bool, password_stdin: bool) -> None:
     """Create user USERNAME (prompts for the password unless --password-stdin)."""
     try:
-        check_username(username)
+        check_username(username)  # before the password prompt, not after it
         create_user(_engine(), username, _read_password(password_stdin), admin)
     except AccountError as exc:
         raise _fail(exc) from None
