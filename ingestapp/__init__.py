@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import api, cli, contract, db, pages
+from . import accounts, api, auth, cli, contract, db, pages, security
 from .broker import Broker
 from .config import load_config
 from .jobs import JobRegistry
@@ -33,10 +33,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["ingest_jobs"].start_reaper()  # sessions of dead processes become interrupted
     app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
 
+    security.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(contract.bp)
     app.register_blueprint(pages.bp)
     cli.init_app(app)
+    accounts.init_app(app)
     return app
 
 

@@ -1,9 +1,12 @@
 """The JSON API blueprint: start, watch, cancel, resume and commit ingest sessions; the catalog.
 
 Errors are JSON ``{"error", "field"}``, for every path under ``/api`` (unknown routes and wrong
-methods too). State-changing requests must be ``application/json`` and same-origin (no CORS is
-offered, so a cross-site page can neither send one nor read one). Request and response shapes are
-the models of ``schemas.py``, declared on each route with ``spec.validate`` (see ``contract.py``).
+methods too). Every route needs a signed-in user or an API token (``auth.py``: 401 otherwise);
+non-admins reach only their own sessions (404 for others'). State-changing requests must be
+``application/json`` and same-origin (scheme, host and port; no CORS is offered, so a cross-site
+page can neither send one nor read one), and with the cookie they need the CSRF header too.
+Request and response shapes are the models of ``schemas.py``, declared on each route with
+``spec.validate`` (see ``contract.py``).
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, url_for
+from flask_login import current_user
 from greenlet import greenlet
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from . import schemas
+from .auth import check_session_access, item_visible, owner_filter, require_api_user
 from .catalog import (
     commit_session,
     keyword_suggestions,
@@ -37,6 +42,7 @@ from .jobs import JobConflict, JobNotFound, JobRegistry
 from .models import Item
 from .parameters import MEDIA_EXTENSIONS, ParameterError, parse_parameters
 from .paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_error
+from .security import same_origin
 from .stream import EventStream, StreamSettings, is_finished, parse_last_event_id
 
 bp = Blueprint("api", __name__)
@@ -124,12 +130,15 @@ def _routing_error(exc: HTTPException) -> Response | HTTPException:
     return response
 
 
+bp.before_request(require_api_user)  # first: 401 before any other check
+
+
 @bp.before_request
 def _guard_state_changes() -> Response | None:
     if request.method != "POST":
         return None
     origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    if origin is not None and not same_origin(origin):
         return error_response(403, "cross-site requests are refused", "Origin")
     if request.mimetype != "application/json":
         return error_response(415, "the body must be application/json", None)
@@ -212,13 +221,14 @@ def session_urls(session_id: str) -> dict[str, str]:
 def process() -> tuple[Response, int]:
     """Start a session. 202 ``{"session_id", "status_url", "stream_url"}``; 400 on bad input."""
     parameters = parse_parameters(json_body(), registry().media_roots)
-    job = registry().start(parameters)
+    job = registry().start(parameters, user_id=current_user.id)
     return jsonify(session_urls(job.session_id)), 202
 
 
 @bp.get("/api/ingest/status/<session_id>")
 @spec.validate(resp=responses(404, HTTP_200=schemas.State), tags=["sessions"])
 def status(session_id: str) -> Response:
+    check_session_access(session_id)
     return jsonify(registry().state(session_id))
 
 
@@ -226,6 +236,7 @@ def status(session_id: str) -> Response:
 @spec.validate(json=schemas.NoBody, resp=responses(400, 403, 404, 409, 415, HTTP_202=schemas.SessionUrls),
                tags=["sessions"])
 def cancel(session_id: str) -> tuple[Response, int]:
+    check_session_access(session_id)
     registry().cancel(session_id)
     return jsonify(session_urls(session_id)), 202
 
@@ -234,6 +245,7 @@ def cancel(session_id: str) -> tuple[Response, int]:
 @spec.validate(json=schemas.NoBody, resp=responses(400, 403, 404, 409, 415, HTTP_202=schemas.SessionUrls),
                tags=["sessions"])
 def resume(session_id: str) -> tuple[Response, int]:
+    check_session_access(session_id)
     registry().resume(session_id)
     return jsonify(session_urls(session_id)), 202
 
@@ -242,14 +254,14 @@ def resume(session_id: str) -> tuple[Response, int]:
 @spec.validate(query=schemas.SessionsQuery, resp=responses(400, HTTP_200=schemas.SessionList), tags=["sessions"])
 def sessions() -> Response:
     """Sessions, newest first: ``{"sessions": [{session_id, status, created_at, directory, ...}]}``."""
-    return jsonify(sessions=registry().sessions(request.context.query.limit))
+    return jsonify(sessions=registry().sessions(request.context.query.limit, user_id=owner_filter()))
 
 
 @bp.get("/api/ingest/<session_id>/items")
 @spec.validate(query=schemas.ItemsQuery, resp=responses(400, 404, HTTP_200=schemas.ItemPage), tags=["sessions"])
 def items(session_id: str) -> Response:
     """A page of the session's items, ``view`` = all | new | duplicates | errors | nsfw."""
-    registry().state(session_id)  # 404 for an unknown session
+    check_session_access(session_id)  # 404 for an unknown session or another user's
     page = request.context.query
     return jsonify(session_items(registry().engine, session_id, page.offset, page.limit, page.view))
 
@@ -258,7 +270,7 @@ def items(session_id: str) -> Response:
 @spec.validate(resp=responses(404, HTTP_200=schemas.Review), tags=["sessions"])
 def review(session_id: str) -> Response:
     """The review step: ``{"counts", "excluded", "import_count", "imported", "import_offered"}``."""
-    registry().state(session_id)  # 404 for an unknown session
+    check_session_access(session_id)  # 404 for an unknown session or another user's
     return jsonify(session_review(registry().engine, session_id))
 
 
@@ -269,7 +281,7 @@ def exclusions(session_id: str) -> Response:
     """Exclude items from the import (``"excluded": true``) or include them again, by ``ids`` or
     by ``view`` (every ok item of that review filter). Answers with the review, as ``/review``."""
     body = request.context.json.root
-    registry().state(session_id)  # 404 for an unknown session
+    check_session_access(session_id)  # 404 for an unknown session or another user's
     set_excluded(registry().engine, session_id, body.excluded, getattr(body, "ids", None), getattr(body, "view", None))
     return jsonify(session_review(registry().engine, session_id))
 
@@ -281,6 +293,7 @@ def commit(session_id: str) -> Response:
     """Write the session's ok items that are not excluded into the catalog:
     ``{"added", "updated", "excluded"}``. An ``exclude`` list replaces the stored exclusions."""
     exclude = request.context.json.exclude
+    check_session_access(session_id)
     state = registry().state(session_id)
     if not is_finished(state) and state["status"] != "interrupted":
         raise JobConflict(f"the session is still {state['status']}")
@@ -294,6 +307,7 @@ def commit(session_id: str) -> Response:
 @spec.validate(query=schemas.StreamQuery, resp=responses(400, 404), tags=["sessions"])
 def stream(session_id: str) -> Response:
     """Server-Sent Events for one session (see ``stream.py``); 404 JSON for an unknown session."""
+    check_session_access(session_id)
     last_event_id = parse_last_event_id(
         request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     )
@@ -322,7 +336,10 @@ def stream(session_id: str) -> Response:
 @bp.get("/api/ingest/metrics")
 @spec.validate(query=schemas.MetricsQuery, resp=responses(400, HTTP_200=schemas.Metrics), tags=["server"])
 def metrics() -> Response:
-    """Stream counters; ``?greenlets=1`` adds the live greenlet count (walks the heap: slow)."""
+    """Stream counters, for admins (they name every user's sessions); ``?greenlets=1`` adds the
+    live greenlet count (walks the heap: slow). 403 for other users."""
+    if not current_user.is_admin:
+        raise ApiError(403, "only admins see the stream metrics", None)
     result = current_app.extensions["ingest_broker"].metrics()
     if request.context.query.greenlets == "1":
         result["greenlets"] = sum(isinstance(o, greenlet) and not o.dead for o in gc.get_objects())
@@ -404,7 +421,10 @@ def _is_directory(entry: os.DirEntry) -> bool:
 @bp.get("/api/ingest/items/<item_id>/thumbnail")
 @spec.validate(resp=responses(404, HTTP_200=None), tags=["catalog"])
 def thumbnail(item_id: str) -> Response:
-    """The item's thumbnail, looked up by id (never by a path from the request)."""
+    """The item's thumbnail, looked up by id (never by a path from the request); 404 for another
+    user's item unless it is in the shared catalog."""
+    if not item_visible(item_id):
+        raise ApiError(404, "no thumbnail for this item", "item_id")
     with registry().engine.connect() as conn:
         fields = conn.scalar(select(Item.fields).where(Item.id == item_id))
     if not fields or not fields.get("thumbnail"):

@@ -14,6 +14,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from tqdm import tqdm
 
+from .accounts import AccountError, default_cli_user
 from .catalog import commit_session
 from .events import Event, job_event
 from .jobs import JobRegistry
@@ -112,6 +113,7 @@ def session_url(session_id: str) -> str:
 @click.option("--keep-duplicates", is_flag=True, help="Process files already in the catalog or seen twice.")
 @click.option("--commit", "commit_after", is_flag=True, help="Commit the ok items to the catalog at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON on stdout.")
+@click.option("--user", "username", help="The user who owns the session (default: the only admin).")
 def run_command(
     directory: Path,
     pattern: str | None,
@@ -124,6 +126,7 @@ def run_command(
     keep_duplicates: bool,
     commit_after: bool,
     as_json: bool,
+    username: str | None,
 ) -> None:
     """Ingest DIRECTORY in this process with progress on the terminal; exit 1 if the job fails.
 
@@ -131,6 +134,10 @@ def run_command(
     A terminal gets a progress bar (stderr); otherwise plain lines, at most one a second.
     """
     registry: JobRegistry = current_app.extensions["ingest_jobs"]
+    try:
+        user = default_cli_user(registry.engine, username)
+    except AccountError as exc:
+        raise click.UsageError(exc.message) from None
     registry.media_roots.append(directory.resolve())
     body: dict[str, Any] = {
         "directory": str(directory.resolve()),
@@ -149,7 +156,7 @@ def run_command(
         field = exc.field or ""
         raise click.BadParameter(exc.message.removeprefix(field + " "), param_hint=FLAGS.get(field, field)) from None
 
-    job = registry.start(parameters)
+    job = registry.start(parameters, user_id=user.id)
     out = sys.stderr if as_json else sys.stdout
     click.echo(f"session: {session_url(job.session_id)}", file=out)
     if out.isatty():

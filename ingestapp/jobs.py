@@ -85,8 +85,8 @@ class JobRegistry:
         self.reaper: gevent.Greenlet | None = None
         self._model_lock = gevent.lock.Semaphore()
 
-    def start(self, parameters: IngestParameters) -> Job:
-        """Create a session row, leased to this registry, and spawn its job greenlet."""
+    def start(self, parameters: IngestParameters, user_id: int | None = None) -> Job:
+        """Create a session row (owned by ``user_id``), leased to this registry, and spawn its job greenlet."""
         session_id = new_id()
         job = Job(self, session_id, parameters)
         with self.engine.begin() as conn:
@@ -99,6 +99,7 @@ class JobRegistry:
                     created_at=time.time(),
                     lease_owner=self.owner,
                     lease_expires_at=time.time() + self.lease,
+                    user_id=user_id,
                 )
             )
         return self._spawn(job)
@@ -181,23 +182,23 @@ class JobRegistry:
             raise JobNotFound(session_id)
         return {**row.state, "status": row.status}
 
-    def sessions(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` sessions: ``{session_id, status, created_at, committed_at, commit_result,
-        directory, total_files, processed_files, progress_percent, errors}`` (``GET /api/ingest/sessions``);
-        ``commit_result`` is the last import's ``{added, updated, excluded}`` or None."""
+    def sessions(self, limit: int, user_id: int | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` sessions (of ``user_id`` only, if given): ``{session_id, status,
+        created_at, committed_at, commit_result, directory, total_files, processed_files,
+        progress_percent, errors}`` (``GET /api/ingest/sessions``); ``commit_result`` is the last
+        import's ``{added, updated, excluded}`` or None."""
+        query = select(
+            IngestSession.id,
+            IngestSession.created_at,
+            IngestSession.committed_at,
+            IngestSession.commit_result,
+            IngestSession.status,
+            IngestSession.state,
+        )
+        if user_id is not None:
+            query = query.where(IngestSession.user_id == user_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    IngestSession.id,
-                    IngestSession.created_at,
-                    IngestSession.committed_at,
-                    IngestSession.commit_result,
-                    IngestSession.status,
-                    IngestSession.state,
-                )
-                .order_by(IngestSession.created_at.desc())
-                .limit(limit)
-            ).all()
+            rows = conn.execute(query.order_by(IngestSession.created_at.desc()).limit(limit)).all()
         listing = []
         for row in rows:  # one query for all; a job running here reports its last commit's state
             job = self.jobs.get(row.id)

@@ -1,4 +1,5 @@
-"""Database tables (SQLAlchemy 2 ORM): sessions, their items, errors and event log, the catalog."""
+"""Database tables (SQLAlchemy 2 ORM): sessions, their items, errors and event log, the catalog,
+users and their API tokens."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ class IngestSession(Base):
     commit_result: Mapped[dict[str, int] | None] = mapped_column(JSON)
     #: When the review's exclusions last changed: an import is offered again only after that.
     review_changed_at: Mapped[float | None] = mapped_column(Float)
+    #: The user who started the session (None for sessions from before accounts existed).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
 
 
 class Item(Base):
@@ -156,3 +159,30 @@ for _statement in _SQLITE_FTS:
     event.listen(CatalogEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
 for _statement in _POSTGRESQL_FTS:
     event.listen(CatalogEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql"))
+
+
+class User(Base):
+    """An account: signs in with a password (argon2id hash) or uses API tokens."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiToken(Base):
+    """An API token of a user. Only the SHA-256 of the token is stored (the token is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request
 
+from .auth import check_session_access, owner_filter, require_page_user
 from .catalog import CATALOG_SORTS, parse_catalog_query, query_catalog
 from .jobs import JobNotFound, JobRegistry
 from .parameters import DEFAULT_PATTERN, ParameterError
@@ -19,6 +20,7 @@ from .paths import display_path
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
+bp.before_request(require_page_user)  # signed-out visitors go to /login?next=...
 
 CATALOG_PAGE_SIZE = 24
 #: Pages past this would need an offset beyond a 64-bit integer (the database's limit).
@@ -144,6 +146,7 @@ def index() -> str:
 def session(session_id: str) -> str:
     """The progress view, rendered with the current state so it is right before any script runs."""
     try:
+        check_session_access(session_id)
         state = registry().state(session_id)
     except JobNotFound:
         abort(404)
@@ -154,7 +157,7 @@ def session(session_id: str) -> str:
 def sessions() -> str:
     """Recent sessions, as ``GET /api/ingest/sessions`` lists them (``?limit=``, 1 to 500, too)."""
     limit = min(500, max(1, _int(request.args.get("limit"), 50)))
-    return render_template("sessions.html", sessions=registry().sessions(limit))
+    return render_template("sessions.html", sessions=registry().sessions(limit, user_id=owner_filter()))
 
 
 #: The catalog search form's fields (``GET /catalog``, as ``GET /api/catalog`` takes them).

@@ -22,8 +22,10 @@ from tests.browser_support import (
     CHROMIUM_ARGS,
     HOSTILE_NAMES,
     CuttableProxy,
+    SignedInBrowser,
     assert_accessible,
     require_chromium,
+    sign_in,
     write_media,
 )
 from tests.factories import write_jpegs
@@ -118,18 +120,20 @@ def browser(site: App) -> Iterator[Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield browser
+            yield SignedInBrowser(browser, site.base, site.server.username, site.server.password)
         finally:
             browser.close()
 
 
 @pytest.fixture
-def context(browser: Any) -> Iterator[Any]:
+def context(browser: SignedInBrowser) -> Iterator[Any]:
+    """A signed-in browser context; the test fails if any page in any context broke the CSP."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         yield context
     finally:
         context.close()
+    browser.check_csp()
 
 
 def open_page(context: Any, url: str | None = None) -> tuple[Any, list[str]]:
@@ -667,7 +671,9 @@ def test_resume_after_server_restart(site: App, context: Any, tmp_path: Path) ->
         try:
             body = {"directory": str(site.media / "resume"), "enable_nsfw_detection": False}
             session_id = first.request("POST", "/api/ingest/process", {"parameters": body})[1]["session_id"]
-            page, script_errors = open_page(context, f"http://127.0.0.1:{proxy.port}/ingest/{session_id}")
+            page, script_errors = open_page(context)
+            sign_in(page, f"http://127.0.0.1:{proxy.port}", first.username, first.password)  # another instance
+            page.goto(f"http://127.0.0.1:{proxy.port}/ingest/{session_id}")
             wait_until(page, "() => Number(document.getElementById('files-done').textContent) >= 3")
             first.process.terminate()  # what systemd's stop does
             # Like nginx (a new upstream connection per request), let no browser connection outlive

@@ -202,7 +202,8 @@ def test_max_age_ends_a_stream_whose_write_is_blocked(tmp_path: Path, media: Pat
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         try:
             stuck.connect(("127.0.0.1", server.port))
-            stuck.sendall(f"GET /api/ingest/stream/{session_id}?last_event_id=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            stuck.sendall(f"GET /api/ingest/stream/{session_id}?last_event_id=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Authorization: Bearer {server.token}\r\n\r\n".encode())
             opened = time.monotonic()
             while (metrics := server.request("GET", "/api/ingest/metrics")[1])["slow_client_drops"] < 1:
                 assert time.monotonic() - opened < 5, metrics

@@ -106,7 +106,8 @@ def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media
         try:
             for _ in range(1000):
                 s = socket.create_connection(("127.0.0.1", server.port))
-                s.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head = f"Host: 127.0.0.1\r\nAuthorization: Bearer {server.token}"
+                s.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\n{head}\r\n\r\n".encode())
                 sockets.append(s)
             deadline = time.monotonic() + 20
             while server.request("GET", "/api/ingest/metrics")[1]["open_streams"] < 1000:
@@ -149,7 +150,8 @@ def test_clients_that_never_read_stay_bounded_then_are_dropped(tmp_path: Path, m
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", server.port))
-            sock.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = f"Host: 127.0.0.1\r\nAuthorization: Bearer {server.token}"
+            sock.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\n{head}\r\n\r\n".encode())
             stuck.append(sock)
         reader = SSEClient(server.port, f"/api/ingest/stream/{session_id}?last_event_id=0")
         watching = True

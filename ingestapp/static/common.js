@@ -90,11 +90,17 @@
     return { status: response.status, body };
   }
 
-  /** Every state-changing request of every page goes through here (one place for its headers). */
+  /** The page's CSRF token (<meta name="csrf-token">): every POST carries it as X-CSRFToken. */
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : '';
+  }
+
+  /** POST JSON with the CSRF header; the one way the page scripts change state. */
   function postJSON(url, body) {
     return fetchJSON(url, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-CSRFToken': csrfToken() },
       body: JSON.stringify(body || {}),
     });
   }
