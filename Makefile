@@ -19,6 +19,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/activate
 run: $(VENV)/.runtime
 	$(BIN)/flask --app ingestapp db upgrade
 	$(BIN)/flask --app ingestapp ingest samples --if-empty
+	@$(BIN)/flask --app ingestapp users setup-link
 	@echo "ingestapp: open http://$${INGEST_BIND:-127.0.0.1:8000}/"
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 

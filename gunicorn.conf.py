@@ -26,6 +26,9 @@ timeout = 30
 # Seconds an idle keep-alive connection is held. A finished stream's connection waits this long
 # for a next request, also at shutdown, so keep it short (gunicorn's default).
 keepalive = 2
+# gunicorn's maximum (default 4094), so a path up to PATH_MAX (4096 bytes) fits a browse query and
+# reaches the app, which answers a JSON 400 for it (nginx's default request-line buffer is 8k too).
+limit_request_line = 8190
 accesslog = "-"
 errorlog = "-"
 

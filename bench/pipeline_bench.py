@@ -12,6 +12,10 @@ One unmeasured warm-up run per mode comes first (the NSFW model loads once per p
 directory defaults to ``/work/shared/corpus/camera-samples`` (read in place, never copied), else
 the generated sample set (``ingestapp.samples.write_samples``). Like the CLI, no monkey-patching.
 
+Each run also records every event's publish delay: from its ``emitted_at`` (stamped when the job
+emits it) to its publication on the ``job-event`` signal, which waits for the commit that makes it
+durable (group commit, ``jobs.Job._write_continuously``).
+
     .venv/bin/python bench/pipeline_bench.py --repeat 5
 """
 
@@ -38,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingestapp import create_app, shutdown  # noqa: E402
+from ingestapp.events import job_event  # noqa: E402
 from ingestapp.parameters import parse_parameters  # noqa: E402
 
 CORPUS = Path("/work/shared/corpus/camera-samples")
@@ -100,12 +105,19 @@ def run_once(directory: Path, mode: str) -> dict[str, Any]:
     with fresh_app(directory) as app:
         registry = app.extensions["ingest_jobs"]
         parameters = parse_parameters({"directory": str(directory), **MODES[mode]}, registry.media_roots)
+        delays: list[float] = []
+
+        def on_event(_sender: str, event: Any) -> None:
+            delays.append(time.time() - json.loads(event.data)["emitted_at"])
+
+        job_event.connect(on_event)
         ticker = LagTicker()
         started = time.perf_counter()
         job = registry.start(parameters)
         job.greenlet.join(timeout=600)
         seconds = time.perf_counter() - started
         lag = ticker.stop()
+        job_event.disconnect(on_event)
         state = registry.state(job.session_id)
     if state["status"] != "completed":
         raise RuntimeError(f"{mode} run ended {state['status']}")
@@ -118,6 +130,9 @@ def run_once(directory: Path, mode: str) -> dict[str, Any]:
         "errors": state["stats"]["errors"],
         "skipped_duplicates": state["stats"]["skipped_duplicates"],
         "workers": registry.workers,
+        "events": len(delays),
+        "median_publish_delay_ms": round(statistics.median(delays) * 1000, 3),
+        "p95_publish_delay_ms": round(sorted(delays)[int(0.95 * (len(delays) - 1))] * 1000, 3),
         **lag,
     }
 
@@ -136,6 +151,8 @@ def summarize(runs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
         "min_files_per_s": min(rates),
         "max_files_per_s": max(rates),
         "median_max_lag_ms": round(statistics.median(r["max_lag_ms"] for r in mine), 2),
+        "median_publish_delay_ms": round(statistics.median(r["median_publish_delay_ms"] for r in mine), 3),
+        "median_p95_publish_delay_ms": round(statistics.median(r["p95_publish_delay_ms"] for r in mine), 3),
         "worst_max_lag_ms": max(r["max_lag_ms"] for r in mine),
     }
 
@@ -144,14 +161,15 @@ def markdown(summary: list[dict[str, Any]]) -> str:
     base = summary[0]["median_files_per_s"]
     lines = [
         "| mode | files | runs | median s | median files/s | min-max files/s | vs metadata "
-        "| max hub lag ms (median / worst run) | errors |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| max hub lag ms (median / worst run) | publish delay ms (median / p95) | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in summary:
         lines.append(
             f"| {s['mode']} | {s['files']} | {s['runs']} | {s['median_s']:.3f} | {s['median_files_per_s']:.1f} "
             f"| {s['min_files_per_s']:.1f}-{s['max_files_per_s']:.1f} | {s['median_files_per_s'] / base:.2f}x "
-            f"| {s['median_max_lag_ms']:.1f} / {s['worst_max_lag_ms']:.1f} | {s['errors']} |"
+            f"| {s['median_max_lag_ms']:.1f} / {s['worst_max_lag_ms']:.1f} "
+            f"| {s['median_publish_delay_ms']:.2f} / {s['median_p95_publish_delay_ms']:.2f} | {s['errors']} |"
         )
     return "\n".join(lines)
 

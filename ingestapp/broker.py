@@ -144,6 +144,7 @@ class Broker:
             "queued_events": sum(len(sub) for subs in self.subscriptions.values() for sub in subs),
             **{name: self.counters[name] for name in (
                 "events_emitted", "events_delivered", "events_conflated", "events_replayed", "disconnects",
+                "slow_client_drops",
             )},
         }
 

@@ -21,12 +21,29 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "MEDIA_ROOTS": [r for r in env.get("INGEST_MEDIA_ROOTS", "").split(os.pathsep) if r],
         "DATABASE_URL": env.get("DATABASE_URL"),
         "WORKERS": int(env.get("INGEST_WORKERS", os.cpu_count() or 2)),
-        "SECRET_KEY": env.get("INGEST_SECRET_KEY") or secrets.token_hex(32),
+        # Signs session cookies; when unset, a random key is kept in INSTANCE_PATH/secret-key.
+        "SECRET_KEY": env.get("INGEST_SECRET_KEY"),
+        # Host header values served (Flask's TRUSTED_HOSTS; anything else is a 400: DNS rebinding).
+        "TRUSTED_HOSTS": [h.strip() for h in env.get("INGEST_TRUSTED_HOSTS", "").split(",") if h.strip()]
+        or default_trusted_hosts(env.get("INGEST_BIND", "127.0.0.1:8000")),
+        # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are believed (ProxyFix).
+        "PROXIES": int(env.get("INGEST_PROXIES", 0)),
+        # Failed sign-ins allowed per client address and, separately, per username (Flask-Limiter syntax).
+        "LOGIN_LIMIT": env.get("INGEST_LOGIN_LIMIT", "10 per minute"),
+        "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
+        # Request bodies over this many bytes are answered 413 before they are read (Flask's key).
+        "MAX_CONTENT_LENGTH": int(env.get("INGEST_MAX_BODY", 1024 * 1024)),
         # Live progress over SSE. The keepalive must stay below nginx's proxy_read_timeout.
         "SSE_RETRY_MS": int(env.get("INGEST_SSE_RETRY_MS", 2000)),
         "SSE_KEEPALIVE": float(env.get("INGEST_SSE_KEEPALIVE", 15)),
         "SSE_QUEUE": int(env.get("INGEST_SSE_QUEUE", 1000)),
         "SSE_MAX_AGE": float(env.get("INGEST_SSE_MAX_AGE", 300)),
+        # A stream whose write is blocked this long (the client stopped reading) is dropped.
+        "SSE_SEND_TIMEOUT": float(env.get("INGEST_SSE_SEND_TIMEOUT", 30)),
+        # A running job's lease on its session: renewed every fifth of it, void once it expires.
+        "JOB_LEASE": float(env.get("INGEST_JOB_LEASE", 5)),
+        # Files the scan may run ahead of the workers (a bounded queue: memory stays flat).
+        "SCAN_QUEUE": int(env.get("INGEST_SCAN_QUEUE", 1000)),
         # Several workers/hosts: the Redis event bus (unset: in-process, one worker only).
         "REDIS_URL": env.get("REDIS_URL") or None,
         "BUS_STREAM": env.get("INGEST_BUS_STREAM", "ingestapp:events"),
@@ -39,4 +56,24 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config["INSTANCE_PATH"] = instance
     config["MEDIA_ROOTS"] = [Path(r).resolve() for r in config["MEDIA_ROOTS"]] or [instance / "media"]
     config["DATABASE_URL"] = config["DATABASE_URL"] or f"sqlite:///{instance / 'ingestapp.sqlite3'}"
+    config["SECRET_KEY"] = config["SECRET_KEY"] or instance_secret_key(instance)
     return config
+
+
+def default_trusted_hosts(bind: str) -> list[str]:
+    """localhost, 127.0.0.1, [::1] and the host of ``INGEST_BIND`` (``host:port``; ``[v6]:port``)."""
+    host = bind.rsplit(":", 1)[0] if not bind.startswith("unix:") else "localhost"
+    return list(dict.fromkeys(["localhost", "127.0.0.1", "[::1]", host]))
+
+
+def instance_secret_key(instance: Path) -> str:
+    """A random key kept in ``instance/secret-key`` (mode 0600), so sign-ins survive restarts."""
+    path = instance / "secret-key"
+    instance.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))
+    return path.read_text().strip()

@@ -1,46 +1,41 @@
 """Where an event is stored: a running session's rows (events, items, errors, state), written in
-batches, and the reads that replay them.
+batches under the job's lease, and the reads that replay them.
 
 All calls happen on the gevent hub thread. A batch is one short transaction, so readers (status,
-stream replay) never see an item without the events and state that announced it.
+stream replay) never see an item without the events and state that announced it. Events are
+published only after their batch is committed (``jobs.Job``), so every id a client sees is durable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from typing import Any
 
-import gevent.lock
 from sqlalchemy import Engine, insert, select, update
 
 from .events import Event, from_record
 from .models import ErrorEntry, EventRecord, IngestSession, Item
 
-#: Rows buffered before a write is forced, besides the periodic flush.
-MAX_PENDING = 500
+
+class LeaseLost(RuntimeError):
+    """The session's lease is no longer this process's (it expired and was reaped): stop writing."""
 
 
 class SessionLog:
-    """Buffers one session's new rows; ``flush()`` writes them in one transaction, then hands the
-    events it wrote to ``publish`` in ``seq`` order (so every published event is in the log)."""
+    """Buffers one session's new rows; ``commit()`` writes them in one transaction, fenced by the lease."""
 
-    def __init__(self, engine: Engine, session_id: str, publish: Callable[[Event], None] | None = None) -> None:
+    def __init__(self, engine: Engine, session_id: str, owner: str, lease: float) -> None:
         self.engine = engine
         self.session_id = session_id
-        self.publish = publish
+        self.owner = owner
+        self.lease = lease  # seconds
         self._events: list[Event] = []
         self._items: list[dict[str, Any]] = []
         self._errors: list[dict[str, Any]] = []
-        self._session_values: dict[str, Any] = {}
-        self._lock = gevent.lock.Semaphore()
-
-    @property
-    def pending(self) -> int:
-        return len(self._events) + len(self._items) + len(self._errors)
 
     def add_event(self, event: Event) -> None:
         self._events.append(event)
-        self._session_values["last_event_id"] = event.seq
 
     def add_item(self, row: dict[str, Any]) -> None:
         self._items.append({"session_id": self.session_id, **row})
@@ -48,33 +43,37 @@ class SessionLog:
     def add_error(self, entry: dict[str, Any]) -> None:
         self._errors.append({"session_id": self.session_id, **entry})
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self._session_values.update(state=state, status=state["status"])
+    def commit(self, state: dict[str, Any], release: bool = False) -> tuple[list[Event], bool]:
+        """Write everything buffered with ``state`` and renew the lease (or release it), in one
+        transaction. Returns the events written, in order, and whether a cancel was requested.
 
-    def flush(self) -> None:
-        """Write everything buffered; a no-op when nothing is.
-
-        A database that yields to the hub during I/O (PostgreSQL under gevent) lets other
-        greenlets add rows and flush meanwhile: the buffers are taken before writing, and one
-        flush at a time runs, and it publishes what it wrote before the next one starts: events
-        are published in ``seq`` order, each after it is committed.
+        The buffers are emptied first: rows of a batch that fails are dropped, never retried.
+        Raises LeaseLost when this process no longer holds the lease (nothing is written), or the
+        database's error (SQLAlchemy ``DBAPIError``: locked past its timeout, disk full, ...).
         """
-        with self._lock:
-            if not (self.pending or self._session_values):
-                return
-            items, errors, events, values = self._items, self._errors, self._events, self._session_values
-            self._events, self._items, self._errors, self._session_values = [], [], [], {}
-            with self.engine.begin() as conn:
-                event_rows = [{"session_id": e.session_id, "seq": e.seq, "type": e.type, "data": e.data}
-                              for e in events]
-                for model, rows in ((Item, items), (ErrorEntry, errors), (EventRecord, event_rows)):
-                    if rows:
-                        conn.execute(insert(model), rows)
-                if values:
-                    conn.execute(update(IngestSession).where(IngestSession.id == self.session_id).values(**values))
-            if self.publish is not None:
-                for event in events:
-                    self.publish(event)
+        events, items, errors = self._events, self._items, self._errors
+        self._events, self._items, self._errors = [], [], []
+        lease = {"lease_owner": None, "lease_expires_at": None} if release else {
+            "lease_expires_at": time.time() + self.lease
+        }
+        with self.engine.begin() as conn:
+            # The fenced UPDATE comes first: it takes the write lock and decides whether we may write.
+            held = conn.execute(
+                update(IngestSession)
+                .where(IngestSession.id == self.session_id, IngestSession.lease_owner == self.owner)
+                .values(status=state["status"], state=state, last_event_id=state["last_event_id"], **lease)
+            ).rowcount
+            if not held:
+                raise LeaseLost(self.session_id)
+            if items:
+                conn.execute(insert(Item), items)
+            if errors:
+                conn.execute(insert(ErrorEntry), errors)
+            if events:
+                rows = [{"session_id": e.session_id, "seq": e.seq, "type": e.type, "data": e.data} for e in events]
+                conn.execute(insert(EventRecord), rows)
+            cancel = conn.scalar(select(IngestSession.cancel_requested).where(IngestSession.id == self.session_id))
+        return events, bool(cancel)
 
 
 def events_after(engine: Engine, session_id: str, after_seq: int, batch: int = 500) -> Iterator[list[Event]]:

@@ -1,8 +1,8 @@
 """Where an event is born: the ``job-event`` blinker signal and the ``Event`` it carries.
 
-Every state change of a session is published with ``publish(event)`` from the gevent hub thread;
-through the bus (``bus.py``) it arrives in each worker as ``job_event.send(session_id,
-event=Event)``. Receivers: the event log (``eventlog.py``, persistence), the stream broker
+Every state change of a session is published with ``publish(event)`` from the gevent hub thread,
+once the event log (``eventlog.py``) has committed it; through the bus (``bus.py``) it arrives in
+each worker as ``job_event.send(session_id, event=Event)``. Receivers: the stream broker
 (``broker.py``, SSE fan-out) and the CLI progress bar (``cli.py``).
 """
 

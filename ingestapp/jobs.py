@@ -1,9 +1,15 @@
 """Ingest jobs: one greenlet per session, per-file stage work in a gevent threadpool.
 
 ``JobRegistry`` (one per app) starts, resumes, cancels and looks up jobs. ``Job.run`` scans the
-directory into a queue while ``INGEST_WORKERS`` worker greenlets take files from it and run each
-stage in the threadpool, so the hub only does bookkeeping. Every state change is published as an
-event (``events.py``) and buffered for the database (``eventlog.py``).
+directory into a bounded queue while ``INGEST_WORKERS`` worker greenlets take files from it and run
+each stage in the threadpool, so the hub only does bookkeeping. Every state change becomes an event
+(``events.py``), buffered for the database (``eventlog.py``); a writer greenlet commits what is
+pending as soon as its previous commit is done (group commit) and only then publishes those events.
+
+A session has one owner at a time: a lease in its row (``lease_owner``, ``lease_expires_at``) taken
+and renewed by conditional UPDATEs, so it holds across processes and hosts. Each commit renews it;
+``reap_expired`` (run periodically by every registry) marks sessions whose lease expired, i.e.
+whose process died, ``interrupted``.
 """
 
 from __future__ import annotations
@@ -14,35 +20,37 @@ import secrets
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.lock
 import gevent.queue
 from gevent.threadpool import ThreadPool
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from . import metrics, stages
-from .eventlog import MAX_PENDING, SessionLog
-from .events import make_event, publish
-from .models import CatalogEntry, EventRecord, IngestSession, Item
+from .eventlog import LeaseLost, SessionLog
+from .events import Event, make_event, publish
+from .models import CatalogEntry, ErrorEntry, EventRecord, IngestSession, Item
 from .parameters import IngestParameters
-from .paths import root_of
-from .progress import STATS_KEYS, StageProgress, percent
-from .scanner import list_directory, scan
+from .paths import display_path, root_of, scrub_paths
+from .progress import STATS_KEYS, StageProgress, percent, stopped_state
+from .scanner import ScannedFile, list_directory, scan
 from .stages.base import FileContext
 from .vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL = 0.25  # seconds between batch writes of a running job
 #: Seconds between ``progress`` events: 20 per second at most, however fast files go by (a
 #: ``file`` event still goes out for every file). Each progress event costs every watching stream
 #: a send; browsers repaint at most once a frame anyway.
 PROGRESS_INTERVAL = 0.05
 ERRORS_KEPT = 50  # errors carried in the state; all are in the errors table
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
+FINAL_WRITE_ATTEMPTS = 3  # a job's last commit is retried (1 s apart) before the reaper is left to it
 
 
 def new_id() -> str:
@@ -68,11 +76,16 @@ class JobRegistry:
         self.workers: int = max(1, config["WORKERS"])
         self.file_delay: float = config["FILE_DELAY"]
         self.threadpool = ThreadPool(self.workers)
+        self.lease: float = config["JOB_LEASE"]
+        self.scan_queue: int = max(1, config["SCAN_QUEUE"])
+        #: This registry's lease owner id: unique per process start (and per app in one process).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.jobs: dict[str, Job] = {}
+        self.reaper: gevent.Greenlet | None = None
         self._model_lock = gevent.lock.Semaphore()
 
-    def start(self, parameters: IngestParameters) -> Job:
-        """Create a session row and spawn its job greenlet."""
+    def start(self, parameters: IngestParameters, user_id: int | None = None) -> Job:
+        """Create a session row (owned by ``user_id``), leased to this registry, and spawn its job greenlet."""
         session_id = new_id()
         job = Job(self, session_id, parameters)
         with self.engine.begin() as conn:
@@ -81,9 +94,11 @@ class JobRegistry:
                     id=session_id,
                     status="queued",
                     parameters=parameters.to_dict(),
-                    state=job.state(),
+                    state=job.committed_state,
                     created_at=time.time(),
-                    owner=OWNER,
+                    lease_owner=self.owner,
+                    lease_expires_at=time.time() + self.lease,
+                    user_id=user_id,
                 )
             )
         return self._spawn(job)
@@ -91,43 +106,73 @@ class JobRegistry:
     def resume(self, session_id: str) -> Job:
         """Continue an ``interrupted`` session with the files it has not finished.
 
-        Raises JobNotFound, or JobConflict when the session is not interrupted.
+        The lease is taken by one conditional UPDATE, so of racing resumes (from any process)
+        exactly one succeeds. Raises JobNotFound, or JobConflict when the session is not
+        interrupted (or another resume took it first).
         """
-        with self.engine.connect() as conn:
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(IngestSession)
+                .where(
+                    IngestSession.id == session_id,
+                    IngestSession.status == "interrupted",
+                    IngestSession.lease_owner.is_(None),
+                )
+                .values(
+                    status="queued",
+                    lease_owner=self.owner,
+                    lease_expires_at=time.time() + self.lease,
+                    cancel_requested=False,
+                )
+            ).rowcount
+            if not taken:
+                status = conn.scalar(select(IngestSession.status).where(IngestSession.id == session_id))
+                if status is None:
+                    raise JobNotFound(session_id)
+                raise JobConflict(f"only an interrupted session can be resumed (it is {status})")
             session = conn.execute(
-                select(
-                    IngestSession.status, IngestSession.parameters, IngestSession.state, IngestSession.last_event_id
-                ).where(IngestSession.id == session_id)
-            ).first()
-            if session is None:
-                raise JobNotFound(session_id)
-            if session.status != "interrupted":
-                raise JobConflict(f"only an interrupted session can be resumed (it is {session.status})")
-            done = conn.execute(select(Item.path, Item.sha256).where(Item.session_id == session_id)).all()
+                select(IngestSession.parameters, IngestSession.state, IngestSession.last_event_id).where(
+                    IngestSession.id == session_id
+                )
+            ).one()
+            done = conn.execute(select(Item.path_bytes, Item.sha256).where(Item.session_id == session_id)).all()
         job = Job(self, session_id, IngestParameters(**session.parameters), session.state, session.last_event_id)
         job.done_paths = {path for path, _ in done}
         job.seen_hashes = {sha for _, sha in done if sha}
-        with self.engine.begin() as conn:
-            conn.execute(update(IngestSession).where(IngestSession.id == session_id).values(owner=OWNER))
         return self._spawn(job)
 
-    def cancel(self, session_id: str) -> Job:
-        """Ask a running job to stop; raises JobNotFound or JobConflict (not running here)."""
+    def cancel(self, session_id: str) -> None:
+        """Ask a running job to stop, wherever it runs: here at once, in another process through
+        the row's ``cancel_requested``, which its owner reads at its next commit (within a fifth
+        of the lease). Raises JobNotFound, or JobConflict when the session is not running.
+        """
         job = self.jobs.get(session_id)
-        if job is None:
+        if job is not None and job.status in RUNNING_STATUSES:
+            job.cancel_requested = True
+            return
+        with self.engine.begin() as conn:
+            requested = conn.execute(
+                update(IngestSession)
+                .where(
+                    IngestSession.id == session_id,
+                    IngestSession.status.in_(RUNNING_STATUSES),
+                    IngestSession.lease_expires_at >= time.time(),
+                )
+                .values(cancel_requested=True)
+            ).rowcount
+        if not requested:
             raise JobConflict("the session is not running") if self.exists(session_id) else JobNotFound(session_id)
-        job.cancel_requested = True
-        return job
 
     def exists(self, session_id: str) -> bool:
         with self.engine.connect() as conn:
             return conn.scalar(select(IngestSession.id).where(IngestSession.id == session_id)) is not None
 
     def state(self, session_id: str) -> dict[str, Any]:
-        """The status JSON: live for a job running here, else as last persisted. Raises JobNotFound."""
+        """The status JSON as last committed (a job running here keeps a copy, so the status API
+        and the database never disagree, and its ``last_event_id`` is durable). Raises JobNotFound."""
         job = self.jobs.get(session_id)
         if job is not None:
-            return job.state()
+            return job.committed_state
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(IngestSession.status, IngestSession.state).where(IngestSession.id == session_id)
@@ -136,32 +181,35 @@ class JobRegistry:
             raise JobNotFound(session_id)
         return {**row.state, "status": row.status}
 
-    def sessions(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` sessions: ``{session_id, status, created_at, committed_at, directory,
-        total_files, processed_files, progress_percent, errors}`` (``GET /api/ingest/sessions``)."""
+    def sessions(self, limit: int, user_id: int | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` sessions (of ``user_id`` only, if given): ``{session_id, status,
+        created_at, committed_at, commit_result, directory, total_files, processed_files,
+        progress_percent, errors}`` (``GET /api/ingest/sessions``); ``commit_result`` is the last
+        import's ``{added, updated, excluded}`` or None."""
+        query = select(
+            IngestSession.id,
+            IngestSession.created_at,
+            IngestSession.committed_at,
+            IngestSession.commit_result,
+            IngestSession.status,
+            IngestSession.state,
+        )
+        if user_id is not None:
+            query = query.where(IngestSession.user_id == user_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    IngestSession.id,
-                    IngestSession.created_at,
-                    IngestSession.committed_at,
-                    IngestSession.status,
-                    IngestSession.state,
-                )
-                .order_by(IngestSession.created_at.desc())
-                .limit(limit)
-            ).all()
+            rows = conn.execute(query.order_by(IngestSession.created_at.desc()).limit(limit)).all()
         listing = []
-        for row in rows:  # one query for all; a job running here reports its live state instead
+        for row in rows:  # one query for all; a job running here reports its last commit's state
             job = self.jobs.get(row.id)
-            state = job.state() if job is not None else {**row.state, "status": row.status}
+            state = job.committed_state if job is not None else {**row.state, "status": row.status}
             listing.append(
                 {
                     "session_id": row.id,
                     "status": state["status"],
                     "created_at": row.created_at,
                     "committed_at": row.committed_at,
-                    "directory": state["parameters"]["directory"],
+                    "commit_result": row.commit_result,
+                    "directory": display_path(state["parameters"]["directory"]),
                     "total_files": state["total_files"],
                     "processed_files": state["processed_files"],
                     "progress_percent": state["progress_percent"],
@@ -176,8 +224,26 @@ class JobRegistry:
             if not stages.nsfw.model_loaded():
                 self.threadpool.apply(stages.nsfw.load_model)
 
+    def start_reaper(self) -> None:
+        """Reap expired leases now, then every fifth of the lease, in a greenlet that logs and
+        survives any error. A session whose process died is ``interrupted`` at most about 1.2
+        leases after its last commit."""
+        reap_expired(self.engine)
+
+        def reap_forever() -> None:
+            while True:
+                gevent.sleep(self.lease / 5)
+                try:
+                    reap_expired(self.engine)
+                except Exception:
+                    log.exception("reaping expired leases failed; retrying")
+
+        self.reaper = gevent.spawn(reap_forever)
+
     def shutdown(self) -> None:
-        """Stop the running jobs (they become ``interrupted``) and the threadpool."""
+        """Stop the reaper, the running jobs (they become ``interrupted``) and the threadpool."""
+        if self.reaper is not None:
+            self.reaper.kill()
         gevent.killall([job.greenlet for job in self.jobs.values() if job.greenlet], block=True, timeout=5)
         self.threadpool.kill()
 
@@ -187,47 +253,50 @@ class JobRegistry:
         return job
 
 
-def recover_interrupted(engine: Engine) -> int:
-    """Mark sessions whose owning process is gone as ``interrupted``; return how many.
+def reap_expired(engine: Engine) -> int:
+    """Mark running sessions whose lease expired (their process died or stalled) ``interrupted``,
+    release the lease, and return how many.
 
-    Each gets a ``progress`` event saying so, appended to its log, so a client resuming with
-    Last-Event-ID learns it too. A session whose owner is another live process on this host is
-    left alone, so running the CLI next to the server does not disturb the server's jobs.
+    Each gets a ``progress`` event saying so, appended to its log and then published, so a client
+    resuming with Last-Event-ID learns it too. Each session is taken by a conditional UPDATE, so
+    reapers of several processes never both take one, and a lost owner's late writes are refused
+    (they are fenced on ``lease_owner``).
     """
-    with engine.begin() as conn:
-        rows = conn.execute(
-            select(IngestSession.id, IngestSession.owner, IngestSession.state, IngestSession.last_event_id).where(
-                IngestSession.status.in_(RUNNING_STATUSES)
-            )
+    now = time.time()
+    expired = or_(IngestSession.lease_expires_at.is_(None), IngestSession.lease_expires_at < now)
+    with engine.connect() as conn:
+        candidates = conn.scalars(
+            select(IngestSession.id).where(IngestSession.status.in_(RUNNING_STATUSES), expired)
         ).all()
-        dead = [row for row in rows if not _owner_alive(row.owner)]
-        for row in dead:
-            seq = row.last_event_id + 1
-            state = {**row.state, "status": "interrupted", "last_event_id": seq}
-            progress = {k: v for k, v in state.items() if k not in ("session_id", "message", "parameters", "errors")}
-            event = make_event(row.id, seq, "progress", progress)
-            conn.execute(insert(EventRecord).values(session_id=row.id, seq=seq, type=event.type, data=event.data))
-            conn.execute(
+    reaped: list[Event] = []
+    for session_id in candidates:
+        with engine.begin() as conn:
+            taken = conn.execute(  # first, so the transaction holds the write lock from here on
                 update(IngestSession)
-                .where(IngestSession.id == row.id)
-                .values(status="interrupted", state=state, last_event_id=seq)
-            )
-    return len(dead)
-
-
-def _owner_alive(owner: str | None) -> bool:
-    host, _, pid = (owner or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return False  # this process just started: nothing of it can be running yet
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+                .where(IngestSession.id == session_id, IngestSession.status.in_(RUNNING_STATUSES), expired)
+                .values(
+                    status="interrupted",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_event_id=IngestSession.last_event_id + 1,
+                )
+            ).rowcount
+            if not taken:
+                continue
+            row = conn.execute(
+                select(IngestSession.state, IngestSession.last_event_id).where(IngestSession.id == session_id)
+            ).one()
+            seq = row.last_event_id
+            state = {**stopped_state(row.state, "interrupted"), "last_event_id": seq}
+            progress = {k: v for k, v in state.items() if k not in ("session_id", "message", "parameters", "errors")}
+            event = make_event(session_id, seq, "progress", progress)
+            conn.execute(insert(EventRecord).values(session_id=session_id, seq=seq, type=event.type, data=event.data))
+            conn.execute(update(IngestSession).where(IngestSession.id == session_id).values(state=state))
+        log.warning("session %s: its lease expired; marked interrupted", session_id)
+        reaped.append(event)
+    for event in reaped:
+        publish(event)
+    return len(reaped)
 
 
 class Job:
@@ -245,7 +314,7 @@ class Job:
         self.session_id = session_id
         self.parameters = parameters
         self.stage_modules = stages.enabled_stages(parameters)
-        self.log = SessionLog(registry.engine, session_id, publish)
+        self.log = SessionLog(registry.engine, session_id, registry.owner, registry.lease)
         self.greenlet: gevent.Greenlet | None = None
         self.seq = last_event_id
         self.status = "queued"
@@ -253,10 +322,12 @@ class Job:
         self.cancel_requested = False
         self.total_files = 0
         self.current_file: str | None = None
-        self.done_paths: set[str] = set()
+        self.done_paths: set[bytes] = set()  # path_bytes of the items already stored
         self.seen_hashes: set[str] = set()
-        self.active = 0
-        self.queue: gevent.queue.Queue = gevent.queue.Queue()
+        self.active = 0  # workers holding a file, from taking it off the queue until it is recorded
+        self.queued = 0  # files waiting in ``queue`` (the queue also holds one end marker per worker)
+        # Bounded: the scan waits while the workers are this far behind (backpressure).
+        self.queue: gevent.queue.Queue = gevent.queue.Queue(maxsize=registry.scan_queue)
         self.started_at: float | None = None
         self.run_started = time.monotonic()
         self.run_ended: float | None = None
@@ -267,8 +338,13 @@ class Job:
         self._elapsed_before_ms = 0.0
         self._last_progress = 0.0
         self._progress_timer: gevent.Greenlet | None = None
+        self._pending = gevent.event.Event()  # set by emit: the writer has something to commit
+        self._stopping = False  # the writer's last loop; run() makes the final commit itself
+        self._lease_lost = False
         if saved_state:
             self._restore(saved_state)
+        #: The state as of the last commit: what the status API shows, and what the database holds.
+        self.committed_state = self.state()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -297,7 +373,11 @@ class Job:
         }
 
     def progress(self) -> dict[str, Any]:
-        """The changing part of the state: what a ``progress`` event carries."""
+        """The changing part of the state: what a ``progress`` event carries. A stopped job has no
+        worker busy and nothing queued, whatever its greenlets are still unwinding."""
+        running = self.status in RUNNING_STATUSES
+        pool = {"active": self.active if running else 0, "max": self.registry.workers,
+                "queue_depth": self.queued if running else 0}
         return {
             "status": self.status,
             "progress_percent": percent(self.done_files, self.total_files, self.status),
@@ -306,7 +386,7 @@ class Job:
             "current_file": self.current_file,
             "stages": {name: self.stage_dict(name) for name in self.stages},
             "stats": dict(self.stats),
-            "worker_pool": {"active": self.active, "max": self.registry.workers, "queue_depth": self.queue.qsize()},
+            "worker_pool": pool,
             "timing": self._timing(),
             "last_event_id": self.seq,
         }
@@ -332,18 +412,13 @@ class Job:
     # -- events and persistence -----------------------------------------------------------------
 
     def emit(self, event_type: str, **fields: Any) -> None:
-        """Stamp, record and publish an event (hub thread only).
-
-        An event is published only once it and everything before it is written, so a client
-        that sees ``complete`` can fetch every item at once.
+        """Stamp and record an event (hub thread only); the writer publishes it once it is
+        committed, so an id a client sees is never handed to another event, even after a crash,
+        and a client that sees ``complete`` can fetch every item at once.
         """
         self.seq += 1
-        event = make_event(self.session_id, self.seq, event_type, fields)
-        self.log.add_event(event)
-        # The log publishes the events it has written, in seq order, so it answers "events after
-        # seq N" for every event a stream (in any worker) has seen. One transaction per event:
-        # issue 7's group commit replaces this.
-        self.flush()
+        self.log.add_event(make_event(self.session_id, self.seq, event_type, fields))
+        self._pending.set()
 
     def emit_progress(self) -> None:
         """Emit ``progress`` now, or once PROGRESS_INTERVAL has passed since the last one."""
@@ -360,15 +435,44 @@ class Job:
         if self.status in RUNNING_STATUSES:
             self.emit_progress()
 
-    def flush(self) -> None:
-        """Persist the buffered rows together with the current state."""
-        self.log.set_state(self.state())
-        self.log.flush()
+    def commit(self, release: bool = False) -> None:
+        """Write the buffered rows with the current state (renewing the lease, or releasing it),
+        then publish the events written. Raises LeaseLost or the database's error."""
+        state = self.state()
+        events, cancel = self.log.commit(state, release)
+        self.committed_state = state
+        self.cancel_requested = self.cancel_requested or cancel
+        for event in events:
+            publish(event)
 
-    def _flush_periodically(self) -> None:
+    def _write_continuously(self) -> None:
+        """The writer greenlet: commit what is pending as soon as the previous commit is done
+        (group commit: events emitted meanwhile share the next one), or every fifth of the lease
+        when idle, to renew it and read a cancel request. Raises what ``commit`` raises.
+
+        Only this greenlet commits while the job runs (``run`` makes the final commit after it
+        ended), so commits never overlap even where the database yields to the hub during I/O
+        (PostgreSQL under gevent), and events reach the bus in ``seq`` order, each after its commit
+        (a Redis bus reader takes a hole in ``seq`` for a gap)."""
+        heartbeat = self.registry.lease / 5
         while True:
-            gevent.sleep(FLUSH_INTERVAL)
-            self.flush()
+            self._pending.wait(heartbeat)
+            self._pending.clear()
+            if self._stopping:
+                return
+            self.commit()
+
+    def _final_commit(self) -> None:
+        """The last write: everything left and the final state, releasing the lease; retried."""
+        for attempt in range(FINAL_WRITE_ATTEMPTS):
+            try:
+                self.commit(release=True)
+                return
+            except LeaseLost:
+                return
+            except Exception:
+                log.exception("session %s: final write failed (attempt %d)", self.session_id, attempt + 1)
+                gevent.sleep(1)
 
     def _set_stage(self, name: str, change: str) -> None:
         stage = self.stages[name]
@@ -386,10 +490,12 @@ class Job:
     # -- the run ----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """The job greenlet: scan, process, finish; always leaves a terminal status persisted."""
+        """The job greenlet: scan, process, finish; always leaves a terminal status persisted
+        (or, when even that write fails, an unrenewed lease that the reaper turns into
+        ``interrupted``). A failing write, worker or the writer itself fails the job at once."""
         self.started_at = self.started_at or time.time()
         self.run_started = time.monotonic()
-        flusher = gevent.spawn(self._flush_periodically)
+        writer = self._spawn_linked(self._write_continuously)
         workers: list[gevent.Greenlet] = []
         try:
             self.status = "scanning"
@@ -398,19 +504,40 @@ class Job:
             if self.parameters.enable_nsfw_detection:
                 self.registry.load_nsfw_model()
             catalog_hashes = self._catalog_hashes() if self.parameters.skip_duplicates else set()
-            workers = [gevent.spawn(self._work, catalog_hashes) for _ in range(self.registry.workers)]
+            workers = [self._spawn_linked(self._work, catalog_hashes) for _ in range(self.registry.workers)]
             self._scan()
             gevent.joinall(workers, raise_error=True)
             self._finish("cancelled" if self.cancel_requested else "completed")
         except gevent.GreenletExit:
             self._finish("interrupted")
+        except LeaseLost:
+            self._lease_lost = True  # reaped: the session is another's now; write nothing more
+            log.warning("session %s: lease lost; stopping without writing", self.session_id)
         except Exception as exc:
             log.exception("session %s failed", self.session_id)
-            self._finish("failed", message=f"{type(exc).__name__}: {exc}")
+            self._finish("failed", message=_failure_message(exc))
         finally:
-            gevent.killall([*workers, flusher])
-            self.flush()
-            self.registry.jobs.pop(self.session_id, None)
+            gevent.killall(workers)
+            self._stopping = True
+            self._pending.set()
+            writer.join()
+            if not self._lease_lost:
+                self._final_commit()
+            if self.registry.jobs.get(self.session_id) is self:
+                del self.registry.jobs[self.session_id]
+
+    def _spawn_linked(self, function: Any, *args: Any) -> gevent.Greenlet:
+        """A helper greenlet whose exception is raised in the job greenlet (none dies silently;
+        the job logs it once)."""
+        job = gevent.getcurrent()
+
+        def helper() -> None:
+            try:
+                function(*args)
+            except Exception as exc:
+                job.kill(exc, block=False)
+
+        return gevent.spawn(helper)
 
     def _catalog_hashes(self) -> set[str]:
         with self.registry.engine.connect() as conn:
@@ -422,54 +549,78 @@ class Job:
         prefix = directory.relative_to(root).as_posix()
         prefix = "" if prefix == "." else prefix + "/"
         scanning = self.stages["scanning"]
-        try:
-            roots = self.registry.media_roots
-            found = scan(
-                directory,
-                self.parameters.patterns,
-                listdir=lambda d: self.registry.threadpool.apply(list_directory, (d, roots)),
-                on_error=lambda rel, exc: self._record_error(prefix + rel, "scanning", _message(exc)),
-            )
-            for path, relpath in found:
-                if self.cancel_requested or self.total_files == self.parameters.max_files:
-                    break
-                self.total_files += 1
-                scanning.processed += 1
-                if prefix + relpath not in self.done_paths:
-                    self.queue.put((path, root, prefix + relpath))
-                self.emit_progress()
-        finally:
-            for _ in range(self.registry.workers):
-                self.queue.put(None)
+        reported = self._scanning_errors_reported()
+
+        def on_error(relpath: str, message: str) -> None:
+            file = display_path((prefix + relpath).rstrip("/") or ".")
+            if file not in reported:  # a resumed scan meets the same bad links again
+                self._record_error(file, "scanning", message)
+
+        roots = self.registry.media_roots
+        found = scan(
+            directory,
+            self.parameters.patterns,
+            listdir=lambda d: self.registry.threadpool.apply(list_directory, (d, roots)),
+            on_error=on_error,
+        )
+        for file in _top_level_errors_named(found, prefix):
+            if self.cancel_requested or self.total_files == self.parameters.max_files:
+                break
+            self.total_files += 1
+            scanning.processed += 1
+            if os.fsencode(prefix + file.relpath) not in self.done_paths:
+                self.queued += 1
+                self.queue.put((file, root, prefix + file.relpath))  # waits while the queue is full
+            self.emit_progress()
+        # Not in a ``finally``: when the scan fails, run() kills the workers instead.
+        for _ in range(self.registry.workers):
+            self.queue.put(None)
         self._set_stage("scanning", "finish")
         self.emit_progress()
 
-    def _work(self, catalog_hashes: set[str]) -> None:
-        # No timeout needed: _scan's ``finally`` always queues one None per worker.
-        while (task := self.queue.get()) is not None:
-            if not self.cancel_requested:
-                self._process(*task, catalog_hashes)
+    def _scanning_errors_reported(self) -> set[str]:
+        """Files an earlier run of this session already reported from the scan (empty when new)."""
+        with self.registry.engine.connect() as conn:
+            return set(conn.scalars(
+                select(ErrorEntry.file).where(ErrorEntry.session_id == self.session_id, ErrorEntry.stage == "scanning")
+            ))
 
-    def _process(self, path: Path, root: Path, relpath: str, catalog_hashes: set[str]) -> None:
+    def _work(self, catalog_hashes: set[str]) -> None:
+        # No timeout needed: _scan queues one None per worker, or run() kills the workers.
+        while (task := self.queue.get()) is not None:
+            self.queued -= 1
+            if not self.cancel_requested:
+                self.active += 1
+                try:
+                    self._process(*task, catalog_hashes)
+                finally:
+                    self.active -= 1
+
+    def _process(self, file: ScannedFile, root: Path, relpath: str, catalog_hashes: set[str]) -> None:
+        """Run the stages on one file. ``relpath`` (relative to ``root``, exact bytes in
+        ``os.fsdecode`` form) is stored as ``path_bytes``; people see its display form."""
         if self.registry.file_delay:
             gevent.sleep(self.registry.file_delay)
         self.status = "processing"
-        self.current_file = relpath
-        self.active += 1
-        ctx = FileContext(path, relpath, self.parameters, self.registry.thumbnail_dir)
+        self.current_file = display_path(relpath)
+        ctx = FileContext(
+            root / relpath, display_path(relpath), self.parameters, self.registry.thumbnail_dir,
+            real_path=file.real, identity=file.identity, media_roots=self.registry.media_roots,
+        )
         errors: list[dict[str, str]] = []
         status = "ok"
         try:
             for module in self.stage_modules:
                 if status != "ok":
                     self.stages[module.NAME].processed += 1  # not run for this file, but accounted for
+                    self.stages[module.NAME].skipped += 1
                     continue
                 status = self._run_stage(module, ctx, errors)
                 if module is stages.identify and status == "ok":
                     status = self._check_duplicate(ctx.item["sha256"], catalog_hashes)
         finally:
-            self.active -= 1
-        self._complete_file(ctx, root, status, errors)
+            ctx.close()
+        self._complete_file(ctx, root, relpath, status, errors)
 
     def _run_stage(self, module: Any, ctx: FileContext, errors: list[dict[str, str]]) -> str:
         stage = self.stages[module.NAME]
@@ -486,7 +637,7 @@ class Job:
         metrics.FILES.labels(module.NAME, "ok" if failure is None else "error").inc()
         if failure is not None:
             stage.errors += 1
-            message = _message(failure)
+            message = _message(failure, ctx.path_replacements(), self.registry.media_roots)
             errors.append({"stage": module.NAME, "message": message})
             self._record_error(ctx.relpath, module.NAME, message)
         if stage.processed == self.total_files and self.stages["scanning"].status == "completed":
@@ -499,7 +650,9 @@ class Job:
         self.seen_hashes.add(sha256)
         return "ok"
 
-    def _complete_file(self, ctx: FileContext, root: Path, status: str, errors: list[dict[str, str]]) -> None:
+    def _complete_file(
+        self, ctx: FileContext, root: Path, relpath: str, status: str, errors: list[dict[str, str]]
+    ) -> None:
         item = ctx.item
         self._count(status, item)
         item_id = new_id()
@@ -509,6 +662,7 @@ class Job:
                 "seq": self.done_files,
                 "root": str(root),
                 "path": ctx.relpath,
+                "path_bytes": os.fsencode(relpath),
                 "status": status,
                 "sha256": item["sha256"],
                 "fields": item,
@@ -517,8 +671,6 @@ class Job:
         )
         self.emit("file", item_id=item_id, path=ctx.relpath, status=status, error=errors[0] if errors else None)
         self.emit_progress()
-        if self.log.pending >= MAX_PENDING:
-            self.flush()
 
     def _count(self, status: str, item: dict[str, Any]) -> None:
         self.run_done += 1
@@ -537,9 +689,11 @@ class Job:
     def _finish(self, status: str, message: str | None = None) -> None:
         if self._progress_timer is not None:
             self._progress_timer.kill(block=False)  # the terminal event carries the final progress
-        if status == "completed":
-            for stage in self.stages.values():
+        for stage in self.stages.values():
+            if status == "completed":
                 stage.finish()
+            else:
+                stage.stop(status)
         self.run_ended = time.monotonic()
         self.status = status
         self.failure = message
@@ -549,6 +703,16 @@ class Job:
             self.emit("progress", **self.progress())
         else:
             self.emit(event_type, message=message, **self.progress())
+
+
+def _top_level_errors_named(found: Iterator[ScannedFile], prefix: str) -> Iterator[ScannedFile]:
+    """``found``, with an OSError from listing the chosen directory itself reworded to name it
+    relative to its media root (the OSError's own file name is an absolute server path)."""
+    try:
+        yield from found
+    except OSError as exc:
+        name = display_path(prefix.rstrip("/") or ".")
+        raise OSError(exc.errno, f"cannot list the directory {name}: {exc.strerror}") from None
 
 
 def _run_in_thread(run: Any, ctx: FileContext) -> Exception | None:
@@ -561,9 +725,26 @@ def _run_in_thread(run: Any, ctx: FileContext) -> Exception | None:
     return None
 
 
-def _message(exc: BaseException) -> str:
-    """A one-line, user-facing description of an exception (never a traceback)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _failure_message(exc: BaseException) -> str:
+    """The ``message`` of a failed session: a database error names its driver's message only
+    (never the SQL statement or its parameters, which hold file paths)."""
+    if isinstance(exc, DBAPIError):
+        return f"database write failed: {_first_line(exc.orig)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def _message(exc: BaseException, replacements: dict[str, str], media_roots: list[Path]) -> str:
+    """A one-line, user-facing description of an exception (never a traceback), naming paths
+    relative to their media root (``replacements``: see ``scrub_paths``) in display form."""
     if isinstance(exc, PermissionError):
         return "permission denied"
-    return text[:500]
+    if isinstance(exc, OSError) and exc.strerror:
+        return display_path(exc.strerror)  # without the absolute file name(s) OSError carries
+    lines = str(exc).strip().replace("\r", "\n").split("\n")  # not splitlines: U+2028 may be in a name
+    text = scrub_paths(lines[0], replacements, media_roots) if lines[0] else type(exc).__name__
+    return display_path(text)[:500]

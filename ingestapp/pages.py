@@ -12,13 +12,21 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request
 
-from .catalog import query_catalog
+from .auth import check_session_access, owner_filter, require_page_user
+from .catalog import CATALOG_SORTS, parse_catalog_query, query_catalog
 from .jobs import JobNotFound, JobRegistry
+from .parameters import DEFAULT_PATTERN, ParameterError
+from .paths import display_path
 from .vocabulary import LABELS, for_scripts
 
 bp = Blueprint("pages", __name__)
+bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
+bp.before_request(require_page_user)  # signed-out visitors go to /login?next=...
 
 CATALOG_PAGE_SIZE = 24
+#: Pages past this would need an offset beyond a 64-bit integer (the database's limit).
+MAX_CATALOG_PAGE = (2**63 - 1) // CATALOG_PAGE_SIZE
+
 
 def registry() -> JobRegistry:
     """The app's job registry."""
@@ -101,52 +109,51 @@ def index() -> str:
 def session(session_id: str) -> str:
     """The progress view, rendered with the current state so it is right before any script runs."""
     try:
+        check_session_access(session_id)
         state = registry().state(session_id)
     except JobNotFound:
         abort(404)
-    return render_template("session.html", state=state)
+    return render_template("session.html", state=state, default_pattern=DEFAULT_PATTERN)
 
 
 @bp.get("/sessions")
 def sessions() -> str:
     """Recent sessions, as ``GET /api/ingest/sessions`` lists them (``?limit=``, 1 to 500, too)."""
     limit = min(500, max(1, _int(request.args.get("limit"), 50)))
-    return render_template("sessions.html", sessions=registry().sessions(limit))
+    return render_template("sessions.html", sessions=registry().sessions(limit, user_id=owner_filter()))
+
+
+#: The catalog search form's fields (``GET /catalog``, as ``GET /api/catalog`` takes them).
+CATALOG_FIELDS = ("q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort")
 
 
 @bp.get("/catalog")
 def catalog() -> str:
-    """The catalog, filtered by ``keyword``, ``min_rating`` and ``nsfw`` (a plain GET form)."""
+    """The catalog search (a plain GET form; see ``parse_catalog_query`` for the fields)."""
     filters, error = catalog_filters(request.args)
-    page = max(1, _int(request.args.get("page"), 1))
-    result = query_catalog(
-        registry().engine,
-        filters["keyword"] or None,
-        None if filters["min_rating"] == "" else int(filters["min_rating"]),
-        None if filters["nsfw"] == "" else filters["nsfw"] == "true",
-        (page - 1) * CATALOG_PAGE_SIZE,
-        CATALOG_PAGE_SIZE,
-    )
+    page = min(max(1, _int(request.args.get("page"), 1)), MAX_CATALOG_PAGE)
+    query = parse_catalog_query(filters)
+    result = query_catalog(registry().engine, query, (page - 1) * CATALOG_PAGE_SIZE, CATALOG_PAGE_SIZE)
     pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))
+    narrowed = any(value for name, value in filters.items() if name != "sort")
     return render_template(
-        "catalog.html", result=result, filters=filters, error=error, page=page, pages=pages
+        "catalog.html", result=result, filters=filters, error=error, page=page, pages=pages, narrowed=narrowed,
+        sorts=CATALOG_SORTS,
     )
 
 
 def catalog_filters(args: Any) -> tuple[dict[str, str], dict[str, str] | None]:
-    """The catalog filters as form values, and ``{"field", "error"}`` for one that was invalid."""
-    filters = {
-        "keyword": args.get("keyword", "").strip(),
-        "min_rating": args.get("min_rating", ""),
-        "nsfw": args.get("nsfw", ""),
-    }
-    if filters["min_rating"] not in ("", *(str(r) for r in range(-1, 6))):
-        filters["min_rating"] = ""
-        return filters, {"field": "min_rating", "error": "minimum rating must be between -1 and 5"}
-    if filters["nsfw"] not in ("", "true", "false"):
-        filters["nsfw"] = ""
-        return filters, {"field": "nsfw", "error": "NSFW must be any, only or none"}
-    return filters, None
+    """The search form's values, and ``{"field", "error"}`` for the first invalid one (cleared,
+    so the page still shows a result)."""
+    filters = {name: args.get(name, "").strip() for name in CATALOG_FIELDS}
+    error = None
+    while True:
+        try:
+            parse_catalog_query(filters)
+            return filters, error
+        except ParameterError as exc:
+            error = error or {"field": exc.field, "error": exc.message}
+            filters[exc.field or "q"] = ""
 
 
 def _int(raw: str | None, default: int) -> int:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .paths import OutsideMediaRoots, confine
+from .paths import OutsideMediaRoots, UnusablePath, confine, path_error
+from .scanner import check_patterns
 from .vocabulary import OPTION_FLAGS
 
 #: File extensions the pipeline understands (lower case, with the dot).
@@ -69,6 +71,10 @@ def split_pattern(pattern: str) -> list[str]:
         if part.count("[") != part.count("]"):
             raise ParameterError(f"pattern {part!r} has an unbalanced '['", "pattern")
         fnmatch.translate(part)  # validates the syntax fnmatch accepts
+    try:
+        check_patterns(parts)
+    except ValueError as exc:
+        raise ParameterError(f"pattern: {exc}", "pattern") from None
     return parts
 
 
@@ -118,9 +124,15 @@ def _directory(value: Any, media_roots: list[Path]) -> Path:
         resolved = confine(Path(value), media_roots)
     except OutsideMediaRoots:
         raise ParameterError("directory is outside the configured media roots", "directory") from None
-    if not resolved.exists():
-        raise ParameterError("directory does not exist", "directory")
-    if not resolved.is_dir():
+    except UnusablePath as exc:
+        raise ParameterError(f"directory: {exc}", "directory") from None
+    try:
+        info = resolved.stat()
+    except FileNotFoundError:
+        raise ParameterError("directory does not exist", "directory") from None
+    except OSError as exc:
+        raise ParameterError(f"directory: {path_error(exc)}", "directory") from None
+    if not stat.S_ISDIR(info.st_mode):
         raise ParameterError("directory is not a directory", "directory")
     return resolved
 

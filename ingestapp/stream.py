@@ -3,11 +3,13 @@
 Wire format (WHATWG HTML §9.2): a ``retry`` field, then a ``snapshot`` event with the full state
 (or, with a valid ``Last-Event-ID``, the replay of every persisted event after it), then each live
 event as ``id``/``event``/``data`` lines, ``: keepalive`` comments while idle, and the end of the
-response after a terminal event.
+response after a terminal event. A client that stops reading is dropped: a chunk whose write has
+not completed within ``send_timeout`` seconds (or by the end of ``max_age``) closes the connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -33,20 +35,21 @@ _READ = 1  # libev's EV_READ
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """``INGEST_SSE_*`` settings: retry in ms; keepalive and max_age in seconds."""
+    """``INGEST_SSE_*`` settings: retry in ms; keepalive, max_age and send_timeout in seconds."""
 
     retry_ms: int
     keepalive: float
     max_age: float
+    send_timeout: float = 30.0
 
 
 def parse_last_event_id(value: str | None) -> int | None:
     """The ``Last-Event-ID`` as a seq: None when absent, -1 (an unknown id) when it is not ASCII
-    digits, as every id this server sends is."""
+    digits, as every id this server sends is, or longer than any 64-bit seq (19 digits)."""
     if value is None:
         return None
     text = value.strip()
-    return int(text) if text.isascii() and text.isdigit() else -1
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else -1
 
 
 def is_finished(state: dict[str, Any]) -> bool:
@@ -90,23 +93,35 @@ class EventStream:
         self.last_sent = 0
         self._socket = client_socket
         self._watcher: Any = None
+        self._last_activity = time.monotonic()  # when an event (not a keepalive) was last sent
 
     def __iter__(self) -> Iterator[bytes]:
+        """The chunks; with a client socket, each write must complete in time (``_guard_write``)."""
         try:
-            if self._socket is not None:
-                self._watch_disconnect(self._socket)
-            yield f"retry: {self.settings.retry_ms}\n\n".encode()
-            if self.resume_from is None:
-                finished = is_finished(self.state)
-                yield self._snapshot()
-                if finished:
-                    return
-            else:
-                self.last_sent = self.resume_from
-                self.subscription.overflowed = True  # replay from the log, then go live
-            yield from self._live()
+            if self._socket is None:
+                yield from self._chunks()
+                return
+            self._watch_disconnect(self._socket)
+            for chunk in self._chunks():
+                timer = self._guard_write(self._socket)
+                try:
+                    yield chunk  # gunicorn writes it before asking for the next one
+                finally:
+                    timer.stop()
         finally:
             self.close()
+
+    def _chunks(self) -> Iterator[bytes]:
+        yield f"retry: {self.settings.retry_ms}\n\n".encode()
+        if self.resume_from is None:
+            finished = is_finished(self.state)
+            yield self._snapshot()
+            if finished:
+                return
+        else:
+            self.last_sent = self.resume_from
+            self.subscription.overflowed = True  # replay from the log, then go live
+        yield from self._live()
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -121,16 +136,16 @@ class EventStream:
 
     def _live(self) -> Iterator[bytes]:
         subscription = self.subscription
-        last_activity = time.monotonic()
         while True:
             if subscription.overflowed:
+                self._last_activity = time.monotonic()  # a catch-up is activity: its writes get max_age
                 for batch in self._catch_up():
                     chunk, terminal = self._join(batch)
                     if chunk:  # an empty chunk would be taken for the end of the response
                         yield chunk
                     if terminal:
                         return
-                last_activity = time.monotonic()
+                self._last_activity = time.monotonic()
                 continue
             event = subscription.get(timeout=self.settings.keepalive)
             if subscription.closed:
@@ -138,13 +153,13 @@ class EventStream:
             if event is None:
                 if subscription.overflowed:
                     continue
-                if time.monotonic() - last_activity >= self.settings.max_age:
+                if time.monotonic() - self._last_activity >= self.settings.max_age:
                     return  # stale: the browser reconnects and resumes with Last-Event-ID
                 yield KEEPALIVE
                 continue
             if event.seq <= self.last_sent:
                 continue
-            last_activity = time.monotonic()
+            self._last_activity = time.monotonic()
             batch = [event]
             while len(batch) < MAX_BATCH and (queued := subscription.get_nowait()) is not None:
                 batch.append(queued)
@@ -167,7 +182,7 @@ class EventStream:
         """Batches of the persisted events after ``last_sent``; afterwards the live queue takes over."""
         self.subscription.overflowed = False
         self.subscription.drop_pending()
-        # The log holds every published event (a job writes an event before publishing it).
+        # Events are committed before they are published: the log holds every one sent live.
         for batch in events_after(self.registry.engine, self.session_id, self.last_sent):
             self.broker.counters["events_replayed"] += len(batch)
             yield batch
@@ -176,6 +191,27 @@ class EventStream:
         self.last_sent = event.seq
         self.broker.counters["events_delivered"] += 1
         return event.frame
+
+    def _guard_write(self, sock: Any) -> Any:
+        """A started libev timer that drops the client unless the write of the chunk being
+        yielded completes within ``send_timeout``, or before ``max_age`` runs out.
+
+        gunicorn writes the chunk (``sendall``, blocking this greenlet while the client's
+        socket buffer is full) before it asks for the next one, and the caller stops the timer
+        then. If it fires, the socket is shut down: the blocked ``sendall`` fails with EPIPE,
+        which gunicorn treats as a gone client, and closes this stream.
+        """
+        left = self._last_activity + self.settings.max_age - time.monotonic()
+        timer = gevent.get_hub().loop.timer(max(0.0, min(self.settings.send_timeout, left)))
+
+        def drop() -> None:
+            self.broker.counters["slow_client_drops"] += 1
+            self.subscription.close()
+            with contextlib.suppress(OSError):  # already gone
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer.start(drop)
+        return timer
 
     def _watch_disconnect(self, sock: Any) -> None:
         """Close the stream as soon as the client's socket reports EOF, even while idle.

@@ -42,7 +42,14 @@ LABELS: dict[str, dict[str, str]] = {
         "nsfw": "NSFW",
         "thumbnail": "Thumbnails",
     },
-    "stage_status": {"pending": "Pending", "running": "Running", "completed": "Done"},
+    "stage_status": {
+        "pending": "Pending",
+        "running": "Running",
+        "completed": "Done",
+        "cancelled": "Cancelled",
+        "failed": "Failed",
+        "interrupted": "Interrupted",
+    },
     "stats": {
         "processed_files": "Processed",
         "metadata_extracted": "Metadata",

@@ -1,4 +1,5 @@
-"""Helpers for the browser and nginx tests: tool checks, sample media, a TCP proxy that can cut."""
+"""Helpers for the browser and nginx tests: tool checks, sample media, a TCP proxy that can cut,
+and a browser whose contexts are signed in and fail the test on any CSP violation."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +60,8 @@ HOSTILE_NAMES = (
     "camera/a <b>\"quoted\" & 'x'.jpg",
     "graphics/line\nbreak <img src=x onerror=window.__xss=1>.jpg",
     "tagged/z<script>window.__xss=2<.jpg",
+    "camera/rlo \u202egpj.exe.jpg",  # a right-to-left override must not reorder the page around it
+    "tagged/caf\udce9.jpg",  # os.fsdecode(b"caf\xe9.jpg"): not UTF-8, shown as caf\xe9.jpg
 )
 
 
@@ -164,3 +168,81 @@ def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+# -- accessibility ----------------------------------------------------------------------------------
+
+#: axe-core impacts a page must not have (https://github.com/dequelabs/axe-core/blob/develop/doc/API.md).
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def assert_accessible(page: object, name: str) -> None:
+    """Run axe-core (bundled by the axe-playwright-python package) in ``page``; fail on any
+    serious or critical violation, listing each rule and the elements it flagged. Runs with
+    reduced motion, so a counter caught mid-highlight (a 0.3 s fade) is judged at rest."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    page.emulate_media(reduced_motion="reduce")  # type: ignore[attr-defined]
+    try:
+        results = Axe().run(page)
+    finally:
+        page.emulate_media(reduced_motion="no-preference")  # type: ignore[attr-defined]
+    blocking = [v for v in results.response["violations"] if v["impact"] in BLOCKING_IMPACTS]
+    report = "\n".join(
+        f"{v['impact']}: {v['id']} ({v['help']}) at {[node['target'] for node in v['nodes']][:5]}" for v in blocking
+    )
+    assert not blocking, f"axe-core on {name}:\n{report}"
+
+
+# -- a signed-in browser that reports CSP violations -------------------------------------------------
+
+#: Every Content-Security-Policy violation becomes a console error the context listener collects
+#: (Chromium's own "Refused to ..." console messages are collected as well).
+REPORT_CSP_JS = """document.addEventListener('securitypolicyviolation', (e) => console.error(
+  `CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`));"""
+
+
+def sign_in(page: Any, base: str, username: str, password: str) -> None:
+    """Sign in through the /login form the way a person does (labels and button by name)."""
+    page.goto(f"{base}/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+class SignedInBrowser:
+    """A Playwright browser whose ``new_context()`` is signed in to ``base`` (one /login per
+    browser, then the stored cookie) and records CSP violations in ``csp_violations``.
+    ``new_context(signed_in=False)`` gives a signed-out context (still watched)."""
+
+    def __init__(self, browser: Any, base: str, username: str, password: str) -> None:
+        self.browser = browser
+        self.csp_violations: list[str] = []
+        first = self.new_context(signed_in=False)
+        try:
+            page = first.new_page()
+            sign_in(page, base, username, password)
+            self.storage_state = first.storage_state()
+        finally:
+            first.close()
+
+    def new_context(self, signed_in: bool = True, **options: Any) -> Any:
+        if signed_in:
+            options.setdefault("storage_state", self.storage_state)
+        context = self.browser.new_context(**options)
+        context.add_init_script(REPORT_CSP_JS)
+        context.on("console", self._on_console)
+        return context
+
+    def _on_console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text or message.text.startswith("CSP violation"):
+            self.csp_violations.append(message.text)
+
+    def check_csp(self) -> None:
+        """Fail (and forget) if any page broke the Content-Security-Policy since the last check."""
+        violations, self.csp_violations = self.csp_violations, []
+        assert violations == [], violations
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.browser, name)

@@ -1,5 +1,10 @@
 """Fixtures: an app on a temporary instance dir and media root (pytest-flask's ``client`` uses it),
-on SQLite or, for the modules in POSTGRES_MODULES, also on a real PostgreSQL; a real redis-server."""
+on SQLite or, for the modules in POSTGRES_MODULES, also on a real PostgreSQL; a real redis-server.
+
+Every Flask test client is an ``AuthClient`` (tests/auth_support.py): it sends the test admin's API
+token unless made with ``app.test_client(token=None)``. ``token_client``, ``cookie_client`` (signed
+in through /login, sending the CSRF header like the page scripts) and ``anon_client`` say which.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from ingestapp import create_app, schema, shutdown
+from tests.auth_support import AuthClient, csrf_token, prepare_instance, sign_in
 from tests.services import POSTGRES_BIN, REDIS_SERVER, PostgresServer, RedisServer, postgres_server, redis_server
 
 #: Test modules whose ``app`` runs on both databases (the API, the jobs and the streams).
@@ -25,6 +32,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         both = module in POSTGRES_MODULES and not metafunc.definition.get_closest_marker("sqlite_only")
         databases = ["sqlite", "postgresql"] if both else ["sqlite"]
         metafunc.parametrize("database_url", databases, indirect=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _authenticated_test_clients() -> Iterator[None]:
+    """``app.test_client()`` is an AuthClient for every app the tests create."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Flask, "test_client_class", AuthClient)
+        yield
 
 
 @pytest.fixture
@@ -71,6 +86,8 @@ def redis_service() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def app_config(tmp_path: Path, media: Path, database_url: str | None) -> dict:
+    """The test app's settings; its database is migrated and already holds the test admin."""
+    prepare_instance(tmp_path / "instance", database_url)
     config = {
         "TESTING": True,
         "INSTANCE_PATH": tmp_path / "instance",
@@ -90,6 +107,27 @@ def app(app_config: dict) -> Iterator[Flask]:
     shutdown(app)
     app.extensions["ingest_broker"].disconnect()
     app.extensions["ingest_db"].dispose()
+
+
+@pytest.fixture
+def token_client(app: Flask) -> FlaskClient:
+    """Authenticated with the test admin's API token (what ``client`` is too)."""
+    return app.test_client()
+
+
+@pytest.fixture
+def anon_client(app: Flask) -> FlaskClient:
+    """No credentials at all."""
+    return app.test_client(token=None)
+
+
+@pytest.fixture
+def cookie_client(app: Flask) -> FlaskClient:
+    """Signed in as the test admin through the /login form; sends X-CSRFToken like static/common.js."""
+    client = app.test_client(token=None)
+    assert sign_in(client).status_code == 302
+    client.environ_base["HTTP_X_CSRFTOKEN"] = csrf_token(client)
+    return client
 
 
 def require_system_tool(path: str, why: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from PIL import Image
 def write_jpeg(path: Path, size: tuple[int, int] = (96, 64), color: tuple[int, int, int] = (200, 90, 40)) -> Path:
     """A small solid JPEG, unique by content: its name goes into the JPEG comment (COM segment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path, "JPEG", quality=85, comment=str(path).encode())
+    Image.new("RGB", size, color).save(path, "JPEG", quality=85, comment=os.fsencode(path))
     return path
 
 

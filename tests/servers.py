@@ -18,8 +18,12 @@ from typing import Any
 
 import gevent.socket
 
+from tests.auth_support import ADMIN, PASSWORD, prepare_instance
+
 REPO = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+#: The test admin's API token of each running test server (or proxy), by port: SSEClient sends it.
+TOKENS: dict[int, str] = {}
 
 
 def free_port() -> int:
@@ -30,20 +34,31 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A running gunicorn: its port, process and log file."""
+    """A running gunicorn (or a proxy in front of one): its port, process and log file, and the
+    test admin's API token (``username``/``password`` sign in through /login)."""
 
     port: int
     process: subprocess.Popen
     log: Path
+    token: str | None = None
+    username: str = ADMIN
+    password: str = PASSWORD
+
+    def __post_init__(self) -> None:
+        if self.token:
+            TOKENS[self.port] = self.token
 
     def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, anonymous: bool = False
     ) -> tuple[int, Any]:
-        """One HTTP request; returns (status, parsed JSON body or raw bytes)."""
+        """One HTTP request with the admin token (none if ``anonymous``; ``headers`` may carry
+        another ``Authorization``); returns (status, parsed JSON body or raw bytes)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             payload = json.dumps(body).encode() if body is not None else None
             all_headers = {"Content-Type": "application/json"} if method == "POST" else {}
+            if self.token and not anonymous:
+                all_headers["Authorization"] = f"Bearer {self.token}"
             all_headers.update(headers or {})
             conn.request(method, path, body=payload, headers=all_headers)
             response = conn.getresponse()
@@ -53,6 +68,11 @@ class Server:
             return response.status, data
         finally:
             conn.close()
+
+    def kill_group(self) -> None:
+        """kill -9 the whole server (master and workers): a crash, no cleanup runs."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def wait_for_status(self, session_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -66,7 +86,8 @@ class Server:
 
 @contextmanager
 def gunicorn(instance: Path, media_root: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port; stop it on exit."""
+    """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port; stop it on exit. The
+    instance's database gets the test admin first, and the Server its new API token."""
     port = free_port()
     instance.mkdir(parents=True, exist_ok=True)
     log = instance / f"gunicorn-{port}.log"
@@ -77,11 +98,13 @@ def gunicorn(instance: Path, media_root: Path, env: dict[str, str] | None = None
         "INGEST_BIND": f"127.0.0.1:{port}",
         **(env or {}),
     }
+    token = prepare_instance(instance, environment.get("DATABASE_URL"))
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO, env=environment, stdout=out, stderr=out
+            [str(GUNICORN), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO, env=environment, stdout=out, stderr=out,
+            start_new_session=True,  # its own process group, so a test can kill -9 master and worker at once
         )
-    server = Server(port, process, log)
+    server = Server(port, process, log, token)
     try:
         _wait_until_listening(server)
         yield server
@@ -93,6 +116,7 @@ def gunicorn(instance: Path, media_root: Path, env: dict[str, str] | None = None
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        TOKENS.pop(port, None)
 
 
 def _wait_until_listening(server: Server, timeout: float = 30) -> None:
@@ -109,14 +133,25 @@ def _wait_until_listening(server: Server, timeout: float = 30) -> None:
 
 
 class SSEClient:
-    """A raw-socket SSE client that reads events incrementally (never the whole infinite body)."""
+    """A raw-socket SSE client that reads events incrementally (never the whole infinite body).
 
+    It sends the test admin's token of the server on ``port`` (``TOKENS``) unless ``headers``
+    carry an ``Authorization`` of their own or ``anonymous`` is set."""
 
-    def __init__(self, port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 30) -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30,
+        anonymous: bool = False,
+    ) -> None:
         # gevent's socket, so many clients in one test read concurrently as greenlets.
         self.sock = gevent.socket.create_connection(("127.0.0.1", port), timeout=timeout)
         lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept: text/event-stream"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        all_headers = {"Authorization": f"Bearer {TOKENS[port]}"} if port in TOKENS and not anonymous else {}
+        all_headers.update(headers or {})
+        lines += [f"{k}: {v}" for k, v in all_headers.items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.file = self.sock.makefile("rb")
         self.status = int(self.file.readline().split()[1])
@@ -168,3 +203,9 @@ class SSEClient:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+def auth_headers(server: Server) -> dict[str, str]:
+    """The credentials a request outside ``Server.request`` (http.client, schemathesis, Chromium)
+    sends to ``server``: its test admin's API token."""
+    return {"Authorization": f"Bearer {server.token}"}

@@ -189,11 +189,13 @@ def test_catalog_filters(client, app, media: Path) -> None:
 def test_roots_and_browse(client, media: Path) -> None:
     (media / "photos" / "2024").mkdir(parents=True)
     (media / ".hidden").mkdir()
+    write_jpeg(media / "photos" / "a.jpg")
+    (media / "photos" / "notes.txt").write_text("not media")
     roots = client.get("/api/ingest/roots").get_json()["roots"]
     assert roots == [{"name": "media", "path": str(media)}]
     listing = client.get("/api/ingest/browse", query_string={"path": str(media)}).get_json()
     assert listing["parent"] is None
-    assert listing["directories"] == [{"name": "photos", "path": str(media / "photos")}]
+    assert listing["directories"] == [{"name": "photos", "path": str(media / "photos"), "media_count": 1}]
     sub = client.get("/api/ingest/browse", query_string={"path": str(media / "photos")}).get_json()
     assert sub["parent"] == str(media) and sub["directories"][0]["name"] == "2024"
     assert client.get("/api/ingest/browse", query_string={"path": "/etc"}).status_code == 400
@@ -209,3 +211,68 @@ def test_sessions_newest_first(client, app, media: Path) -> None:
     sessions = client.get("/api/ingest/sessions").get_json()["sessions"]
     assert [s["session_id"] for s in sessions] == [second, first]
     assert sessions[0]["status"] == "completed" and sessions[0]["directory"] == str(media)
+
+
+def test_review_keeps_exclusions_and_remembers_the_import(client, app, media: Path) -> None:
+    write_jpegs(media, 3)
+    (media / "broken.jpg").write_bytes(b"not a jpeg")
+    session_id = start(client, media)
+    wait_for(app, session_id, {"completed"})
+    stages = client.get(f"/api/ingest/status/{session_id}").get_json()["stages"]
+    assert (stages["identify"]["errors"], stages["identify"]["skipped"]) == (1, 0)  # filed where it was raised
+    assert (stages["thumbnail"]["errors"], stages["thumbnail"]["skipped"]) == (0, 1)  # and not run after it
+    review = client.get(f"/api/ingest/{session_id}/review").get_json()
+    assert review["counts"] == {"all": 4, "new": 3, "duplicates": 0, "errors": 1, "nsfw": 0}
+    assert review["import_count"] == 3 and review["import_offered"] and review["imported"] is None
+    errors = client.get(f"/api/ingest/{session_id}/items", query_string={"view": "errors"}).get_json()
+    assert [item["path"] for item in errors["items"]] == ["broken.jpg"] and errors["total"] == 1
+    assert client.get(f"/api/ingest/{session_id}/items", query_string={"view": "odd"}).get_json()["field"] == "view"
+
+    first = client.get(f"/api/ingest/{session_id}/items", query_string={"view": "new"}).get_json()["items"][0]
+    url = f"/api/ingest/{session_id}/exclusions"
+    review = post(client, url, {"excluded": True, "ids": [first["id"]]}).get_json()
+    assert review["excluded"] == 1 and review["import_count"] == 2
+    items = client.get(f"/api/ingest/{session_id}/items").get_json()["items"]  # kept server-side
+    assert [item["excluded"] for item in items if item["id"] == first["id"]] == [True]
+
+    assert post(client, f"/api/ingest/{session_id}/commit", {}).get_json() == {"added": 2, "updated": 0, "excluded": 1}
+    review = client.get(f"/api/ingest/{session_id}/review").get_json()
+    assert not review["import_offered"]
+    assert review["imported"]["added"] == 2 and review["imported"]["excluded"] == 1 and review["imported"]["at"] > 0
+    listed = client.get("/api/ingest/sessions").get_json()["sessions"][0]
+    assert listed["commit_result"] == {"added": 2, "updated": 0, "excluded": 1}
+
+    review = post(client, url, {"excluded": False, "view": "all"}).get_json()  # something changed
+    assert review["excluded"] == 0 and review["import_offered"]
+    for body, field in (({"excluded": "yes", "view": "all"}, "excluded"), ({"excluded": True}, "ids"),
+                        ({"excluded": True, "ids": "x"}, "ids"), ({"excluded": True, "view": "odd"}, "view")):
+        response = post(client, url, body)
+        assert response.status_code == 400 and response.get_json()["field"] == field, body
+
+
+def test_catalog_search_ignores_case_and_matches_substrings(client, app, media: Path) -> None:
+    write_jpeg(media / "Holidays" / "Pine_Forest.jpg", color=(1, 2, 3))
+    (media / "Holidays" / "Pine_Forest.txt").write_text("Pine, owl")
+    write_jpeg(media / "city" / "b.jpg", color=(4, 5, 6))
+    (media / "city" / "b.txt").write_text("mountain")
+    session_id = start(client, media)
+    wait_for(app, session_id, {"completed"})
+    post(client, f"/api/ingest/{session_id}/commit", {})
+
+    def paths(**args: str) -> list[str]:
+        return [item["path"] for item in client.get("/api/catalog", query_string=args).get_json()["items"]]
+
+    for q in ("pine", "PINE", "fores", "ow", "holidays pine", "OWL"):
+        assert paths(q=q) == ["Holidays/Pine_Forest.jpg"], q
+    assert paths(q="pine mountain") == [] and paths(q='"x') == [] and paths(q="100%") == []
+    assert paths(keyword="pine") == ["Holidays/Pine_Forest.jpg"]
+    assert sorted(paths(media_type="image", sort="rating")) == ["Holidays/Pine_Forest.jpg", "city/b.jpg"]
+    assert paths(has_gps="true") == [] and paths(media_type="video") == []
+    assert paths(taken_to="2000-01-01") == []  # no date taken: outside every range
+    for args, field in (({"sort": "size"}, "sort"), ({"taken_from": "yesterday"}, "taken_from"),
+                        ({"media_type": "gif"}, "media_type"), ({"has_gps": "1"}, "has_gps")):
+        response = client.get("/api/catalog", query_string=args)
+        assert response.status_code == 400 and response.get_json()["field"] == field, args
+    suggestions = client.get("/api/catalog/keywords", query_string={"prefix": "p"}).get_json()
+    assert suggestions == {"keywords": ["Pine"]}
+    assert client.get("/api/catalog/keywords", query_string={"prefix": "%"}).get_json() == {"keywords": []}

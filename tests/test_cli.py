@@ -44,7 +44,28 @@ def test_run_options_and_bad_input(app: Flask, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["total_files"] == 1
     result = run_cli(app, "run", str(samples), "--threshold", "3")
-    assert result.exit_code == 2 and "nsfw_threshold" in result.output
+    assert result.exit_code == 2 and "nsfw_threshold" not in result.output
+    assert "Invalid value for --threshold: must be between 0 and 1" in result.output
+
+
+def test_plain_output_links_the_session_and_says_nothing_was_committed(app: Flask, tmp_path: Path) -> None:
+    samples = tmp_path / "samples"
+    run_cli(app, "samples", str(samples))
+    app.config["FILE_DELAY"] = 0.05  # about 0.7 s of work: more than one progress line would be too many
+    app.extensions["ingest_jobs"].file_delay = 0.05
+    result = run_cli(app, "run", str(samples), "--no-nsfw", "--no-keywords", "--no-scores", "--no-metadata",
+                     "--keep-duplicates")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("session: http://") and "/ingest/" in lines[0]
+    progress = [line for line in lines if line.startswith(("scanning:", "processing:", "queued:"))]
+    assert 1 <= len(progress) <= 2, lines  # at most one a second, no bar redraws
+    assert "\r" not in result.stdout
+    assert any(line.startswith("completed: ") for line in lines)
+    assert lines[-1] == "nothing committed — add --commit to import the ok files into the catalog"
+    session_id = lines[0].rsplit("/", 1)[1]
+    state = app.extensions["ingest_jobs"].state(session_id)
+    assert state["parameters"]["skip_duplicates"] is False and "metadata" not in state["stages"]
 
 
 def test_exit_status_is_nonzero_when_the_job_fails(app: Flask, tmp_path: Path, monkeypatch) -> None:
@@ -59,6 +80,8 @@ def test_exit_status_is_nonzero_when_the_job_fails(app: Flask, tmp_path: Path, m
     assert result.exit_code == 1
     state = json.loads(result.stdout)
     assert state["status"] == "failed" and "Permission denied" in state["message"]
+    assert {stage["status"] for stage in state["stages"].values()} <= {"completed", "failed"}, state["stages"]
+    assert state["stages"]["scanning"]["status"] == "failed" and state["worker_pool"]["active"] == 0
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"real camera samples not found at {CORPUS}")

@@ -110,6 +110,7 @@ def test_resume_after_a_crash_processes_only_the_rest(tmp_path: Path, app_config
         "INGEST_MEDIA_ROOTS": str(media),
         "INGEST_FILE_DELAY": "0.2",
         "INGEST_WORKERS": "2",
+        "INGEST_JOB_LEASE": "1",  # its lease expires a second after its last commit
     }
     if "DATABASE_URL" in app_config:
         env["DATABASE_URL"] = app_config["DATABASE_URL"]
@@ -124,11 +125,12 @@ def test_resume_after_a_crash_processes_only_the_rest(tmp_path: Path, app_config
         wait_for_items(database, at_least=6)
         cli.send_signal(signal.SIGKILL)  # a crash: no cleanup runs
         cli.wait()
-        app = create_app(app_config)  # startup finds the dead owner's session
+        app = create_app(app_config)  # its reaper finds the dead owner's expired lease
         client = app.test_client()
         sessions = client.get("/api/ingest/sessions").get_json()["sessions"]
-        assert len(sessions) == 1 and sessions[0]["status"] == "interrupted"
+        assert len(sessions) == 1
         session_id = sessions[0]["session_id"]
+        wait_for(app, session_id, {"interrupted"}, timeout=5)
         last = app.extensions["ingest_jobs"].state(session_id)["last_event_id"]
         with client.get(f"/api/ingest/stream/{session_id}?last_event_id={last - 1}") as response:
             replayed = b"".join(next(iter(response.response)) for _ in range(2))
@@ -197,3 +199,25 @@ def test_hub_stays_responsive_during_a_full_pipeline_ingest(client, app, media: 
     assert len(lags) > 100
     print(f"hub lag over {len(lags)} ticks: max {max(lags) * 1000:.1f} ms")
     assert max(lags) < 0.050, f"hub blocked for {max(lags) * 1000:.1f} ms"
+
+
+def test_workers_and_queue_add_up_while_running(client, app, media: Path) -> None:
+    """Every file found is done, held by a worker, or queued: no worker shows idle while files
+    wait, and the queue does not count the workers' end markers."""
+    write_jpegs(media, 12)
+    registry = app.extensions["ingest_jobs"]
+    registry.file_delay = 0.03
+    session_id = start(client, media)
+    samples = []
+    while (state := registry.state(session_id))["status"] in ("queued", "scanning", "processing"):
+        if state["stages"]["scanning"]["status"] == "completed":
+            samples.append(state)
+        gevent.sleep(0.01)
+    assert len(samples) >= 5
+    for s in samples:
+        pool, done = s["worker_pool"], s["processed_files"] + s["stats"]["skipped_duplicates"]
+        assert done + pool["active"] + pool["queue_depth"] == s["total_files"], pool
+        if pool["queue_depth"]:
+            assert pool["active"] == pool["max"] == 2, pool
+    final = registry.state(session_id)
+    assert final["worker_pool"] == {"active": 0, "max": 2, "queue_depth": 0}

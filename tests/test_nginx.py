@@ -33,8 +33,13 @@ def site_config(upstream_port: int, listen_port: int) -> str:
     """deploy/nginx.conf with gunicorn's and nginx's test ports in place of 8000 and 80."""
     text = CONF.read_text()
     text, upstreams = re.subn(r"server 127\.0\.0\.1:8000;", f"server 127.0.0.1:{upstream_port};", text)
-    text, listens = re.subn(r"(?m)^(\s*)listen 80;", rf"\g<1>listen 127.0.0.1:{listen_port};", text)
-    assert (upstreams, listens) == (1, 1), "deploy/nginx.conf no longer has one upstream and one listen 80"
+    text, listens = re.subn(
+        r"(?m)^(\s*)listen 80( default_server)?;", rf"\g<1>listen 127.0.0.1:{listen_port}\g<2>;", text
+    )
+    assert (upstreams, listens) == (1, 2), "deploy/nginx.conf no longer has one upstream and two listen 80"
+    # The tests reach nginx as 127.0.0.1:port; every other name gets the default server's 444.
+    text, names = re.subn(r"server_name ingest\.example\.com;", "server_name ingest.example.com 127.0.0.1;", text)
+    assert names >= 1
     return text
 
 
@@ -91,7 +96,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, nginx_path: str, backend: Se
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = Server(port, process, log)
+    server = Server(port, process, log, backend.token)
     try:
         wait_listening(server)
         yield server
@@ -205,6 +210,23 @@ def test_the_flow_through_nginx(proxy: Server, media: Path) -> None:
     assert status == 200 and catalog["total"] >= result["added"]
     status, _ = proxy.request("POST", "/api/ingest/process", {}, {"Origin": "http://evil.example"})
     assert status == 403
+
+
+def test_unknown_hosts_get_no_answer_and_credentials_are_required(proxy: Server) -> None:
+    """nginx's default server closes the connection for any other Host (444); the app behind it
+    still wants a token or a sign-in (401 JSON for the API, a redirect for pages)."""
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        conn.request("GET", "/api/ingest/sessions", headers={"Host": "evil.example"})
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+            conn.getresponse()
+    finally:
+        conn.close()
+    status, body = proxy.request("GET", "/api/ingest/sessions", anonymous=True)
+    assert status == 401 and body["field"] == "Authorization"
+    status, _ = proxy.request("GET", "/catalog", anonymous=True)
+    assert status == 302
+    assert "server_name ingest.example.com;" in CONF.read_text()
 
 
 def test_sse_location_directives() -> None:

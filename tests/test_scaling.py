@@ -143,10 +143,10 @@ def job_owner_pid(database_url: str, session_id: str) -> int:
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
-            owner = conn.scalar(select(IngestSession.owner).where(IngestSession.id == session_id))
+            owner = conn.scalar(select(IngestSession.lease_owner).where(IngestSession.id == session_id))
     finally:
         engine.dispose()
-    return int(owner.rpartition(":")[2])
+    return int(owner.split(":")[-2])  # JobRegistry.owner: "host:pid:random"
 
 
 def test_viewers_on_every_worker_get_every_event(cluster: Server, media: Path, shared_database: str) -> None:

@@ -106,7 +106,8 @@ def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media
         try:
             for _ in range(1000):
                 s = socket.create_connection(("127.0.0.1", server.port))
-                s.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head = f"Host: 127.0.0.1\r\nAuthorization: Bearer {server.token}"
+                s.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\n{head}\r\n\r\n".encode())
                 sockets.append(s)
             deadline = time.monotonic() + 20
             while server.request("GET", "/api/ingest/metrics")[1]["open_streams"] < 1000:
@@ -127,38 +128,57 @@ def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media
     print(f"released 1000 streams in {released_in * 1000:.0f} ms")
 
 
-def test_a_client_that_never_reads_stays_bounded(tmp_path: Path, media: Path) -> None:
-    # 2,500 files 2,000 characters deep make ~5 MB of `file` events: more than the kernel buffers
-    # of a connection absorb on loopback (~2.8 MB measured), so the stuck client's writes really
-    # block and its queue must stay bounded.
-    deep = media.joinpath(*(letter * 250 for letter in "abcdefgh"))
-    write_jpegs(deep, 2500)
-    env = {"INGEST_SSE_QUEUE": "50"}
+def test_clients_that_never_read_stay_bounded_then_are_dropped(tmp_path: Path, media: Path) -> None:
+    # 1,400 files 3,750 characters deep make ~5 MB of `file` events: more than the kernel buffers
+    # of a connection absorb on loopback (~2.8 MB measured), so the stuck clients' writes really
+    # block: their queues must stay bounded, and after INGEST_SSE_SEND_TIMEOUT they are dropped.
+    deep = media.joinpath(*(letter * 250 for letter in "abcdefghijklmno"))
+    write_jpegs(deep, 1400)
+    env = {"INGEST_SSE_QUEUE": "50", "INGEST_SSE_SEND_TIMEOUT": "2"}
+    light = {"extract_metadata": False, "extract_keywords": False, "import_scores": False, "skip_duplicates": False}
     with gunicorn(tmp_path / "instance", media, env) as server:
         process = psutil.Process(server.process.pid)
         children = process.children()
         worker = children[0] if children else process
-        warm = start(server, media, max_files=20, skip_duplicates=False)
+        warm = start(server, media, max_files=20, **light)
         server.wait_for_status(warm, {"completed"})
         rss_before = worker.memory_info().rss
 
-        session_id = start(server, media, skip_duplicates=False)
-        stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(("127.0.0.1", server.port))
-        stuck.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        session_id = start(server, media, **light)
+        stuck = []
+        for _ in range(2):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            head = f"Host: 127.0.0.1\r\nAuthorization: Bearer {server.token}"
+            sock.sendall(f"GET /api/ingest/stream/{session_id} HTTP/1.1\r\n{head}\r\n\r\n".encode())
+            stuck.append(sock)
         reader = SSEClient(server.port, f"/api/ingest/stream/{session_id}?last_event_id=0")
+        watching = True
+        samples: list[dict] = []
+
+        def watch_metrics() -> None:
+            while watching:
+                samples.append({**server.request("GET", "/api/ingest/metrics")[1],
+                                "status": server.request("GET", f"/api/ingest/status/{session_id}")[1]["status"]})
+                gevent.sleep(0.1)
+
+        watcher = gevent.spawn(watch_metrics)
         try:
             paths = file_paths(reader)
             rss_after = worker.memory_info().rss
-            _, metrics = server.request("GET", "/api/ingest/metrics")
         finally:
+            watching = False
+            watcher.join()
             reader.close()
-            stuck.close()
-        assert len(paths) == 2500 and len(set(paths)) == 2500
+            for sock in stuck:
+                sock.close()
+        assert len(paths) == 1400 and len(set(paths)) == 1400
         assert rss_after - rss_before < 20 * 1024 * 1024, (rss_before, rss_after)
-        assert metrics["open_streams"] == 1  # the stuck one, still connected
-        assert metrics["queued_events"] <= 50  # its queue never grew past INGEST_SSE_QUEUE
+        assert all(m["queued_events"] <= 3 * 50 for m in samples)  # three streams, none past INGEST_SSE_QUEUE
+        dropped = [m for m in samples if m["slow_client_drops"] == 2]
+        assert dropped and dropped[0]["status"] == "processing", samples[-1]  # dropped while the job ran
+        assert dropped[0]["open_streams"] == 1  # only the reader
 
 
 def test_sigterm_with_open_streams_exits_within_graceful_timeout(tmp_path: Path, media: Path) -> None:

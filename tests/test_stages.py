@@ -214,14 +214,15 @@ def test_permission_denied(folder: Path, thumbs: Path, monkeypatch: pytest.Monke
     picture().save(path)
     if os.geteuid() == 0:
         # root bypasses file modes, so make opening *this* file fail as chmod 000 would for a user.
-        real_open = open
+        # Stages open the media file once, with os.open (FileContext.media).
+        real_open = os.open
 
         def guarded_open(file: Any, *args: Any, **kwargs: Any) -> Any:
             if Path(os.fsdecode(file)) == path:
                 raise PermissionError(13, "Permission denied", str(file))
             return real_open(file, *args, **kwargs)
 
-        monkeypatch.setattr("builtins.open", guarded_open)
+        monkeypatch.setattr("os.open", guarded_open)
     else:
         path.chmod(0)
     try:

@@ -8,11 +8,16 @@ the job turns the exception into an error entry ``{file, stage, message, time}``
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..parameters import IngestParameters
+from ..paths import fd_path
 
 
 class StageError(Exception):
@@ -23,14 +28,22 @@ class StageError(Exception):
 class FileContext:
     """One file travelling through the stages.
 
+    Stages read the media file through :meth:`media`, never by opening ``path`` themselves, and
+    sidecars next to ``path`` through ``paths.open_confined`` with ``media_roots``.
+
     Attributes:
-        path: absolute, resolved path of the media file.
-        relpath: path relative to its media root, POSIX separators (what the user sees).
+        path: absolute path of the media file as the scan listed it (its name and extension;
+            sidecars are looked up next to it).
+        relpath: display form of the path relative to its media root, POSIX separators (what
+            the user sees; ``paths.display_path``).
         parameters: the session's validated parameters (``nsfw_threshold`` etc.).
         thumbnail_dir: directory where thumbnails are stored, keyed by content hash.
         item: the result fields, filled in by the stages (see ``new_item_fields``).
         cache: scratch space shared by the stages of this one file, e.g. ``"preview"`` (a
             reduced, orientation-corrected RGB ``PIL.Image``) or ``"xmp"`` (parsed XMP).
+        real_path: the file's real path at scan time (symlinks resolved); None: ``path``.
+        identity: ``(st_dev, st_ino)`` seen by the scan; None: not checked (direct callers).
+        media_roots: the roots sidecar reads are confined to; empty: not checked.
     """
 
     path: Path
@@ -39,6 +52,64 @@ class FileContext:
     thumbnail_dir: Path
     item: dict[str, Any] = field(default_factory=lambda: new_item_fields())
     cache: dict[str, Any] = field(default_factory=dict)
+    real_path: str | Path | None = None
+    identity: tuple[int, int] | None = None
+    media_roots: Sequence[Path] = ()
+    _fd: int | None = field(default=None, init=False, repr=False)
+
+    def media(self) -> str:
+        """A path that opens exactly the file the scan found (``/proc/self/fd/N``), for
+        ``open``, ``PIL.Image.open`` and ``av.open``.
+
+        The first call opens ``real_path`` without following a symlink in its last component
+        (O_NOFOLLOW) and compares the opened file's ``(st_dev, st_ino)`` with ``identity``, so a
+        file replaced after the scan, by a symlink or through a swapped directory, is never
+        read. It runs in the calling stage's thread and the descriptor stays open until
+        :meth:`close`.
+
+        Raises:
+            StageError: the file is gone, unreadable, not a regular file, or not the one scanned.
+        """
+        if self._fd is None:
+            self._fd = _open_scanned(self.real_path or self.path, self.identity)
+        return fd_path(self._fd)
+
+    def close(self) -> None:
+        """Close the descriptor :meth:`media` opened, if any."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def path_replacements(self) -> dict[str, str]:
+        """Server paths an error message may hold, mapped to ``relpath`` (``paths.scrub_paths``)."""
+        names = {str(self.path): self.relpath, str(self.real_path or self.path): self.relpath}
+        if self._fd is not None:
+            names[fd_path(self._fd)] = self.relpath
+        return names
+
+
+def _open_scanned(path: str | Path, identity: tuple[int, int] | None) -> int:
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO swapped in must not block
+    if identity is not None:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:
+        raise StageError("permission denied") from None
+    except FileNotFoundError:
+        raise StageError("file not found (deleted or moved during the ingest?)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StageError("the file was replaced by a symbolic link after the scan: not read") from None
+        raise StageError(f"cannot open the file: {exc.strerror or type(exc).__name__}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise StageError("not a regular file")
+    if identity is not None and (info.st_dev, info.st_ino) != identity:
+        os.close(fd)
+        raise StageError("the file was replaced after the scan (another file is at its path now): not read")
+    return fd
 
 
 def new_item_fields() -> dict[str, Any]:

@@ -43,18 +43,18 @@ _VIDEO_MIME_BY_EXTENSION = {
 
 def run(ctx: FileContext) -> None:
     """Fill size, hash, MIME type and dimensions; raise StageError for unusable files."""
-    ctx.item["size_bytes"] = file_size(ctx.path)
+    ctx.item["size_bytes"] = file_size(ctx.media())
     if ctx.item["size_bytes"] == 0:
         raise StageError("empty file (0 bytes)")
-    ctx.item["sha256"] = sha256_file(ctx.path)
-    image = _probe_image(ctx.path)
-    detected = ("image", *image) if image else _probe_video(ctx.path)
+    ctx.item["sha256"] = sha256_file(ctx.media())
+    image = _probe_image(ctx.media())
+    detected = ("image", *image) if image else _probe_video(ctx.media(), ctx.path.suffix)
     if detected is None:
         raise StageError("unsupported or corrupt file: not a recognised image or video")
     ctx.cache["kind"], ctx.item["mime_type"], ctx.item["width"], ctx.item["height"] = detected
 
 
-def file_size(path: Path) -> int:
+def file_size(path: str | Path) -> int:
     """Size in bytes of a regular file; StageError if missing, unreadable or not a file."""
     try:
         info = os.stat(path)
@@ -67,7 +67,7 @@ def file_size(path: Path) -> int:
     return info.st_size
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of the file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     buffer = bytearray(_CHUNK)
@@ -81,7 +81,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _probe_image(path: Path) -> tuple[str, int, int] | None:
+def _probe_image(path: str | Path) -> tuple[str, int, int] | None:
     """(MIME type, width, height) if Pillow recognises the content, else None."""
     try:
         with Image.open(path, formats=IMAGE_FORMATS) as im:
@@ -108,8 +108,9 @@ def _image_mime(image_format: str | None) -> str:
     return Image.MIME.get(image_format or "", f"image/{(image_format or 'unknown').lower()}")
 
 
-def _probe_video(path: Path) -> tuple[str, str, int, int] | None:
-    """("video", MIME type, width, height) for a video container FFmpeg can demux, else None."""
+def _probe_video(path: str | Path, suffix: str) -> tuple[str, str, int, int] | None:
+    """("video", MIME type, width, height) for a video container FFmpeg can demux, else None;
+    ``suffix``, the file name's extension, tells flavours of one container apart."""
     try:
         with av.open(str(path)) as container:
             family = container.format.name
@@ -123,9 +124,9 @@ def _probe_video(path: Path) -> tuple[str, str, int, int] | None:
         return None
     if not width or not height:
         return None
-    return "video", _video_mime(path, family), width, height
+    return "video", _video_mime(suffix, family), width, height
 
 
-def _video_mime(path: Path, family: str) -> str:
-    expected_family, mime = _VIDEO_MIME_BY_EXTENSION.get(path.suffix.lower(), ("", ""))
+def _video_mime(suffix: str, family: str) -> str:
+    expected_family, mime = _VIDEO_MIME_BY_EXTENSION.get(suffix.lower(), ("", ""))
     return mime if expected_family == family else _VIDEO_CONTAINERS[family]

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from PIL import IptcImagePlugin
 
+from ..paths import is_file
 from .base import FileContext
 from .media import kind, open_image
 from .xmp import read_sidecar, xmp_sources
@@ -35,10 +36,10 @@ def run(ctx: FileContext) -> None:
     sources = xmp_sources(ctx)
     found: list[str] = list(sources.embedded.subjects) if sources.embedded else []
     if kind(ctx) == "image":
-        found += iptc_keywords(ctx.path)
+        found += iptc_keywords(ctx.media())
     for _path, fields in sources.sidecars:
         found += fields.subjects
-    found += text_tags(ctx.path)
+    found += text_tags(ctx.path, ctx.media_roots)
     ctx.item["keywords"] = unique_keywords(found)
 
 
@@ -53,7 +54,7 @@ def unique_keywords(values: Iterable[str]) -> list[str]:
     return list(unique.values())
 
 
-def iptc_keywords(path: Path) -> list[str]:
+def iptc_keywords(path: str | Path) -> list[str]:
     """IPTC 2:25 keywords of a JPEG/TIFF (Photoshop IRB 0x0404 or TIFF tag 33723); [] if none."""
     with open_image(path) as im:
         try:
@@ -65,12 +66,13 @@ def iptc_keywords(path: Path) -> list[str]:
     return [_decode(value) for value in values]
 
 
-def text_tags(path: Path) -> list[str]:
-    """Tags from the ``name.txt`` sidecar (comma- or newline-separated), [] if there is none."""
+def text_tags(path: Path, media_roots: Sequence[Path] = ()) -> list[str]:
+    """Tags from the ``name.txt`` sidecar (comma- or newline-separated), [] if there is none;
+    the sidecar is read only if it lies inside ``media_roots`` (see ``read_sidecar``)."""
     sidecar = path.with_suffix(".txt")
-    if sidecar == path or not sidecar.is_file():
+    if sidecar == path or not is_file(sidecar):
         return []
-    return _TAG_SEPARATORS.split(_decode(read_sidecar(sidecar)))
+    return _TAG_SEPARATORS.split(_decode(read_sidecar(sidecar, media_roots)))
 
 
 def _decode(data: bytes) -> str:

@@ -56,7 +56,7 @@ _TRANSPOSE_CCW = {
 }
 
 
-def open_image(path: Path) -> ImageFile.ImageFile:
+def open_image(path: str | Path) -> ImageFile.ImageFile:
     """Open ``path`` lazily (header only) with one of :data:`IMAGE_FORMATS`.
 
     Raises:
@@ -95,15 +95,15 @@ def preview(ctx: FileContext) -> Image.Image:
     if isinstance(cached, Image.Image):
         return cached
     if kind(ctx) == "video":
-        image = video_frames(ctx.path, [0.1])[0]
+        image = video_frames(ctx.media(), [0.1])[0]
         image.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.BILINEAR)
     else:
-        image = _image_preview(ctx.path)
+        image = _image_preview(ctx.media())
     ctx.cache["preview"] = image
     return image
 
 
-def _image_preview(path: Path) -> Image.Image:
+def _image_preview(path: str | Path) -> Image.Image:
     try:
         with open_image(path) as im:
             # For JPEG, decode at 1/2..1/8 scale straight from the DCT (a no-op for other formats).
@@ -143,7 +143,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _jpeg_scan_truncated(im: Image.Image, path: Path) -> bool:
+def _jpeg_scan_truncated(im: Image.Image, path: str | Path) -> bool:
     """Whether a baseline JPEG's entropy-coded data ran out before the last MCU.
 
     libjpeg only *warns* when the scan ends early (e.g. an EOI marker in the middle of the
@@ -161,7 +161,7 @@ def _jpeg_scan_truncated(im: Image.Image, path: Path) -> bool:
     return _ffmpeg_rejects_jpeg(path)
 
 
-def _ffmpeg_rejects_jpeg(path: Path) -> bool:
+def _ffmpeg_rejects_jpeg(path: str | Path) -> bool:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -175,7 +175,7 @@ def _ffmpeg_rejects_jpeg(path: Path) -> bool:
     return False
 
 
-def video_frames(path: Path, positions: Sequence[float]) -> list[Image.Image]:
+def video_frames(path: str | Path, positions: Sequence[float]) -> list[Image.Image]:
     """Decode one upright RGB frame at each position, a fraction (0.0-1.0) of the duration.
 
     Each frame is the first one at or after the requested time (seeking to the preceding

@@ -58,7 +58,7 @@ def run(ctx: FileContext) -> None:
 
 def image_metadata(ctx: FileContext) -> dict[str, Any]:
     """EXIF fields of an image (see the module docstring for names and units)."""
-    with open_image(ctx.path) as im:
+    with open_image(ctx.media()) as im:
         base, exif_ifd, gps_ifd = read_exif(im)
     return {
         "make": exif_text(base.get(_Base.Make)),
@@ -207,7 +207,7 @@ def _altitude(value: Any, ref: Any) -> float | None:
 def video_metadata(ctx: FileContext) -> tuple[dict[str, Any], tuple[int, int]]:
     """(fields, (width, height)) of the first video stream, read with PyAV."""
     try:
-        with av.open(str(ctx.path)) as container:
+        with av.open(ctx.media()) as container:
             stream = container.streams.video[0]
             duration = video_duration_s(container)
             fields = {

@@ -49,7 +49,7 @@ def run(ctx: FileContext) -> None:
     classifier = _classifier
     if classifier is None:
         raise StageError("NSFW model not loaded")
-    images = video_frames(ctx.path, VIDEO_POSITIONS) if kind(ctx) == "video" else [preview(ctx)]
+    images = video_frames(ctx.media(), VIDEO_POSITIONS) if kind(ctx) == "video" else [preview(ctx)]
     # classify() (not classify_batch(), which spawns a ThreadPoolExecutor: no Python threads here)
     probability = max(classifier.classify(image).nsfw for image in images)
     score = round(min(max(probability, 0.0), 1.0), 4)

@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..paths import OutsideMediaRoots, display_path, is_file, open_confined
 from .base import FileContext, StageError
 from .xmp import XmpSources, read_sidecar, xmp_sources
 
@@ -28,9 +31,9 @@ _JSON_KEYS = ("score", "aesthetic_score")
 def run(ctx: FileContext) -> None:
     """Set ``rating``, ``score`` and ``score_source``; malformed sidecars raise StageError."""
     ctx.item["rating"] = xmp_rating(xmp_sources(ctx))
-    score, source = json_score(ctx.path), "json"
+    score, source = json_score(ctx.path, ctx.media_roots), "json"
     if score is None:
-        score, source = csv_score(ctx.path), "csv"
+        score, source = csv_score(ctx.path, ctx.media_roots), "csv"
     ctx.item["score"] = score
     ctx.item["score_source"] = source if score is not None else None
 
@@ -43,33 +46,35 @@ def xmp_rating(sources: XmpSources) -> int | None:
     return sources.embedded.rating if sources.embedded else None
 
 
-def json_score(path: Path) -> float | None:
+def json_score(path: Path, media_roots: Sequence[Path] = ()) -> float | None:
     """The score from ``name.ext.json`` or ``name.json``; None if no sidecar carries one.
+    Sidecars are read only inside ``media_roots`` (``xmp.read_sidecar``).
 
     Raises:
         StageError: a sidecar is not a JSON object, or its score is not a finite number.
     """
     for sidecar in dict.fromkeys([path.with_name(path.name + ".json"), path.with_suffix(".json")]):
-        if sidecar == path or not sidecar.is_file():
+        if sidecar == path or not is_file(sidecar):
             continue
-        document = _load_json(sidecar)
+        document = _load_json(sidecar, media_roots)
         for key in _JSON_KEYS:
             if document.get(key) is not None:
-                return _number(document[key], f"{sidecar.name} ({key})")
+                return _number(document[key], f"{display_path(sidecar.name)} ({key})")
     return None
 
 
-def _load_json(sidecar: Path) -> dict[str, Any]:
+def _load_json(sidecar: Path, media_roots: Sequence[Path]) -> dict[str, Any]:
+    name = display_path(sidecar.name)
     try:
-        document = json.loads(read_sidecar(sidecar))
+        document = json.loads(read_sidecar(sidecar, media_roots))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(f"malformed JSON sidecar {sidecar.name}: {exc}") from None
+        raise StageError(f"malformed JSON sidecar {name}: {exc}") from None
     if not isinstance(document, dict):
-        raise StageError(f"malformed JSON sidecar {sidecar.name}: expected an object")
+        raise StageError(f"malformed JSON sidecar {name}: expected an object")
     return document
 
 
-def csv_score(path: Path) -> float | None:
+def csv_score(path: Path, media_roots: Sequence[Path] = ()) -> float | None:
     """The score of ``path.name`` in ``scores.csv`` next to it; None if no such file or row.
 
     The CSV is streamed and reading stops at the matching row, so large tables stay cheap.
@@ -79,11 +84,13 @@ def csv_score(path: Path) -> float | None:
             score is not a number.
     """
     table = path.parent / SCORES_CSV
-    if not table.is_file():
+    if not is_file(table):
         return None
     try:
-        with open(table, newline="", encoding="utf-8-sig") as f:
+        with io.TextIOWrapper(open_confined(table, media_roots), encoding="utf-8-sig", newline="") as f:
             return _find_row_score(csv.DictReader(f), path.name)
+    except OutsideMediaRoots:
+        raise StageError(f"{SCORES_CSV} leads outside the media roots: not read") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise StageError(f"malformed {SCORES_CSV}: {exc}") from None
     except OSError as exc:

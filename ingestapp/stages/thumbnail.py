@@ -27,7 +27,7 @@ JPEG_QUALITY = 80
 
 def run(ctx: FileContext) -> None:
     """Create the thumbnail if missing and set ``ctx.item["thumbnail"]`` (path relative to the dir)."""
-    digest = ctx.item["sha256"] or sha256_file(ctx.path)
+    digest = ctx.item["sha256"] or sha256_file(ctx.media())
     relative = thumbnail_relpath(digest)
     target = ctx.thumbnail_dir / relative
     if not target.is_file():

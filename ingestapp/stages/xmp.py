@@ -10,6 +10,7 @@ uses are read: ``dc:subject`` (a bag of keywords), ``lr:hierarchicalSubject`` (L
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
@@ -18,6 +19,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from PIL.TiffImagePlugin import TiffImageFile
 
+from ..paths import OutsideMediaRoots, display_path, is_file, open_confined
 from .base import FileContext, StageError
 from .media import kind, open_image
 
@@ -116,7 +118,7 @@ def _rating(root: Element) -> int | None:
     return None
 
 
-def embedded_packet(path: Path) -> bytes | None:
+def embedded_packet(path: str | Path) -> bytes | None:
     """The XMP packet stored in an image (JPEG APP1, PNG iTXt, WebP/HEIF chunk, TIFF tag 700)."""
     with open_image(path) as im:
         packet = im.info.get("xmp")
@@ -131,20 +133,24 @@ def sidecar_paths(path: Path) -> list[Path]:
     """Existing XMP sidecars of ``path``: ``name.ext.xmp`` (darktable) then ``name.xmp`` (Adobe)."""
     candidates = [path.with_name(path.name + ".xmp"), path.with_suffix(".xmp")]
     unique = list(dict.fromkeys(candidates))
-    return [candidate for candidate in unique if candidate != path and candidate.is_file()]
+    return [candidate for candidate in unique if candidate != path and is_file(candidate)]
 
 
-def read_sidecar(path: Path, limit: int = _MAX_SIDECAR_BYTES) -> bytes:
-    """Bytes of a small sidecar file; StageError if unreadable or larger than ``limit``."""
+def read_sidecar(path: Path, media_roots: Sequence[Path] = (), limit: int = _MAX_SIDECAR_BYTES) -> bytes:
+    """Bytes of a small sidecar file; StageError if unreadable, larger than ``limit``, or (when
+    ``media_roots`` are given) a file outside them once opened (``paths.open_confined``)."""
+    name = display_path(path.name)
     try:
-        with open(path, "rb") as f:
+        with open_confined(path, media_roots) as f:
             data = f.read(limit + 1)
+    except OutsideMediaRoots:
+        raise StageError(f"sidecar {name} leads outside the media roots: not read") from None
     except PermissionError:
-        raise StageError(f"cannot read sidecar {path.name}: permission denied") from None
+        raise StageError(f"cannot read sidecar {name}: permission denied") from None
     except OSError as exc:
-        raise StageError(f"cannot read sidecar {path.name}: {exc.strerror or exc}") from None
+        raise StageError(f"cannot read sidecar {name}: {exc.strerror or type(exc).__name__}") from None
     if len(data) > limit:
-        raise StageError(f"sidecar {path.name} is larger than {limit} bytes")
+        raise StageError(f"sidecar {name} is larger than {limit} bytes")
     return data
 
 
@@ -159,7 +165,7 @@ def xmp_sources(ctx: FileContext) -> XmpSources:
     cached = ctx.cache.get("xmp")
     if isinstance(cached, XmpSources):
         return cached
-    sources = XmpSources(embedded=_embedded_fields(ctx), sidecars=_sidecar_fields(ctx.path))
+    sources = XmpSources(embedded=_embedded_fields(ctx), sidecars=_sidecar_fields(ctx.path, ctx.media_roots))
     ctx.cache["xmp"] = sources
     return sources
 
@@ -167,7 +173,7 @@ def xmp_sources(ctx: FileContext) -> XmpSources:
 def _embedded_fields(ctx: FileContext) -> XmpFields | None:
     if kind(ctx) != "image":
         return None  # XMP inside video containers (MP4 uuid box) is not exposed by FFmpeg
-    packet = embedded_packet(ctx.path)
+    packet = embedded_packet(ctx.media())
     if packet is None:
         return None
     try:
@@ -176,11 +182,11 @@ def _embedded_fields(ctx: FileContext) -> XmpFields | None:
         return None
 
 
-def _sidecar_fields(path: Path) -> list[tuple[Path, XmpFields]]:
+def _sidecar_fields(path: Path, media_roots: Sequence[Path]) -> list[tuple[Path, XmpFields]]:
     parsed = []
     for sidecar in sidecar_paths(path):
         try:
-            parsed.append((sidecar, parse_xmp(read_sidecar(sidecar))))
+            parsed.append((sidecar, parse_xmp(read_sidecar(sidecar, media_roots))))
         except XmpError as exc:
-            raise StageError(f"malformed XMP sidecar {sidecar.name}: {exc}") from None
+            raise StageError(f"malformed XMP sidecar {display_path(sidecar.name)}: {exc}") from None
     return parsed

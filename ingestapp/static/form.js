@@ -21,6 +21,20 @@
     return p;
   }
 
+  /** A control was changed: its error (and the form's) no longer applies. */
+  function clearErrorOf(control) {
+    const error = $('error-' + control.name) || (control.id === 'nsfw_threshold' && $('error-nsfw_threshold'));
+    if (error) { error.hidden = true; error.textContent = ''; }
+    $('form-error').hidden = true;
+    control.removeAttribute('aria-invalid');
+  }
+
+  /** `/?directory=…&pattern=…` (the link back from a session that matched nothing) fills the form. */
+  function prefill() {
+    const query = new URLSearchParams(window.location.search);
+    for (const name of ['directory', 'pattern']) if (query.get(name)) $(name).value = query.get(name);
+  }
+
   function clearErrors() {
     for (const node of form.querySelectorAll('.field-error')) { node.hidden = true; node.textContent = ''; }
     for (const node of form.querySelectorAll('[aria-invalid]')) node.removeAttribute('aria-invalid');
@@ -80,12 +94,24 @@
 
   const browser = { path: null, parent: null };
 
+  function mediaCount(n) {
+    if (n === null || n === undefined) return null;
+    return el('span', { class: 'media-count muted', text: n === 0 ? 'no media' : `${n} media file${n === 1 ? '' : 's'}` });
+  }
+
   function listEntries(entries) {
     const list = $('browser-list');
     list.replaceChildren(...entries.map((d) => el('li', {},
-      el('button', { type: 'button', class: 'link-button', 'data-path': d.path, text: d.name }))));
+      el('button', { type: 'button', class: 'link-button', 'data-path': d.path },
+        el('span', { class: 'folder-name', text: d.name }), ' ', mediaCount(d.media_count)))));
     if (!entries.length) list.append(el('li', { class: 'muted', text: 'No subfolders.' }));
   }
+
+  // A lone surrogate U+DC80-U+DCFF in a path from the server stands for a byte that is not UTF-8
+  // (Python's os.fsdecode): send that byte as %XX (encodeURIComponent throws on lone surrogates).
+  const encodePath = (path) => path.split(/((?<![\uD800-\uDBFF])[\uDC80-\uDCFF])/).map((part, i) => (i % 2
+    ? `%${(part.charCodeAt(0) - 0xDC00).toString(16).toUpperCase()}`
+    : encodeURIComponent(part))).join('');
 
   async function browse(path) {
     const error = $('browser-error');
@@ -93,7 +119,7 @@
     try {
       const url = path === null
         ? form.dataset.rootsUrl
-        : `${form.dataset.browseUrl}?path=${encodeURIComponent(path)}`;
+        : `${form.dataset.browseUrl}?path=${encodePath(path)}`;
       const { status, body } = await fetchJSON(url);
       if (status !== 200) throw new Error((body && body.error) || `HTTP ${status}`);
       if (path === null) {
@@ -124,11 +150,14 @@
 
   function useFolder() {
     $('directory').value = browser.path;
+    clearErrorOf($('directory'));
     toggleBrowser();
     $('directory').focus();
   }
 
   form.addEventListener('submit', start);
+  form.addEventListener('input', (event) => { if (event.target.name) clearErrorOf(event.target); });
+  form.addEventListener('change', (event) => { if (event.target.name) clearErrorOf(event.target); });
   $('enable_nsfw_detection').addEventListener('change', syncThreshold);
   $('nsfw_threshold').addEventListener('input', syncThreshold);
   $('browse-toggle').addEventListener('click', toggleBrowser);
@@ -141,5 +170,6 @@
   $('browser').addEventListener('keydown', (event) => {
     if (event.key === 'Escape') { toggleBrowser(); $('browse-toggle').focus(); }
   });
+  prefill();
   syncThreshold();
 })();

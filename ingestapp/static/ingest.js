@@ -1,10 +1,9 @@
 /* ingestapp: the live progress view of one session.
  *
  * The server rendered the current state into the page; this script keeps it live:
- *   EventSource → apply each event to `model` → one render per animation frame.
- * The browser's own reconnection resumes with Last-Event-ID. When EventSource is missing or the
- * stream keeps failing (or stalls behind a buffering proxy), the page polls the status instead,
- * says so, and from time to time tries the stream again.
+ *   connection.js (stream or polling) → apply each event to `model` → one render per frame.
+ * It also fills the strip of the latest thumbnails from `file` events, and shows the
+ * connection's state in one badge (data-connection) and, when offline, a banner.
  */
 'use strict';
 
@@ -18,37 +17,28 @@
 
   const RUNNING = I.vocabulary.running_statuses;
   const FINISHED = I.vocabulary.finished_statuses;
-  const EVENT_TYPES = I.vocabulary.event_types.filter((type) => type !== 'error'); // 'error': below
   const TERMINAL_EVENTS = I.vocabulary.terminal_events;
   const PROGRESS_KEYS = ['status', 'progress_percent', 'total_files', 'processed_files', 'current_file',
     'stages', 'stats', 'worker_pool', 'timing', 'last_event_id'];
-  const FAILURES_BEFORE_POLLING = 5; // stream errors in a row, with no event in between
-  const STALL_MS = 3000; // no event for this long while the server's log advanced: a stall
-  const POLL_MS = 1000;
-  const PROBE_MS = 15000; // while polling after failures, try the stream again this often
   const MAX_ERROR_ROWS = 1000;
+  const STRIP_SIZE = 24; // thumbnails in the live strip
+  const THUMBNAIL_DELAY_MS = 600; // an item's row is written within FLUSH_INTERVAL (0.25 s) of its event
   const CONNECTION_TEXT = {
-    connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…',
-    polling: 'Polling', closed: 'Closed',
+    live: 'Live', reconnecting: 'Reconnecting…', polling: 'Polling',
+    offline: 'Offline', closed: 'Closed',
   };
 
   /** What the page shows; events and status responses are merged into it. */
   const model = {
     state: page.state,
     receivedAt: performance.now(), // when state.timing arrived (elapsed and ETA tick from there)
-    lastSeq: page.state.last_event_id, // the stream position: only stream events move it
     shownSeq: page.state.last_event_id, // the newest event (or status) the numbers come from
     errors: [],
     errorKeys: new Set(),
     errorsReset: true, // the first render redraws the server's rows (times in local time)
     rendered: 0, // how many of `errors` are in the list
     message: null,
-  };
-
-  /** The connection: mode is 'sse', 'polling' or 'done'. */
-  const conn = {
-    mode: 'sse', source: null, failures: 0, stalls: 0, lastEventAt: 0,
-    pollTimer: 0, probeTimer: 0, reconnectTimer: 0, probe: true,
+    wasLive: false, // before the first connection, "reconnecting" reads "Connecting…"
   };
 
   // -- model ---------------------------------------------------------------------------------
@@ -83,7 +73,7 @@
 
   function applyEvent(type, data, seq) {
     if (type === 'error') { addErrors([data]); return; }
-    if (type === 'file') return; // a file's outcome is in the progress and error events
+    if (type === 'file') { addToStrip(data); return; } // counts come with the progress events
     // A replay after polling may be older than the status on screen: never go back in time.
     if (seq <= model.shownSeq && !TERMINAL_EVENTS.includes(type)) return;
     model.shownSeq = seq;
@@ -94,181 +84,6 @@
       applyProgress(data);
     }
     if (type === 'failed') model.message = data.message;
-  }
-
-  // -- the stream ----------------------------------------------------------------------------
-
-  function onStreamEvent(event) {
-    conn.failures = 0;
-    conn.stalls = 0;
-    conn.lastEventAt = performance.now();
-    if (conn.mode === 'polling') leavePolling(); // a probe got through
-    if (conn.mode !== 'sse') return;
-    const data = JSON.parse(event.data);
-    if (event.type === 'snapshot') {
-      applyState(data, data.reset);
-      model.lastSeq = data.last_event_id;
-    } else {
-      const seq = Number(event.lastEventId) || data.seq;
-      if (seq <= model.lastSeq) return; // already seen (a replay overlaps)
-      model.lastSeq = seq;
-      applyEvent(event.type, data, seq);
-    }
-    setConnection('live');
-    schedule();
-    if (TERMINAL_EVENTS.includes(event.type) || FINISHED.includes(model.state.status)) finish();
-  }
-
-  /** Open the stream; `resume` continues after the last event seen instead of a snapshot. */
-  function openStream(resume) {
-    closeStream();
-    const url = resume ? `${urls.stream}?last_event_id=${model.lastSeq}` : urls.stream;
-    const source = new EventSource(url);
-    conn.source = source;
-    for (const type of EVENT_TYPES) source.addEventListener(type, onStreamEvent);
-    // The server's `error` events share their name with EventSource's own connection errors:
-    // a MessageEvent is a failed file, a plain Event is the connection failing.
-    source.addEventListener('error', (event) => {
-      if (event instanceof MessageEvent) onStreamEvent(event);
-      else onStreamError(source);
-    });
-    source.onopen = () => {
-      if (conn.mode !== 'sse' || conn.source !== source) return;
-      setConnection('live');
-      // Back after a failure: the server may have restarted meanwhile (let the replay land first).
-      if (conn.failures) setTimeout(syncStatus, 500);
-    };
-  }
-
-  function closeStream() {
-    clearTimeout(conn.reconnectTimer);
-    if (conn.source) conn.source.close();
-    conn.source = null;
-  }
-
-  function onStreamError(source) {
-    if (source !== conn.source) return;
-    conn.failures += 1;
-    if (conn.mode === 'polling') { // a probe failed: keep polling
-      closeStream();
-      scheduleProbe();
-      return;
-    }
-    if (conn.failures >= FAILURES_BEFORE_POLLING) {
-      startPolling('The live stream keeps failing, so this page is checking for updates every second.');
-      scheduleProbe();
-      return;
-    }
-    setConnection('reconnecting');
-    if (source.readyState === EventSource.CLOSED) { // the browser gave up (an HTTP error): retry ourselves
-      closeStream();
-      recheck();
-    }
-  }
-
-  async function recheck() {
-    const status = await loadStatus();
-    if (conn.mode !== 'sse') return;
-    if (status && FINISHED.includes(status.status)) {
-      applyState(status, false);
-      finish();
-      return;
-    }
-    conn.reconnectTimer = setTimeout(() => { if (conn.mode === 'sse') openStream(true); }, 2000);
-  }
-
-  /** Take the status when it is at our stream position but says something else: a job stopped
-   * by a server shutdown becomes "interrupted" without an event. Returns the status (or null). */
-  async function syncStatus() {
-    const status = await loadStatus();
-    if (!status || conn.mode !== 'sse') return null;
-    if (status.last_event_id === model.lastSeq && status.status !== model.state.status) {
-      applyState(status, false);
-      schedule();
-    }
-    return status;
-  }
-
-  /** A buffering proxy lets the stream open but holds its events: notice it, then poll. */
-  async function watchdog() {
-    if (conn.mode !== 'sse' || !RUNNING.includes(model.state.status)) return;
-    if (performance.now() - conn.lastEventAt < STALL_MS) return;
-    const status = await syncStatus();
-    if (!status || performance.now() - conn.lastEventAt < STALL_MS) return;
-    if (status.last_event_id <= model.lastSeq) { conn.stalls = 0; return; }
-    conn.stalls += 1;
-    if (conn.stalls >= 2) {
-      conn.probe = false; // the stream gets through but late: probing would only stall again
-      startPolling('Live updates are being held back on the way (a buffering proxy?), ' +
-        'so this page is checking for updates every second.');
-    }
-  }
-
-  // -- polling -------------------------------------------------------------------------------
-
-  async function loadStatus() {
-    try {
-      const { status, body } = await I.fetchJSON(urls.status, { cache: 'no-store' });
-      return status === 200 ? body : null;
-    } catch (err) {
-      return null;
-    }
-  }
-
-  function startPolling(reason) {
-    closeStream();
-    conn.mode = 'polling';
-    const note = $('fallback-note');
-    note.textContent = reason;
-    note.hidden = false;
-    setConnection('polling');
-    poll();
-  }
-
-  async function poll() {
-    clearTimeout(conn.pollTimer);
-    if (conn.mode !== 'polling') return;
-    const status = await loadStatus();
-    if (conn.mode !== 'polling') return;
-    if (status) {
-      applyState(status, false);
-      setConnection('polling');
-      schedule();
-      if (FINISHED.includes(status.status)) { finish(); return; }
-    } else {
-      setConnection('reconnecting');
-    }
-    conn.pollTimer = setTimeout(poll, model.state.status === 'interrupted' ? 5 * POLL_MS : POLL_MS);
-  }
-
-  function leavePolling() {
-    clearTimeout(conn.pollTimer);
-    clearTimeout(conn.probeTimer);
-    conn.mode = 'sse';
-    $('fallback-note').hidden = true;
-  }
-
-  function scheduleProbe() {
-    clearTimeout(conn.probeTimer);
-    if (!window.EventSource || !conn.probe) return;
-    conn.probeTimer = setTimeout(() => { if (conn.mode === 'polling') openStream(true); }, PROBE_MS);
-  }
-
-  // -- the end -------------------------------------------------------------------------------
-
-  /** The session ended: close everything, make the numbers exact, show the preview. */
-  function finish() {
-    if (conn.mode === 'done') return;
-    conn.mode = 'done';
-    closeStream();
-    clearTimeout(conn.pollTimer);
-    clearTimeout(conn.probeTimer);
-    $('fallback-note').hidden = true;
-    setConnection('closed');
-    schedule();
-    loadStatus().then((status) => { // the latest errors and the final stats, as persisted
-      if (status) { applyState(status, false); schedule(); }
-    });
   }
 
   // -- actions -------------------------------------------------------------------------------
@@ -298,8 +113,40 @@
     $('resume').disabled = false;
     model.state.status = 'queued';
     schedule();
-    if (conn.mode === 'polling') poll();
-    else if (conn.mode === 'sse' && !conn.source) openStream(true);
+    connection.resume();
+  }
+
+  // -- the live thumbnail strip -------------------------------------------------------------------
+
+  function addToStrip(file) {
+    if (file.status !== 'ok') return;
+    const url = urls.thumbnail.replace('ITEM_ID', encodeURIComponent(file.item_id));
+    setTimeout(() => {
+      const img = I.el('img', { src: url, alt: file.path, title: file.path, decoding: 'async', width: 64, height: 64 });
+      img.addEventListener('error', () => { // not written yet after all: once more, a bit later
+        if (!img.dataset.retried) { img.dataset.retried = '1'; setTimeout(() => { img.src = url; }, 1000); }
+      }, { once: false });
+      const strip = $('strip');
+      strip.prepend(I.el('li', {}, img));
+      while (strip.childElementCount > STRIP_SIZE) strip.lastElementChild.remove();
+      $('strip-section').hidden = false;
+    }, THUMBNAIL_DELAY_MS);
+  }
+
+  // -- the connection ------------------------------------------------------------------------
+
+  function setConnection(state, note) {
+    const node = $('connection');
+    node.dataset.connection = state;
+    if (state === 'live') model.wasLive = true;
+    I.setText($('connection-text'), state === 'reconnecting' && !model.wasLive ? 'Connecting…' : CONNECTION_TEXT[state]);
+    if (note !== undefined) {
+      $('fallback-note').textContent = note || '';
+    }
+    $('fallback-note').hidden = state !== 'polling' || !$('fallback-note').textContent;
+    const offline = state === 'offline';
+    $('offline-banner').hidden = !offline;
+    I.setOffline(offline);
   }
 
   // -- rendering (at most once per frame) -------------------------------------------------------
@@ -310,14 +157,6 @@
 
   function schedule() {
     if (!frame) frame = requestAnimationFrame(render);
-  }
-
-  function setConnection(state) {
-    const node = $('connection');
-    if (node.dataset.state === state) return;
-    node.dataset.state = state;
-    $('connection-text').textContent = CONNECTION_TEXT[state];
-    $('live-badge').hidden = state !== 'live';
   }
 
   function setBar(bar, percent, text) {
@@ -383,7 +222,8 @@
       setCounter(row.querySelector('.stage-count'), `${stage.processed} / ${total}`);
       const plural = stage.errors === 1 ? '' : 's';
       I.setText(row.querySelector('.stage-extra'),
-        `${stage.errors} error${plural} · ${stage.in_flight} in flight · ${I.duration(stage.duration_ms)}`);
+        `${stage.errors} error${plural}${stage.skipped ? ` · ${stage.skipped} not run` : ''} · ` +
+        `${stage.in_flight} in flight · ${I.duration(stage.duration_ms)}`);
     }
   }
 
@@ -395,15 +235,15 @@
   }
 
   function renderTiming(s) {
-    const since = RUNNING.includes(s.status) ? performance.now() - model.receivedAt : 0;
+    const running = RUNNING.includes(s.status);
+    const since = running ? performance.now() - model.receivedAt : 0;
     const t = s.timing;
     I.setText($('rate'), Number(t.files_per_s || 0).toFixed(1));
     I.setText($('elapsed'), I.duration(t.elapsed_ms + since));
-    const eta = t.estimated_remaining_ms;
+    const eta = running ? t.estimated_remaining_ms : null; // a stopped job has no ETA, no workers
     I.setText($('eta'), I.duration(eta === null || eta === undefined ? null : Math.max(0, eta - since)));
-    I.setText($('pool-active'), s.worker_pool.active);
-    I.setText($('pool-max'), s.worker_pool.max);
-    I.setText($('pool-queue'), s.worker_pool.queue_depth);
+    I.setText($('pool'), running ? `${s.worker_pool.active} / ${s.worker_pool.max}` : '—');
+    I.setText($('pool-queue'), running ? s.worker_pool.queue_depth : '—');
   }
 
   function errorRow(e) {
@@ -443,7 +283,7 @@
     if (running || !window.IngestPreview) {
       if (window.IngestPreview) window.IngestPreview.hide();
     } else {
-      window.IngestPreview.show(urls, s.status);
+      window.IngestPreview.show(urls, s);
     }
   }
 
@@ -461,28 +301,24 @@
 
   // -- start ---------------------------------------------------------------------------------
 
+  const connection = I.connect({
+    streamUrl: urls.stream,
+    statusUrl: urls.status,
+    lastEventId: page.state.last_event_id,
+    status: () => model.state.status,
+    onState(full, reset) { applyState(full, reset); schedule(); },
+    onEvent(type, data, seq) {
+      applyEvent(type, data, seq);
+      schedule();
+    },
+    onConnection: setConnection,
+    onFinish: schedule,
+  });
+
   $('cancel').addEventListener('click', cancel);
   $('resume').addEventListener('click', resume);
   addErrors(page.state.errors || []);
   setInterval(() => { if (RUNNING.includes(model.state.status)) schedule(); }, 1000); // elapsed, ETA
-  setInterval(watchdog, 1000);
-
-  if (FINISHED.includes(model.state.status)) {
-    finish();
-  } else if (!window.EventSource) {
-    conn.probe = false;
-    startPolling('This browser cannot stream updates, so this page is checking for updates every second.');
-  } else {
-    setConnection('connecting');
-    openStream(false);
-  }
+  connection.start(FINISHED.includes(model.state.status));
   schedule();
-
-  // Back/forward cache: let the page be cached without its stream, and resume when it returns.
-  window.addEventListener('pagehide', (event) => { if (event.persisted) closeStream(); });
-  window.addEventListener('pageshow', (event) => {
-    if (!event.persisted) return;
-    if (conn.mode === 'sse') { setConnection('reconnecting'); openStream(true); }
-    else if (conn.mode === 'polling') poll();
-  });
 })();

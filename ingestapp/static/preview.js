@@ -1,11 +1,21 @@
-/* ingestapp: the preview of a finished session — paginated thumbnails, exclusions, Import. */
+/* ingestapp: the review step of a session that is no longer running — a summary with "Import N"
+ * first, then the files filtered by All / New / Duplicates / Errors / NSFW, with a checkbox per
+ * file and select all / none for the current filter. Choices are kept by the server
+ * (POST …/exclusions), so a reload or another tab shows the same. */
 'use strict';
 
 (function () {
   const { el, fetchJSON, postJSON, itemCard } = window.Ingest;
   const $ = (id) => document.getElementById(id);
+  if (!$('preview')) return;
   const PAGE_SIZE = 24;
-  const preview = { urls: null, shownFor: null, offset: 0, total: 0, exclude: new Set(), busy: false };
+  const preview = { urls: null, shownFor: null, offset: 0, total: 0, view: 'all', review: null };
+  const pad = (n) => String(n).padStart(2, '0');
+
+  function when(unixSeconds) {
+    const d = new Date(unixSeconds * 1000);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  }
 
   function statusNote(item) {
     if (item.status === 'ok') return null;
@@ -16,16 +26,53 @@
   }
 
   function card(item) {
+    if (item.status !== 'ok') return itemCard(item, statusNote(item), el('p', { class: 'exclude muted', text: 'Not imported' }));
     const box = el('input', {
-      type: 'checkbox', id: 'exclude-' + item.id, 'data-id': item.id,
-      checked: preview.exclude.has(item.id), disabled: item.status !== 'ok',
+      type: 'checkbox', id: 'include-' + item.id, 'data-id': item.id, class: 'needs-server',
+      checked: !item.excluded,
     });
-    const label = el('label', { class: 'exclude', for: box.id }, box, item.status === 'ok' ? 'Exclude from import' : 'Not imported');
-    return itemCard(item, statusNote(item), label);
+    return itemCard(item, el('label', { class: 'exclude', for: box.id }, box, 'Import this file'));
   }
 
+  // -- the summary -------------------------------------------------------------------------------
+
+  function renderReview() {
+    const r = preview.review;
+    if (!r) return;
+    for (const [view, count] of Object.entries(r.counts)) {
+      const node = $('count-' + view);
+      if (node) node.textContent = String(count);
+      const badge = document.querySelector(`.filter [data-count="${view}"]`);
+      if (badge) badge.textContent = String(count);
+    }
+    const button = $('import');
+    button.hidden = !r.import_offered;
+    button.textContent = `Import ${r.import_count}`;
+    const result = $('import-result');
+    if (r.imported) {
+      const i = r.imported;
+      result.replaceChildren(
+        `Imported ${when(i.at)} — ${i.added} added, ${i.updated} updated, ${i.excluded} excluded. `,
+        el('a', { href: preview.urls.catalog, text: 'Open the catalog' }),
+        r.import_offered ? el('span', { text: ' Your selection changed since: import again to apply it.' }) : '');
+    } else if (r.import_count === 0) {
+      result.textContent = r.counts.all ? 'Nothing to import: every file is excluded, a duplicate or failed.' : '';
+    } else {
+      result.textContent = '';
+    }
+    summarize();
+  }
+
+  async function loadReview() {
+    const { status, body } = await fetchJSON(preview.urls.review, { cache: 'no-store' });
+    if (status === 200) { preview.review = body; renderReview(); }
+  }
+
+  // -- the grid ----------------------------------------------------------------------------------
+
   function summarize() {
-    const excluded = preview.exclude.size;
+    const r = preview.review;
+    const excluded = r ? r.excluded : 0;
     $('preview-summary').textContent = `${preview.total} file${preview.total === 1 ? '' : 's'}` +
       (excluded ? ` · ${excluded} excluded` : '');
     const pages = Math.max(1, Math.ceil(preview.total / PAGE_SIZE));
@@ -38,11 +85,13 @@
     const grid = $('preview-grid');
     grid.setAttribute('aria-busy', 'true');
     try {
-      const { status, body } = await fetchJSON(`${preview.urls.items}?offset=${offset}&limit=${PAGE_SIZE}`);
+      const url = `${preview.urls.items}?offset=${offset}&limit=${PAGE_SIZE}&view=${preview.view}`;
+      const { status, body } = await fetchJSON(url, { cache: 'no-store' });
       if (status !== 200) throw new Error((body && body.error) || `HTTP ${status}`);
       preview.offset = offset;
       preview.total = body.total;
       grid.replaceChildren(...body.items.map(card));
+      if (!body.items.length) grid.append(el('li', { class: 'muted empty', text: 'No files in this view.' }));
       summarize();
     } catch (err) {
       $('preview-summary').textContent = `The files could not be loaded: ${err.message}`;
@@ -51,17 +100,41 @@
     }
   }
 
+  function setView(view) {
+    preview.view = view;
+    for (const button of document.querySelectorAll('#preview .filter')) {
+      button.setAttribute('aria-pressed', String(button.dataset.view === view));
+    }
+    load(0);
+  }
+
+  /** Exclude (or include) by ids or by the current view; the server answers with the review. */
+  async function exclude(body) {
+    try {
+      const { status, body: review } = await postJSON(preview.urls.exclusions, body);
+      if (status !== 200) throw new Error((review && review.error) || `HTTP ${status}`);
+      preview.review = review;
+      renderReview();
+      return true;
+    } catch (err) {
+      $('import-result').textContent = `The selection could not be saved: ${err.message}`;
+      return false;
+    }
+  }
+
+  async function selectView(include) {
+    if (await exclude({ excluded: !include, view: preview.view })) load(preview.offset);
+  }
+
   async function commit() {
     const button = $('import');
     const result = $('import-result');
     button.disabled = true;
     result.textContent = 'Importing…';
     try {
-      const { status, body } = await postJSON(preview.urls.commit, { exclude: [...preview.exclude] });
+      const { status, body } = await postJSON(preview.urls.commit, {});
       if (status !== 200) throw new Error((body && body.error) || `HTTP ${status}`);
-      result.replaceChildren(
-        `Imported: ${body.added} added, ${body.updated} updated, ${body.excluded} excluded. `,
-        el('a', { href: preview.urls.catalog, text: 'Open the catalog' }));
+      await loadReview();
     } catch (err) {
       result.textContent = `Import failed: ${err.message}`;
     } finally {
@@ -69,16 +142,23 @@
     }
   }
 
-  /** Show the preview of a session that is no longer running (loads again if its status changed). */
-  function show(urls, status) {
-    $('preview').hidden = false;
-    if (preview.shownFor === status) return;
+  /** Show the review of a session that is no longer running (loads again if its status changed). */
+  function show(urls, state) {
     preview.urls = urls;
-    preview.shownFor = status;
+    const empty = state.status === 'completed' && state.total_files === 0;
+    $('review').hidden = false;
+    $('no-match').hidden = !empty;
+    $('review-heading').textContent = empty ? 'Nothing to import' : 'Review and import';
+    $('review-body').hidden = empty;
+    $('preview').hidden = empty;
+    if (empty || preview.shownFor === state.status) return;
+    preview.shownFor = state.status;
+    loadReview();
     load(preview.offset);
   }
 
   function hide() {
+    $('review').hidden = true;
     $('preview').hidden = true;
     preview.shownFor = null;
   }
@@ -86,12 +166,17 @@
   $('preview-prev').addEventListener('click', () => load(Math.max(0, preview.offset - PAGE_SIZE)));
   $('preview-next').addEventListener('click', () => load(preview.offset + PAGE_SIZE));
   $('import').addEventListener('click', commit);
-  $('preview-grid').addEventListener('change', (event) => {
+  $('select-all').addEventListener('click', () => selectView(true));
+  $('select-none').addEventListener('click', () => selectView(false));
+  for (const button of document.querySelectorAll('#preview .filter')) {
+    button.addEventListener('click', () => setView(button.dataset.view));
+  }
+  $('preview-grid').addEventListener('change', async (event) => {
     const box = event.target;
     if (!box.matches('input[data-id]')) return;
-    if (box.checked) preview.exclude.add(box.dataset.id);
-    else preview.exclude.delete(box.dataset.id);
-    summarize();
+    box.disabled = true;
+    if (!(await exclude({ excluded: !box.checked, ids: [box.dataset.id] }))) box.checked = !box.checked;
+    box.disabled = false;
   });
 
   window.IngestPreview = { show, hide };

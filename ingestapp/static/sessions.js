@@ -20,6 +20,15 @@
     return el('td', { 'data-label': label }, ...children);
   }
 
+  /** "Imported <time> — N added, M updated, K excluded", or a dash. */
+  function imported(s) {
+    const r = s.commit_result;
+    if (!s.committed_at || !r) return '—';
+    return el('span', {}, 'Imported ',
+      el('time', { datetime: new Date(s.committed_at * 1000).toISOString(), text: when(s.committed_at) }),
+      ` — ${r.added} added, ${r.updated} updated, ${r.excluded} excluded`);
+  }
+
   function row(s) {
     const href = table.dataset.sessionUrl.replace('SESSION_ID', encodeURIComponent(s.session_id));
     return el('tr', { 'data-status': s.status },
@@ -29,7 +38,7 @@
       cell('Progress', percent(s.progress_percent)),
       cell('Files', `${s.processed_files} / ${s.total_files}`),
       cell('Errors', String(s.errors)),
-      cell('Imported', when(s.committed_at)));
+      cell('Imported', imported(s)));
   }
 
   async function refresh() {

@@ -1,0 +1,253 @@
+"""Crashes, races, failing writes and stalled readers, against the real gunicorn where they happen."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+
+from ingestapp import create_app, shutdown
+from tests.factories import start, wait_for, write_jpegs
+from tests.servers import Server, SSEClient, gunicorn
+
+TERMINAL = ("complete", "failed", "cancelled")
+
+
+def server_start(server: Server, directory: Path, **parameters: Any) -> str:
+    body = {"parameters": {"directory": str(directory), "enable_nsfw_detection": False, **parameters}}
+    status, answer = server.request("POST", "/api/ingest/process", body)
+    assert status == 202, answer
+    return answer["session_id"]
+
+
+def read_until_terminal(client: SSEClient) -> list[dict[str, Any]]:
+    events = []
+    for event in client.events():
+        events.append(event)
+        if event["event"] in TERMINAL:
+            break
+    return events
+
+
+def read_all_received(client: SSEClient) -> list[dict[str, Any]]:
+    """Every event the server managed to send before the connection died."""
+    events = []
+    with contextlib.suppress(OSError):  # reset by the killed server: what was received counts
+        for event in client.events():
+            events.append(event)
+    return events
+
+
+@pytest.mark.server
+def test_kill_9_restart_race_resume_and_last_event_id(tmp_path: Path, media: Path) -> None:
+    write_jpegs(media, 80)
+    instance = tmp_path / "instance"
+    env = {"INGEST_FILE_DELAY": "0.05", "INGEST_WORKERS": "2"}
+    with gunicorn(instance, media, env) as server:
+        session_id = server_start(server, media)
+        viewer = SSEClient(server.port, f"/api/ingest/stream/{session_id}?last_event_id=0")
+        try:
+            seen = []
+            for event in viewer.events():
+                seen.append(event)
+                if sum(e["event"] == "file" for e in seen) == 15:
+                    break
+            server.kill_group()  # mid-job: no shutdown code runs
+            killed_at = time.monotonic()
+            seen += read_all_received(viewer)
+        finally:
+            viewer.close()
+    assert seen[-1]["event"] not in TERMINAL
+    last_seen = int(seen[-1]["id"])
+
+    with gunicorn(instance, media) as server:
+        state = server.wait_for_status(session_id, {"interrupted"}, timeout=15)
+        interrupted_after = time.monotonic() - killed_at
+        assert interrupted_after < 10, f"interrupted only {interrupted_after:.1f} s after the crash"
+        assert 15 <= state["processed_files"] < 80
+
+        barrier = threading.Barrier(4)
+        answers: list[int] = []
+
+        def race() -> None:
+            barrier.wait()
+            answers.append(server.request("POST", f"/api/ingest/{session_id}/resume", {})[0])
+
+        threads = [threading.Thread(target=race) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(answers) == [202, 409, 409, 409]
+
+        state = server.wait_for_status(session_id, {"completed"})
+        assert state["processed_files"] == state["total_files"] == 80
+        _, items = server.request("GET", f"/api/ingest/{session_id}/items?limit=500")
+        assert items["total"] == 80 and len({i["path"] for i in items["items"]}) == 80
+
+        replay = SSEClient(server.port, f"/api/ingest/stream/{session_id}?last_event_id=0")
+        resumed = SSEClient(server.port, f"/api/ingest/stream/{session_id}", {"Last-Event-ID": str(last_seen)})
+        try:
+            full = read_until_terminal(replay)
+            after = read_until_terminal(resumed)
+        finally:
+            replay.close(), resumed.close()
+    by_id = {int(e["id"]): e["data"] for e in full}
+    assert [int(e["id"]) for e in full] == sorted(by_id)
+    for event in seen:  # every id the viewer saw before the crash still names the same event
+        assert by_id[int(event["id"])] == event["data"]
+    assert [(e["id"], e["data"]) for e in after] == [(e["id"], e["data"]) for e in full if int(e["id"]) > last_seen]
+    files = [e["data"]["path"] for e in full if e["event"] == "file"]
+    assert len(files) == len(set(files)) == 80  # every file exactly once, across the crash
+    print(f"interrupted {interrupted_after:.1f} s after kill -9")
+
+
+def test_a_failing_write_fails_the_session_everywhere(app_config: dict, media: Path) -> None:
+    app = create_app({**app_config, "FILE_DELAY": 0.01})
+    try:
+        client = app.test_client()
+        write_jpegs(media, 30)
+        database = app_config["INSTANCE_PATH"] / "ingestapp.sqlite3"
+        with sqlite3.connect(database) as conn:  # the database itself refuses one row, as a full disk would
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON items WHEN NEW.path = 'img_0012.jpg' "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+        session_id = start(client, media)
+        response = client.get(f"/api/ingest/stream/{session_id}?last_event_id=0")
+        try:
+            events = []
+            for chunk in response.response:
+                events += [line[7:] for line in chunk.decode().split("\n") if line.startswith("event: ")]
+                if events and events[-1] in TERMINAL:
+                    break
+        finally:
+            response.close()
+        assert events[-1] == "failed"
+        state = client.get(f"/api/ingest/status/{session_id}").get_json()
+        assert state["status"] == "failed"
+        assert state["message"] == "database write failed: database or disk is full"
+        assert session_id not in app.extensions["ingest_jobs"].jobs
+        with sqlite3.connect(database) as conn:
+            status, saved = conn.execute("SELECT status, state FROM ingest_sessions").fetchone()
+            last_type = conn.execute("SELECT type FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+            lease = conn.execute("SELECT lease_owner FROM ingest_sessions").fetchone()[0]
+        assert (status, json.loads(saved)["message"], last_type, lease) == ("failed", state["message"], "failed", None)
+        assert json.loads(saved)["last_event_id"] == state["last_event_id"]
+        assert client.post(f"/api/ingest/{session_id}/cancel", json={}).status_code == 409
+    finally:
+        shutdown(app)
+
+
+def test_a_cancel_reaches_a_job_owned_by_another_process(app_config: dict, media: Path) -> None:
+    """Two apps on one database stand for two processes: the cancel goes through the row."""
+    owner = create_app({**app_config, "FILE_DELAY": 0.05, "JOB_LEASE": 1})
+    other = create_app(app_config)
+    try:
+        write_jpegs(media, 40)
+        session_id = start(owner.test_client(), media)
+        wait_for(owner, session_id, {"processing"})
+        client = other.test_client()
+        assert client.post(f"/api/ingest/{session_id}/resume", json={}).status_code == 409
+        assert client.post(f"/api/ingest/{session_id}/commit", json={}).status_code == 409
+        assert client.post(f"/api/ingest/{session_id}/cancel", json={}).status_code == 202
+        state = wait_for(owner, session_id, {"cancelled"}, timeout=5)
+        assert state["processed_files"] < 40
+        assert client.post(f"/api/ingest/{session_id}/commit", json={}).status_code == 200
+    finally:
+        shutdown(owner), shutdown(other)
+
+
+def test_the_scan_waits_for_the_workers(app_config: dict, media: Path) -> None:
+    app = create_app({**app_config, "FILE_DELAY": 0.02, "SCAN_QUEUE": 5, "WORKERS": 2})
+    try:
+        for i in range(60):
+            (media / f"f_{i:03d}.jpg").write_bytes(b"")  # each becomes an error entry: fast
+        session_id = start(app.test_client(), media)
+        job = app.extensions["ingest_jobs"].jobs[session_id]
+        depths, ahead = [], []
+        while session_id in app.extensions["ingest_jobs"].jobs:
+            depths.append(job.queue.qsize())
+            ahead.append(job.stages["scanning"].processed - job.run_done)
+            gevent.sleep(0.005)
+        state = app.extensions["ingest_jobs"].state(session_id)
+    finally:
+        shutdown(app)
+    assert state["status"] == "completed" and state["processed_files"] == 60
+    assert max(depths) <= 5
+    assert max(ahead) <= 5 + 2 + 1  # queued, in the workers' hands, and the one waiting to be queued
+
+
+@pytest.mark.server
+def test_max_age_ends_a_stream_whose_write_is_blocked(tmp_path: Path, media: Path) -> None:
+    # 500 unreadable files 3,750 characters deep: an `error` and a `file` event each, ~4 MB of log,
+    # more than a loopback connection's buffers hold, so the replay's writes block.
+    deep = media.joinpath(*(letter * 250 for letter in "abcdefghijklmno"))
+    deep.mkdir(parents=True)
+    for i in range(500):
+        (deep / f"f_{i:03d}.jpg").write_bytes(b"")
+    env = {"INGEST_SSE_MAX_AGE": "1", "INGEST_SSE_SEND_TIMEOUT": "300"}
+    with gunicorn(tmp_path / "instance", media, env) as server:
+        session_id = server_start(server, media)
+        server.wait_for_status(session_id, {"completed"})
+        stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            stuck.connect(("127.0.0.1", server.port))
+            stuck.sendall(f"GET /api/ingest/stream/{session_id}?last_event_id=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Authorization: Bearer {server.token}\r\n\r\n".encode())
+            opened = time.monotonic()
+            while (metrics := server.request("GET", "/api/ingest/metrics")[1])["slow_client_drops"] < 1:
+                assert time.monotonic() - opened < 5, metrics
+                time.sleep(0.05)
+        finally:
+            stuck.close()
+        assert metrics["open_streams"] == 0
+
+
+def test_an_owner_that_lost_its_lease_writes_nothing_more(app_config: dict, media: Path) -> None:
+    """A stalled owner whose lease was reaped stops at its next commit; the resume finishes the job."""
+    from sqlalchemy import update
+
+    from ingestapp.jobs import reap_expired
+    from ingestapp.models import IngestSession
+
+    stalled = create_app({**app_config, "FILE_DELAY": 0.05})
+    other = create_app(app_config)
+    try:
+        write_jpegs(media, 30)
+        session_id = start(stalled.test_client(), media)
+        wait_for(stalled, session_id, {"processing"})
+        engine = other.extensions["ingest_db"]
+        with engine.begin() as conn:  # as if the owner had not renewed its lease in time
+            conn.execute(update(IngestSession).values(lease_expires_at=0))
+        assert reap_expired(engine) == 1
+        job = stalled.extensions["ingest_jobs"].jobs.get(session_id)
+        if job is not None:
+            job.greenlet.join(timeout=5)
+        assert session_id not in stalled.extensions["ingest_jobs"].jobs
+        client = other.test_client()
+        state = client.get(f"/api/ingest/status/{session_id}").get_json()
+        assert state["status"] == "interrupted"
+        assert client.post(f"/api/ingest/{session_id}/resume", json={}).status_code == 202
+        state = wait_for(other, session_id, {"completed"})
+        assert state["processed_files"] == 30
+        items = client.get(f"/api/ingest/{session_id}/items?limit=500").get_json()["items"]
+        assert len(items) == len({i["path"] for i in items}) == 30
+        events = client.get(f"/api/ingest/stream/{session_id}?last_event_id=0")
+        try:
+            body = b"".join(iter(events.response))
+        finally:
+            events.close()
+        ids = [int(line[4:]) for line in body.split(b"\n") if line.startswith(b"id: ")]
+        assert ids == list(range(1, len(ids) + 1))  # no id written twice, none skipped
+    finally:
+        shutdown(stalled), shutdown(other)
