@@ -69,7 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.factories import write_jpegs  # noqa: E402
-from tests.servers import Server, gunicorn  # noqa: E402
+from tests.servers import TOKENS, Server, gunicorn  # noqa: E402
 
 HOST = "127.0.0.1"
 #: Seconds each file waits before its stages run, and the threadpool size: with 2 workers this is
@@ -122,9 +122,10 @@ class ChunkedDecoder:
         return bytes(out)
 
 
-def request_bytes(method: str, path: str, body: Any = None, keep_alive: bool = False) -> bytes:
-    """An HTTP/1.1 request; a JSON body when ``body`` is not None."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Accept: */*"]
+def request_bytes(port: int, method: str, path: str, body: Any = None, keep_alive: bool = False) -> bytes:
+    """An HTTP/1.1 request to the server on ``port``, with its test admin's API token (RFC 6750); a
+    JSON body when ``body`` is not None."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Accept: */*", f"Authorization: Bearer {TOKENS[port]}"]
     payload = b""
     if body is not None:
         payload = json.dumps(body).encode()
@@ -168,7 +169,7 @@ async def http_json(port: int, method: str, path: str, body: Any = None) -> tupl
     """One request on a fresh connection; returns (status, parsed JSON or None)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
     try:
-        writer.write(request_bytes(method, path, body))
+        writer.write(request_bytes(port, method, path, body))
         status, _, data = await read_response(reader)
     finally:
         writer.close()
@@ -189,7 +190,7 @@ async def summed_open_streams(port: int) -> int:
     """``ingest_open_streams`` from ``GET /metrics`` (prometheus_client sums the live workers)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
     try:
-        writer.write(request_bytes("GET", "/metrics"))
+        writer.write(request_bytes(port, "GET", "/metrics"))
         _, _, data = await read_response(reader)
     finally:
         writer.close()
@@ -267,7 +268,7 @@ async def open_stream(client: StreamClient, port: int, path: str, gate: asyncio.
     async with gate:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
         client.writer = writer
-        writer.write(request_bytes("GET", path, keep_alive=True))
+        writer.write(request_bytes(port, "GET", path, keep_alive=True))
         client.status, headers = await read_head(reader)
         if client.status != 200 or headers.get("transfer-encoding") != "chunked":
             raise RuntimeError(f"stream answered {client.status} {headers}")
@@ -363,7 +364,7 @@ class Poller:
                 next_at += period
                 if writer is None:
                     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
-                writer.write(request_bytes("GET", path, keep_alive=True))
+                writer.write(request_bytes(port, "GET", path, keep_alive=True))
                 _, headers, body = await read_response(reader)
                 self.requests += 1
                 self.ended = time.monotonic()
