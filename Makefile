@@ -17,6 +17,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/activate
 	touch $@ $(VENV)/.runtime
 
 run: $(VENV)/.runtime
+	$(BIN)/flask --app ingestapp db upgrade
 	$(BIN)/flask --app ingestapp ingest samples --if-empty
 	@$(BIN)/flask --app ingestapp users setup-link
 	@echo "ingestapp: open http://$${INGEST_BIND:-127.0.0.1:8000}/"

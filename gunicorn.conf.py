@@ -4,14 +4,16 @@ Every value can be overridden on the command line or with GUNICORN_CMD_ARGS.
 """
 
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("INGEST_BIND", "127.0.0.1:8000")
 worker_class = "gevent"
-# One worker: the event bus is in-process (blinker), so a stream must be served by the process
-# running its job. More workers would need a cross-process bus (scale-out is future work).
-workers = 1
+# Workers: WEB_CONCURRENCY (gunicorn's convention), default 1. More than one needs REDIS_URL (the
+# event bus between workers) and a PostgreSQL DATABASE_URL (the shared store): see on_starting.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # No runtime control socket ($HOME/.gunicorn/gunicorn.ctl by default, shared by every gunicorn
-# of the user): it can change the worker count, which this single-worker design must not.
+# of the user): it can change the worker count behind the check below.
 control_socket_disable = True
 # Each open SSE stream holds one connection (one greenlet); leave room for 10,000 viewers.
 worker_connections = 20000
@@ -29,6 +31,44 @@ keepalive = 2
 limit_request_line = 8190
 accesslog = "-"
 errorlog = "-"
+
+# prometheus_client's multiprocess mode: each worker writes its metrics to files in this directory
+# and GET /metrics sums them. It must be set before a worker imports the app; a directory of our own
+# unless PROMETHEUS_MULTIPROC_DIR is given (then it is emptied at start, as the library requires).
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+def on_starting(server):
+    """Refuse several workers without a shared bus and store; start with no stale metrics."""
+    if server.cfg.workers > 1:
+        missing = []
+        if not os.environ.get("REDIS_URL"):
+            missing.append("REDIS_URL (the Redis event bus; without it a viewer on one worker never "
+                           "hears a job running on another)")
+        if os.environ.get("DATABASE_URL", "sqlite").startswith("sqlite"):
+            missing.append("DATABASE_URL=postgresql+psycopg://... (the shared store)")
+        if missing:
+            raise RuntimeError(f"{server.cfg.workers} workers need " + " and ".join(missing)
+                               + "; set them, or run one worker (WEB_CONCURRENCY=1)")
+    if _own_metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ingestapp-metrics-")
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(metrics_dir, exist_ok=True)
+    for name in os.listdir(metrics_dir):
+        if name.endswith(".db"):
+            os.remove(os.path.join(metrics_dir, name))
+
+
+def child_exit(server, worker):
+    """A worker's live gauges (open streams) stop counting once it is gone."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def post_worker_init(worker):

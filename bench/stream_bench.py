@@ -22,6 +22,13 @@ the scan. The session is then ``interrupted`` with no file done; each measured s
 of that database, and ``POST /api/ingest/<id>/resume`` starts the real ingest of all N files once
 the streams are open.
 
+With ``--workers N``, the bench measures scale-out instead: a real redis-server (the event bus)
+and PostgreSQL (the shared store) start from ``tests/services.py``, the pending session is made on
+PostgreSQL, and for every K a gunicorn with ``WEB_CONCURRENCY=N`` on a copy of that database serves
+K streams spread over its workers; the job's latency and completeness are measured as above
+(``open_streams`` is then the sum over the workers, from ``GET /metrics``). ``--workers 1`` runs the
+same stack with one worker, the figures to compare against.
+
 Last, a fresh server holds ``--floor-connections`` bare connections (no request sent): the RSS
 gunicorn's gevent worker spends per connection before the app is involved, the floor under any
 per-stream figure.
@@ -62,7 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.factories import write_jpegs  # noqa: E402
-from tests.servers import Server, gunicorn  # noqa: E402
+from tests.servers import TOKENS, Server, gunicorn  # noqa: E402
 
 HOST = "127.0.0.1"
 #: Seconds each file waits before its stages run, and the threadpool size: with 2 workers this is
@@ -115,9 +122,10 @@ class ChunkedDecoder:
         return bytes(out)
 
 
-def request_bytes(method: str, path: str, body: Any = None, keep_alive: bool = False) -> bytes:
-    """An HTTP/1.1 request; a JSON body when ``body`` is not None."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Accept: */*"]
+def request_bytes(port: int, method: str, path: str, body: Any = None, keep_alive: bool = False) -> bytes:
+    """An HTTP/1.1 request to the server on ``port``, with its test admin's API token (RFC 6750); a
+    JSON body when ``body`` is not None."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Accept: */*", f"Authorization: Bearer {TOKENS[port]}"]
     payload = b""
     if body is not None:
         payload = json.dumps(body).encode()
@@ -161,15 +169,35 @@ async def http_json(port: int, method: str, path: str, body: Any = None) -> tupl
     """One request on a fresh connection; returns (status, parsed JSON or None)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
     try:
-        writer.write(request_bytes(method, path, body))
+        writer.write(request_bytes(port, method, path, body))
         status, _, data = await read_response(reader)
     finally:
         writer.close()
     return status, json.loads(data) if data else None
 
 
+#: Set in ``--workers`` mode: the per-worker JSON metrics would count one worker's streams only.
+SUMMED_METRICS = False
+
+
 async def metrics(port: int) -> dict[str, Any]:
+    if SUMMED_METRICS:
+        return {"open_streams": await summed_open_streams(port)}
     return (await http_json(port, "GET", "/api/ingest/metrics"))[1]
+
+
+async def summed_open_streams(port: int) -> int:
+    """``ingest_open_streams`` from ``GET /metrics`` (prometheus_client sums the live workers)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
+    try:
+        writer.write(request_bytes(port, "GET", "/metrics"))
+        _, _, data = await read_response(reader)
+    finally:
+        writer.close()
+    for line in data.decode().splitlines():
+        if line.startswith("ingest_open_streams "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05) -> float:
@@ -240,7 +268,7 @@ async def open_stream(client: StreamClient, port: int, path: str, gate: asyncio.
     async with gate:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
         client.writer = writer
-        writer.write(request_bytes("GET", path, keep_alive=True))
+        writer.write(request_bytes(port, "GET", path, keep_alive=True))
         client.status, headers = await read_head(reader)
         if client.status != 200 or headers.get("transfer-encoding") != "chunked":
             raise RuntimeError(f"stream answered {client.status} {headers}")
@@ -336,7 +364,7 @@ class Poller:
                 next_at += period
                 if writer is None:
                     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
-                writer.write(request_bytes("GET", path, keep_alive=True))
+                writer.write(request_bytes(port, "GET", path, keep_alive=True))
                 _, headers, body = await read_response(reader)
                 self.requests += 1
                 self.ended = time.monotonic()
@@ -389,8 +417,12 @@ def raise_nofile_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+#: ``REDIS_URL``/``DATABASE_URL`` in ``--workers`` mode.
+SHARED_ENV: dict[str, str] = {}
+
+
 def server_env(delay: str = FILE_DELAY) -> dict[str, str]:
-    return {"INGEST_FILE_DELAY": delay, "INGEST_WORKERS": WORKERS}
+    return {"INGEST_FILE_DELAY": delay, "INGEST_WORKERS": WORKERS, **SHARED_ENV}
 
 
 def worker_of(server: Server) -> psutil.Process:
@@ -780,6 +812,88 @@ def machine() -> dict[str, Any]:
     }
 
 
+# -- scale-out: --workers N -------------------------------------------------------------------------------------
+
+
+async def scaled_case(server: Server, bench: Bench, k: int, workers: int) -> dict[str, Any]:
+    """K streams over the workers, then the measured job: latency, completeness, spread, CPU."""
+    processes = psutil.Process(server.process.pid).children()
+    group = StreamGroup.start(server.port, f"/api/ingest/stream/{bench.session_id}", k)
+    open_s = await group.wait_open(server.port, k, 60 + k / 50)
+    spread = sorted((sum(1 for c in p.net_connections(kind="tcp") if c.laddr and c.laddr.port == server.port
+                         and c.status == psutil.CONN_ESTABLISHED) for p in processes), reverse=True)
+    print(f"  K={k}: {k} streams open in {open_s:.1f} s over {workers} workers {spread}", flush=True)
+    cpu0, me0, t0 = sum(cpu_seconds(p) for p in processes), cpu_seconds(psutil.Process()), time.monotonic()
+    await resume(server.port, bench.session_id)
+    finished = await group.finish(bench.job_timeout)
+    job_s = time.monotonic() - t0
+    server_cpu = sum(cpu_seconds(p) for p in processes) - cpu0
+    client_cpu = cpu_seconds(psutil.Process()) - me0
+    expected = await logged_file_seqs(server.port, bench.session_id)
+    latencies = np.concatenate([np.frombuffer(c.latencies, dtype=np.float64) for c in group.clients])
+    return {
+        "mode": "sse-scaled", "workers": workers, "clients": k, "files": bench.files, "open_s": round(open_s, 2),
+        "streams_per_worker": spread, "latency_ms": percentiles_ms(latencies),
+        "completeness": completeness(group.clients, expected, bench.files), "finished_in_time": finished,
+        "job_s": round(job_s, 2), "files_per_s": round(bench.files / job_s, 1),
+        "server_cpu_s": round(server_cpu, 2), "client_cpu_s": round(client_cpu, 2),
+    }
+
+
+def scaled_markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| workers | clients | streams per worker | p50 ms | p90 ms | p99 ms | max ms | complete | job s | files/s "
+        "| server CPU s | client CPU s |",
+        "|--:|--:|---|--:|--:|--:|--:|---|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        lat, c = r["latency_ms"], r["completeness"]
+        complete = f"{'yes' if c['complete'] else 'NO'} ({c['clients_complete']:,}/{c['clients']:,})"
+        cells = [str(r["workers"]), fmt(r["clients"]), " / ".join(map(str, r["streams_per_worker"])),
+                 *(fmt(lat[p]) for p in ("p50", "p90", "p99", "max")), complete, fmt(r["job_s"]),
+                 fmt(r["files_per_s"]), fmt(r["server_cpu_s"]), fmt(r["client_cpu_s"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_scaled(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Every K of ``--clients`` on ``--workers`` workers with Redis and PostgreSQL."""
+    global SUMMED_METRICS
+    from ingestapp import create_app, schema
+    from tests.services import postgres_server, redis_server
+
+    SUMMED_METRICS = True
+    results = []
+    with redis_server() as redis, postgres_server() as postgres:
+        postgres.execute("CREATE DATABASE pending")
+        app = create_app({"DATABASE_URL": postgres.url("pending"), "INSTANCE_PATH": tmp / "migrate"})
+        schema.upgrade(app)
+        app.extensions["ingest_db"].dispose()
+        SHARED_ENV.update(REDIS_URL=redis.url, DATABASE_URL=postgres.url("pending"))
+        bench = prepare(tmp, args.files, args.job_timeout)  # the pending session, in database "pending"
+        for k in (int(k) for k in args.clients.split(",") if k):
+            print(f"sse-scaled workers={args.workers} K={k} ...", flush=True)
+            database = f"case_{k}"
+            postgres.execute(f"CREATE DATABASE {database} TEMPLATE pending")
+            env = {**server_env(), "DATABASE_URL": postgres.url(database), "WEB_CONCURRENCY": str(args.workers)}
+            load_before = os.getloadavg()[0]
+            with gunicorn(tmp / f"scaled-{k}", bench.media, env) as server:
+                deadline = time.monotonic() + 60
+                while len(psutil.Process(server.process.pid).children()) < args.workers:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the workers did not start")
+                    time.sleep(0.1)
+                time.sleep(2.0)  # every worker's bus reader connected
+                result = asyncio.run(scaled_case(server, bench, k, args.workers))
+                errors = [line for line in server.log.read_text(errors="replace").splitlines()
+                          if "Error" in line or "WORKER TIMEOUT" in line]
+                result["server_log_errors"] = errors[:20]
+            result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            results.append(result)
+            print(f"  {json.dumps(result)}", flush=True)
+    return results
+
+
 # -- main ------------------------------------------------------------------------------------------------------
 
 
@@ -803,6 +917,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="bare connections for gunicorn's per-connection RSS floor (0: skip)")
     parser.add_argument("--files", type=int, default=100, help="files in the measured job")
     parser.add_argument("--job-timeout", type=float, default=150, help="seconds a measured job may take")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="scale-out mode: N gunicorn workers with Redis and PostgreSQL (SSE cases only)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for the JSON")
     return parser.parse_args(argv)
 
@@ -813,6 +929,20 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile_limit()
     started_at = datetime.now(UTC)
     results: list[dict[str, Any]] = []
+    if args.workers:
+        with tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp:
+            results = run_scaled(args, Path(tmp))
+        report = {"started_at": started_at.isoformat(timespec="seconds"),
+                  "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+                  "settings": {"INGEST_FILE_DELAY": FILE_DELAY, "INGEST_WORKERS": WORKERS, "files": args.files,
+                               "WEB_CONCURRENCY": args.workers, "pipeline": METADATA_ONLY},
+                  "results": results}
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"stream-scaled-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+        path.write_text(json.dumps(report, indent=2))
+        print(scaled_markdown(results))
+        print(f"\nresults: {path}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp:
         bench = prepare(Path(tmp), args.files, args.job_timeout)
         cases = [("sse", int(k)) for k in args.clients.split(",") if k]

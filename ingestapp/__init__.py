@@ -1,18 +1,20 @@
 """ingestapp: ingest a directory of photos and videos, with live progress over SSE.
 
 The data path: ``api.py`` (blueprint) starts a job → ``jobs.py`` (a greenlet per session, stages
-in the threadpool) → ``eventlog.py`` (commits each event) → ``events.py`` (the blinker signal) →
-``broker.py`` (per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
+in the threadpool) → ``eventlog.py`` (commits each event) → ``events.py`` (publishes it) → ``bus.py``
+(in-process, or Redis Streams across workers) → ``broker.py`` (per-client bounded queues) →
+``stream.py`` (the SSE response) → ``static/ingest.js``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 
-from . import accounts, api, auth, cli, contract, db, pages, security
+from . import accounts, api, auth, cli, contract, db, pages, schema, security
 from .broker import Broker
+from .bus import create_bus
 from .config import load_config
 from .jobs import JobRegistry
 
@@ -29,13 +31,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     engine = app.extensions["ingest_db"]
-    app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
-    app.extensions["ingest_jobs"].start_reaper()  # sessions of dead processes become interrupted
-    app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
+    schema.init_app(app)
+    problem = app.extensions["ingest_schema_problem"] = schema.prepare(app)
+    jobs = app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
+    broker = app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
+    bus = app.extensions["ingest_bus"] = create_bus(app.config, on_gap=broker.resync)
+    bus.start()
+    if problem is None:
+        jobs.start_reaper()  # sessions of dead processes become interrupted (after the bus: it publishes)
+    else:  # only ``flask db ...`` can do anything useful with this app; servers refuse to start
+        app.before_request(_refuse_out_of_date_schema)
 
     security.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api.prometheus)
     app.register_blueprint(contract.bp)
     app.register_blueprint(pages.bp)
     cli.init_app(app)
@@ -43,7 +53,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def _refuse_out_of_date_schema() -> tuple[dict[str, str], int]:
+    return {"error": current_app.extensions["ingest_schema_problem"]}, 503
+
+
 def shutdown(app: Flask) -> None:
     """End every open stream and stop the running jobs (they become ``interrupted``)."""
     app.extensions["ingest_broker"].close_all()
     app.extensions["ingest_jobs"].shutdown()
+    app.extensions["ingest_bus"].close()

@@ -39,6 +39,7 @@ from .catalog import (
 )
 from .contract import responses, spec
 from .jobs import JobConflict, JobNotFound, JobRegistry
+from .metrics import render as render_metrics
 from .models import Item
 from .parameters import MEDIA_EXTENSIONS, ParameterError, parse_parameters
 from .paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_error
@@ -336,14 +337,34 @@ def stream(session_id: str) -> Response:
 @bp.get("/api/ingest/metrics")
 @spec.validate(query=schemas.MetricsQuery, resp=responses(400, HTTP_200=schemas.Metrics), tags=["server"])
 def metrics() -> Response:
-    """Stream counters, for admins (they name every user's sessions); ``?greenlets=1`` adds the
-    live greenlet count (walks the heap: slow). 403 for other users."""
+    """This worker's stream counters, for admins (they name every user's sessions): ``scope``
+    "worker" with its ``pid`` (each gunicorn worker answers for itself; ``GET /metrics`` sums them)
+    and its event bus (``bus``: local | redis, ``bus_up``). ``?greenlets=1`` adds the live greenlet
+    count (walks the heap: slow). 403 for other users."""
     if not current_user.is_admin:
         raise ApiError(403, "only admins see the stream metrics", None)
-    result = current_app.extensions["ingest_broker"].metrics()
+    result = {
+        "scope": "worker",
+        "pid": os.getpid(),
+        **current_app.extensions["ingest_broker"].metrics(),
+        **current_app.extensions["ingest_bus"].status(),
+    }
     if request.context.query.greenlets == "1":
         result["greenlets"] = sum(isinstance(o, greenlet) and not o.dead for o in gc.get_objects())
     return jsonify(result)
+
+
+#: ``GET /metrics``: outside ``/api`` and its JSON contract (Prometheus text), behind the same sign-in.
+prometheus = Blueprint("prometheus", __name__)
+prometheus.before_request(require_api_user)
+
+
+@prometheus.get("/metrics")
+def prometheus_metrics() -> Response:
+    """The Prometheus text format, summed over the gunicorn workers (``metrics.py``); 401 without
+    credentials (an API token: Prometheus's ``authorization`` setting)."""
+    body, content_type = render_metrics(current_app.extensions["ingest_db"])
+    return Response(body, content_type=content_type)
 
 
 # -- media roots and thumbnails ---------------------------------------------------------------------

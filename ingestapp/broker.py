@@ -16,6 +16,7 @@ from typing import Any
 import gevent.event
 
 from .events import Event, job_event
+from .metrics import OPEN_STREAMS, MirroredCounts
 
 
 class Subscription:
@@ -72,6 +73,12 @@ class Subscription:
         self._pending.clear()
         self._seq_by_key.clear()
 
+    def catch_up_from_log(self) -> None:
+        """Drop what is queued and wake the stream, which then replays from the event log."""
+        self.overflowed = True
+        self.drop_pending()
+        self._ready.set()
+
     def close(self) -> None:
         """Wake the stream so it ends (client gone, or server shutting down)."""
         self.closed = True
@@ -84,7 +91,7 @@ class Broker:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self.subscriptions: dict[str, set[Subscription]] = defaultdict(set)
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = MirroredCounts()  # also feeds the Prometheus counters
         self.closing = False  # set at shutdown: streams opened from then on end after their start
         # blinker holds receivers weakly; the app keeps this broker (and so the bound method) alive.
         job_event.connect(self._on_event)
@@ -92,6 +99,7 @@ class Broker:
     def subscribe(self, session_id: str) -> Subscription:
         subscription = Subscription(session_id, self.queue_size)
         self.subscriptions[session_id].add(subscription)
+        OPEN_STREAMS.inc()
         if self.closing:
             subscription.close()  # the client gets its snapshot, then reconnects to the next worker
         return subscription
@@ -100,8 +108,9 @@ class Broker:
         """Release a subscription; safe to call more than once."""
         subscription.close()
         subscribers = self.subscriptions.get(subscription.session_id)
-        if subscribers is not None:
+        if subscribers is not None and subscription in subscribers:
             subscribers.discard(subscription)
+            OPEN_STREAMS.dec()
             if not subscribers:
                 del self.subscriptions[subscription.session_id]
 
@@ -111,6 +120,14 @@ class Broker:
         for subscribers in list(self.subscriptions.values()):
             for subscription in list(subscribers):
                 subscription.close()
+
+    def resync(self, session_id: str | None = None) -> None:
+        """Make the streams of ``session_id`` (None: all) catch up from the event log: the bus
+        may have missed events (a gap in seq, a reconnection)."""
+        targets = [session_id] if session_id is not None else list(self.subscriptions)
+        for sid in targets:
+            for subscription in self.subscriptions.get(sid, ()):
+                subscription.catch_up_from_log()
 
     def _on_event(self, session_id: str, event: Event) -> None:
         self.counters["events_emitted"] += 1

@@ -11,9 +11,10 @@ from flask import url_for
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, delete, func, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from .jobs import FINISHED_STATUSES, JobConflict, new_id
+from .jobs import JobConflict, new_id
 from .models import CatalogEntry, CatalogKeyword, IngestSession, Item
 from .parameters import VIDEO_EXTENSIONS, ParameterError
+from .vocabulary import FINISHED_STATUSES
 
 #: The review's grid filters (``GET /api/ingest/<id>/items?view=``): what each one shows.
 REVIEW_VIEWS = ("all", "new", "duplicates", "errors", "nsfw")

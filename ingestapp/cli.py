@@ -20,6 +20,7 @@ from .events import Event, job_event
 from .jobs import JobRegistry
 from .parameters import ParameterError, parse_parameters
 from .paths import printable
+from .schema import SchemaOutOfDate, require_current
 
 ingest = AppGroup("ingest", help="Ingest media from the command line.")
 
@@ -133,6 +134,10 @@ def run_command(
     DIRECTORY need not be under INGEST_MEDIA_ROOTS: whoever runs the CLI can read it anyway.
     A terminal gets a progress bar (stderr); otherwise plain lines, at most one a second.
     """
+    try:
+        require_current(current_app)
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from None
     registry: JobRegistry = current_app.extensions["ingest_jobs"]
     try:
         user = default_cli_user(registry.engine, username)

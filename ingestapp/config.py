@@ -44,6 +44,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "JOB_LEASE": float(env.get("INGEST_JOB_LEASE", 5)),
         # Files the scan may run ahead of the workers (a bounded queue: memory stays flat).
         "SCAN_QUEUE": int(env.get("INGEST_SCAN_QUEUE", 1000)),
+        # Several workers/hosts: the Redis event bus (unset: in-process, one worker only).
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "BUS_STREAM": env.get("INGEST_BUS_STREAM", "ingestapp:events"),
+        "BUS_MAXLEN": int(env.get("INGEST_BUS_MAXLEN", 100_000)),
         # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
         "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
     }

@@ -7,16 +7,14 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine, event
 
-from .models import Base
-
 
 def init_app(app: Flask) -> None:
-    """Create the engine for ``app.config["DATABASE_URL"]`` and the tables if missing."""
+    """Create the engine for ``app.config["DATABASE_URL"]``; the tables come from the migrations
+    (``schema.py``)."""
     url = app.config["DATABASE_URL"]
     engine = create_engine(url, **_engine_options(url))
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
     app.extensions["ingest_db"] = engine
 
 
@@ -29,6 +27,8 @@ def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # All access happens on the gevent hub thread; the pool only needs to allow greenlets.
         return {"connect_args": {"check_same_thread": False, "timeout": 30}}
+    # PostgreSQL (psycopg 3): under gevent's monkey-patching psycopg waits with select(), which
+    # gevent makes cooperative (psycopg.waiting picks wait_select when it sees select patched).
     return {"pool_pre_ping": True}
 
 

@@ -1,25 +1,30 @@
 """Where an event is born: the ``job-event`` blinker signal and the ``Event`` it carries.
 
-Every state change of a session is published as ``job_event.send(session_id, event=Event)`` from
-the gevent hub thread, once the event log (``eventlog.py``) has committed it. Receivers: the stream
-broker (``broker.py``, SSE fan-out) and the CLI progress bar (``cli.py``).
+Every state change of a session is published with ``publish(event)`` from the gevent hub thread,
+once the event log (``eventlog.py``) has committed it; through the bus (``bus.py``) it arrives in
+each worker as ``job_event.send(session_id, event=Event)``. Receivers: the stream broker
+(``broker.py``, SSE fan-out) and the CLI progress bar (``cli.py``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from blinker import Namespace
+
+from .metrics import EVENTS_EMITTED
+from .vocabulary import TERMINAL_EVENTS
 
 signals = Namespace()
 
 #: sender: the session id (str); keyword ``event``: an :class:`Event`.
 job_event = signals.signal("job-event")
 
-TERMINAL_TYPES = frozenset({"complete", "failed", "cancelled"})
+TERMINAL_TYPES = frozenset(TERMINAL_EVENTS)
 #: Types a slow subscriber may skip when a newer one of the same key is already queued.
 CONFLATABLE_TYPES = frozenset({"progress", "stage"})
 
@@ -78,6 +83,26 @@ def from_record(session_id: str, seq: int, event_type: str, data: str) -> Event:
     return Event(session_id, seq, event_type, data, sse_frame(data, event_type, seq), key)
 
 
+#: Where ``publish`` hands events: None for this process's signal (the local bus), else the Redis
+#: bus's ``publish``, which brings every event back to each worker's ``deliver`` (``bus.py``).
+_transport: Callable[[Event], None] | None = None
+
+
+def set_transport(transport: Callable[[Event], None] | None) -> None:
+    global _transport
+    _transport = transport
+
+
 def publish(event: Event) -> None:
-    """Announce ``event`` to every receiver. Call from the hub thread only."""
+    """Announce ``event`` to every receiver, in every worker when the Redis bus is on. Call from
+    the hub thread only; never blocks."""
+    EVENTS_EMITTED.inc()
+    if _transport is None:
+        deliver(event)
+    else:
+        _transport(event)
+
+
+def deliver(event: Event) -> None:
+    """Send ``event`` to this process's receivers (the ``job_event`` signal). Hub thread only."""
     job_event.send(event.session_id, event=event)

@@ -32,7 +32,7 @@ from gevent.threadpool import ThreadPool
 from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
-from . import stages
+from . import metrics, stages
 from .eventlog import LeaseLost, SessionLog
 from .events import Event, make_event, publish
 from .models import CatalogEntry, ErrorEntry, EventRecord, IngestSession, Item
@@ -41,11 +41,10 @@ from .paths import display_path, root_of, scrub_paths
 from .progress import STATS_KEYS, StageProgress, percent, stopped_state
 from .scanner import ScannedFile, list_directory, scan
 from .stages.base import FileContext
+from .vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATUSES = ("queued", "scanning", "processing")
-FINISHED_STATUSES = ("completed", "failed", "cancelled")
 #: Seconds between ``progress`` events: 20 per second at most, however fast files go by (a
 #: ``file`` event still goes out for every file). Each progress event costs every watching stream
 #: a send; browsers repaint at most once a frame anyway.
@@ -449,7 +448,12 @@ class Job:
     def _write_continuously(self) -> None:
         """The writer greenlet: commit what is pending as soon as the previous commit is done
         (group commit: events emitted meanwhile share the next one), or every fifth of the lease
-        when idle, to renew it and read a cancel request. Raises what ``commit`` raises."""
+        when idle, to renew it and read a cancel request. Raises what ``commit`` raises.
+
+        Only this greenlet commits while the job runs (``run`` makes the final commit after it
+        ended), so commits never overlap even where the database yields to the hub during I/O
+        (PostgreSQL under gevent), and events reach the bus in ``seq`` order, each after its commit
+        (a Redis bus reader takes a hole in ``seq`` for a gap)."""
         heartbeat = self.registry.lease / 5
         while True:
             self._pending.wait(heartbeat)
@@ -623,11 +627,14 @@ class Job:
         if stage.start():
             self.emit("stage", stage=module.NAME, **self.stage_dict(module.NAME))
         stage.in_flight += 1
+        started = time.perf_counter()
         try:
             failure = self.registry.threadpool.apply(_run_in_thread, (module.run, ctx))
         finally:
             stage.in_flight -= 1
             stage.processed += 1
+        metrics.STAGE_SECONDS.labels(module.NAME).observe(time.perf_counter() - started)
+        metrics.FILES.labels(module.NAME, "ok" if failure is None else "error").inc()
         if failure is not None:
             stage.errors += 1
             message = _message(failure, ctx.path_replacements(), self.registry.media_roots)
@@ -691,7 +698,7 @@ class Job:
         self.status = status
         self.failure = message
         self.current_file = None
-        event_type = {"completed": "complete", "cancelled": "cancelled", "failed": "failed"}.get(status)
+        event_type = TERMINAL_EVENT_OF.get(status)
         if event_type is None:  # interrupted: not terminal, the session can be resumed
             self.emit("progress", **self.progress())
         else:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
-    DDL,
     JSON,
     Boolean,
     Float,
@@ -17,7 +16,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    event,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -137,28 +135,8 @@ class CatalogKeyword(Base):
     keyword: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
 
 
-# SQLite full-text search over ``catalog.search_text``: an external-content FTS5 table with the
-# trigram tokenizer (case-insensitive substring matches, SQLite >= 3.34; sqlite.org/fts5.html
-# §4.3.5), kept in sync by triggers (§4.4.3), created with the catalog table by create_all.
-_SQLITE_FTS = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS catalog_fts USING fts5("
-    "search_text, content='catalog', content_rowid='rowid', tokenize='trigram')",
-    "CREATE TRIGGER IF NOT EXISTS catalog_fts_insert AFTER INSERT ON catalog BEGIN "
-    "INSERT INTO catalog_fts(rowid, search_text) VALUES (new.rowid, new.search_text); END",
-    "CREATE TRIGGER IF NOT EXISTS catalog_fts_delete AFTER DELETE ON catalog BEGIN "
-    "INSERT INTO catalog_fts(catalog_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text); END",
-    "CREATE TRIGGER IF NOT EXISTS catalog_fts_update AFTER UPDATE OF search_text ON catalog BEGIN "
-    "INSERT INTO catalog_fts(catalog_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text); "
-    "INSERT INTO catalog_fts(rowid, search_text) VALUES (new.rowid, new.search_text); END",
-)
-# PostgreSQL: a GIN index on the 'simple' text-search vector (prefix queries use it).
-_POSTGRESQL_FTS = (
-    "CREATE INDEX IF NOT EXISTS ix_catalog_search ON catalog USING gin (to_tsvector('simple', search_text))",
-)
-for _statement in _SQLITE_FTS:
-    event.listen(CatalogEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
-for _statement in _POSTGRESQL_FTS:
-    event.listen(CatalogEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql"))
+# Catalog search (``catalog.search_text``) also has objects the models cannot declare: on SQLite an
+# FTS5 table kept in sync by triggers, on PostgreSQL a GIN index. Migration 0002 creates them.
 
 
 class User(Base):

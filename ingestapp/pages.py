@@ -17,6 +17,7 @@ from .catalog import CATALOG_SORTS, parse_catalog_query, query_catalog
 from .jobs import JobNotFound, JobRegistry
 from .parameters import DEFAULT_PATTERN, ParameterError
 from .paths import display_path
+from .vocabulary import LABELS, for_scripts
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
@@ -26,45 +27,6 @@ CATALOG_PAGE_SIZE = 24
 #: Pages past this would need an offset beyond a 64-bit integer (the database's limit).
 MAX_CATALOG_PAGE = (2**63 - 1) // CATALOG_PAGE_SIZE
 
-#: Human names, shared by the templates and (through the page data) the scripts.
-LABELS: dict[str, dict[str, str]] = {
-    "status": {
-        "queued": "Queued",
-        "scanning": "Scanning",
-        "processing": "Processing",
-        "completed": "Completed",
-        "failed": "Failed",
-        "cancelled": "Cancelled",
-        "interrupted": "Interrupted",
-    },
-    "stage": {
-        "scanning": "Scanning",
-        "identify": "Identify",
-        "metadata": "Metadata",
-        "keywords": "Keywords",
-        "scores": "Scores",
-        "nsfw": "NSFW",
-        "thumbnail": "Thumbnails",
-    },
-    "stage_status": {
-        "pending": "Pending",
-        "running": "Running",
-        "completed": "Done",
-        "cancelled": "Cancelled",
-        "failed": "Failed",
-        "interrupted": "Interrupted",
-    },
-    "stats": {
-        "processed_files": "Processed",
-        "metadata_extracted": "Metadata",
-        "keywords_added": "Keywords",
-        "scores_imported": "Scores",
-        "nsfw_detected": "NSFW",
-        "skipped_duplicates": "Duplicates skipped",
-        "errors": "Errors",
-    },
-}
-
 
 def registry() -> JobRegistry:
     """The app's job registry."""
@@ -73,8 +35,9 @@ def registry() -> JobRegistry:
 
 @bp.app_context_processor
 def _labels() -> dict[str, Any]:
-    """Every template gets ``labels`` (status, stage and counter names)."""
-    return {"labels": LABELS}
+    """Every template gets ``labels`` (status, stage and counter names) and ``vocabulary`` (for the
+    scripts, see vocabulary.py)."""
+    return {"labels": LABELS, "vocabulary": for_scripts()}
 
 
 # -- formatting (static/common.js formats the same way) ---------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 from .paths import OutsideMediaRoots, UnusablePath, confine, path_error
 from .scanner import check_patterns
+from .vocabulary import OPTION_FLAGS
 
 #: File extensions the pipeline understands (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".bmp")
@@ -55,7 +56,7 @@ class IngestParameters:
         return split_pattern(self.pattern)
 
 
-_BOOL_FIELDS = ("extract_metadata", "extract_keywords", "import_scores", "enable_nsfw_detection", "skip_duplicates")
+_BOOL_FIELDS = OPTION_FLAGS
 _KNOWN_FIELDS = {f.name for f in fields(IngestParameters)}
 
 

@@ -419,8 +419,10 @@ class Listing(BaseModel):
 
 
 class Metrics(BaseModel):
-    """Stream counters of this worker process."""
+    """Stream counters and event bus of this worker process (``GET /metrics`` sums the workers)."""
 
+    scope: Literal["worker"] = Field(description="the figures are this worker's, not summed")
+    pid: int = Field(description="the worker's process id")
     open_streams: int
     open_streams_by_session: dict[str, int]
     queued_events: int
@@ -430,6 +432,10 @@ class Metrics(BaseModel):
     events_replayed: int
     disconnects: int
     slow_client_drops: int = Field(0, description="streams closed because a write could not complete in time")
+    bus: Literal["local", "redis"] = Field(description="local: in-process (one worker); redis: Redis Streams")
+    bus_up: bool = Field(description="false while this worker's bus is disconnected from Redis")
+    bus_reconnects: int | None = Field(None, description="Redis bus only: reconnections after an outage")
+    bus_outbox: int | None = Field(None, description="Redis bus only: events waiting to be sent to Redis")
     greenlets: int | None = Field(None, description="with ?greenlets=1 only")
 
 

@@ -22,6 +22,7 @@ import gevent
 from .broker import Broker, Subscription
 from .eventlog import events_after
 from .events import Event, sse_frame
+from .vocabulary import FINISHED_STATUSES
 
 if TYPE_CHECKING:
     from .jobs import JobRegistry
@@ -52,7 +53,7 @@ def parse_last_event_id(value: str | None) -> int | None:
 
 
 def is_finished(state: dict[str, Any]) -> bool:
-    return state["status"] in ("completed", "failed", "cancelled")
+    return state["status"] in FINISHED_STATUSES
 
 
 class EventStream:

@@ -7,18 +7,23 @@ anonymous client; ``token="..."`` another user's.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, inspect, select
 
+from ingestapp import create_app, shutdown
 from ingestapp.accounts import PASSWORD_HASHER, create_token
 from ingestapp.config import load_config
-from ingestapp.models import Base, User
+from ingestapp.models import User
 
 ADMIN = "admin"
 PASSWORD = "correct horse battery staple"
@@ -46,15 +51,34 @@ def new_token(engine: Engine, username: str = ADMIN, is_admin: bool = True, **op
 
 
 def prepare_instance(instance: Path, database_url: str | None = None) -> str:
-    """Create the tables and the test admin in an instance's database (as ``load_config`` finds it
-    from ``instance`` and the environment); returns a new admin token."""
+    """Migrate an instance's database (as ``load_config`` finds it from ``instance`` and the
+    environment) and add the test admin; returns a new admin token. A new SQLite database is a copy
+    of one migrated once per test run (``flask db upgrade`` takes a while); any other database must
+    be migrated already (conftest's PostgreSQL template is)."""
     url = database_url or load_config({"INSTANCE_PATH": instance})["DATABASE_URL"]
     engine = create_engine(url)
     try:
-        Base.metadata.create_all(engine)
+        if engine.dialect.name == "sqlite" and not inspect(engine).get_table_names():
+            engine.dispose()
+            shutil.copyfile(_migrated_sqlite(), engine.url.database)
         return new_token(engine)
     finally:
         engine.dispose()
+
+
+@functools.cache
+def _migrated_sqlite() -> Path:
+    """An SQLite database at the current revision, made by the migrations (once per test run)."""
+    directory = Path(tempfile.mkdtemp(prefix="ingest-schema-"))
+    atexit.register(shutil.rmtree, directory, True)
+    app = create_app({"INSTANCE_PATH": directory, "DATABASE_URL": f"sqlite:///{directory / 'migrated.sqlite3'}"})
+    shutdown(app)  # create_app migrated the empty SQLite database (schema.prepare)
+    app.extensions["ingest_broker"].disconnect()
+    engine = app.extensions["ingest_db"]
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file
+    engine.dispose()
+    return directory / "migrated.sqlite3"
 
 
 def admin_token(app: Flask) -> str:

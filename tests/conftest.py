@@ -1,4 +1,5 @@
-"""Fixtures: an app on a temporary instance dir and media root (pytest-flask's ``client`` uses it).
+"""Fixtures: an app on a temporary instance dir and media root (pytest-flask's ``client`` uses it),
+on SQLite or, for the modules in POSTGRES_MODULES, also on a real PostgreSQL; a real redis-server.
 
 Every Flask test client is an ``AuthClient`` (tests/auth_support.py): it sends the test admin's API
 token unless made with ``app.test_client(token=None)``. ``token_client``, ``cookie_client`` (signed
@@ -8,6 +9,7 @@ in through /login, sending the CSRF header like the page scripts) and ``anon_cli
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +17,21 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ingestapp import create_app, shutdown
+from ingestapp import create_app, schema, shutdown
 from tests.auth_support import AuthClient, csrf_token, prepare_instance, sign_in
+from tests.services import POSTGRES_BIN, REDIS_SERVER, PostgresServer, RedisServer, postgres_server, redis_server
+
+#: Test modules whose ``app`` runs on both databases (the API, the jobs and the streams).
+POSTGRES_MODULES = {"test_api", "test_jobs", "test_stream"}
+TEMPLATE_DATABASE = "ingest_template"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rpartition(".")[2]
+        both = module in POSTGRES_MODULES and not metafunc.definition.get_closest_marker("sqlite_only")
+        databases = ["sqlite", "postgresql"] if both else ["sqlite"]
+        metafunc.parametrize("database_url", databases, indirect=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -35,17 +50,54 @@ def media(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster for the session, with a template database at the current revision."""
+    require_system_tool(str(POSTGRES_BIN / "postgres"), "the PostgreSQL tests need a real server")
+    with postgres_server() as server:
+        server.execute(f"CREATE DATABASE {TEMPLATE_DATABASE}")
+        app = create_app({"DATABASE_URL": server.url(TEMPLATE_DATABASE), "INSTANCE_PATH": server.directory / "i"})
+        schema.upgrade(app)  # what `flask --app ingestapp db upgrade` does
+        app.extensions["ingest_broker"].disconnect()
+        app.extensions["ingest_db"].dispose()
+        yield server
+
+
 @pytest.fixture
-def app_config(tmp_path: Path, media: Path) -> dict:
-    """The test app's settings; its database already holds the test admin."""
-    prepare_instance(tmp_path / "instance")
-    return {
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None (the embedded SQLite default) or the URL of a fresh, migrated PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = "test_" + secrets.token_hex(6)
+    server.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
+    yield server.url(name)
+    server.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def redis_service() -> Iterator[RedisServer]:
+    """A fresh redis-server (per test: a test may stop and restart it)."""
+    require_system_tool(REDIS_SERVER, "the event-bus tests need a real redis-server")
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def app_config(tmp_path: Path, media: Path, database_url: str | None) -> dict:
+    """The test app's settings; its database is migrated and already holds the test admin."""
+    prepare_instance(tmp_path / "instance", database_url)
+    config = {
         "TESTING": True,
         "INSTANCE_PATH": tmp_path / "instance",
         "MEDIA_ROOTS": [media],
         "WORKERS": 2,
         "SSE_KEEPALIVE": 0.5,
     }
+    if database_url:
+        config["DATABASE_URL"] = database_url
+    return config
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ API_GETS = (
     "/api/ingest/metrics",
     "/api/ingest/roots",
     "/api/catalog",
+    "/metrics",
 )
 API_POSTS = ("/api/ingest/process", "/api/ingest/{sid}/cancel", "/api/ingest/{sid}/resume", "/api/ingest/{sid}/commit")
 PAGES = ("/", "/sessions", "/catalog", "/ingest/{sid}")

@@ -307,7 +307,11 @@
     button.setAttribute('aria-label', (shown ? 'Hide ' : 'Show ') + name);
   });
 
+  /** Statuses, event types, stage names, option flags and labels (ingestapp/vocabulary.py). */
+  const vocabulary = JSON.parse(document.getElementById('vocabulary').textContent);
+
   window.Ingest = {
     el, setText, flash, duration, percent, clock, bytes, fetchJSON, postJSON, itemCard, setOffline, showDetail,
+    vocabulary,
   };
 })();

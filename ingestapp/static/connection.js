@@ -15,10 +15,10 @@
 
 (function () {
   const I = window.Ingest;
-  const FINISHED = ['completed', 'failed', 'cancelled'];
-  const RUNNING = ['queued', 'scanning', 'processing'];
-  const EVENT_TYPES = ['snapshot', 'progress', 'stage', 'file', 'complete', 'cancelled', 'failed']; // + 'error'
-  const TERMINAL_EVENTS = ['complete', 'cancelled', 'failed'];
+  const FINISHED = I.vocabulary.finished_statuses;
+  const RUNNING = I.vocabulary.running_statuses;
+  const EVENT_TYPES = I.vocabulary.event_types.filter((type) => type !== 'error'); // 'error': below
+  const TERMINAL_EVENTS = I.vocabulary.terminal_events;
   const FAILURES_BEFORE_POLLING = 5; // stream errors in a row, with no event in between…
   const FAILING_MS_BEFORE_POLLING = 8000; // …over at least this long (a short outage stays live)
   const STALL_MS = 3000; // no event for this long while the server's log advanced: a stall

@@ -2,11 +2,11 @@
 'use strict';
 
 (function () {
-  const { el, fetchJSON, postJSON } = window.Ingest;
+  const { el, fetchJSON, postJSON, vocabulary } = window.Ingest;
   const form = document.getElementById('ingest-form');
   if (!form) return;
   const $ = (id) => document.getElementById(id);
-  const BOOLS = ['extract_metadata', 'extract_keywords', 'import_scores', 'enable_nsfw_detection', 'skip_duplicates'];
+  const BOOLS = vocabulary.option_flags;
 
   // -- parameters and errors -----------------------------------------------------------------
 

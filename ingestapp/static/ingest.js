@@ -15,9 +15,9 @@
   const { labels, urls } = page;
   const $ = (id) => document.getElementById(id);
 
-  const RUNNING = ['queued', 'scanning', 'processing'];
-  const FINISHED = ['completed', 'failed', 'cancelled'];
-  const TERMINAL_EVENTS = ['complete', 'cancelled', 'failed'];
+  const RUNNING = I.vocabulary.running_statuses;
+  const FINISHED = I.vocabulary.finished_statuses;
+  const TERMINAL_EVENTS = I.vocabulary.terminal_events;
   const PROGRESS_KEYS = ['status', 'progress_percent', 'total_files', 'processed_files', 'current_file',
     'stages', 'stats', 'worker_pool', 'timing', 'last_event_id'];
   const MAX_ERROR_ROWS = 1000;

@@ -153,7 +153,9 @@
     $('preview').hidden = empty;
     if (empty || preview.shownFor === state.status) return;
     preview.shownFor = state.status;
-    loadReview();
+    loadReview().catch((err) => { // e.g. the server is restarting: say so; the next status loads it again
+      $('import-result').textContent = `The review could not be loaded: ${err.message}`;
+    });
     load(preview.offset);
   }
 

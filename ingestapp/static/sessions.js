@@ -2,11 +2,11 @@
 'use strict';
 
 (function () {
-  const { el, fetchJSON, percent } = window.Ingest;
+  const { el, fetchJSON, percent, vocabulary } = window.Ingest;
   const table = document.getElementById('sessions');
   if (!table) return;
   const labels = JSON.parse(table.dataset.labels);
-  const RUNNING = ['queued', 'scanning', 'processing'];
+  const RUNNING = vocabulary.running_statuses;
   const REFRESH_MS = 2000;
   const pad = (n) => String(n).padStart(2, '0');
 

@@ -1,0 +1,88 @@
+"""Prometheus metrics (prometheus_client), summed over gunicorn's workers by its multiprocess mode.
+
+``gunicorn.conf.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before the workers
+import this module, and marks a worker's files dead when it exits; without the variable (tests,
+the CLI) the metrics live in this process only. ``GET /metrics`` renders them in the Prometheus
+text format (``render``), adding sessions by status read from the database at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as Counts
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+
+from .models import IngestSession
+
+OPEN_STREAMS = Gauge("ingest_open_streams", "Open SSE streams (summed over live workers).",
+                     multiprocess_mode="livesum")
+EVENTS_EMITTED = Counter("ingest_events_emitted", "Events published by jobs.")
+#: The broker's own counters (``Broker.counters`` keys), mirrored by ``MirroredCounts``.
+STREAM_COUNTERS = {
+    "events_delivered": Counter("ingest_events_delivered", "Events written to SSE streams."),
+    "events_conflated": Counter("ingest_events_conflated", "Progress/stage events superseded in a slow "
+                                "client's queue."),
+    "events_replayed": Counter("ingest_events_replayed", "Events replayed to streams from the event log."),
+    "disconnects": Counter("ingest_stream_disconnects", "Streams closed because the client went away."),
+    "slow_client_drops": Counter("ingest_slow_client_drops", "Streams ended because the client did not read."),
+}
+BUS_UP = Gauge("ingest_bus_up", "1 while this worker's event bus reader is connected to Redis, else 0.",
+               multiprocess_mode="liveall")
+BUS_RECONNECTS = Counter("ingest_bus_reconnects", "Event-bus reconnections to Redis after an outage.")
+BUS_GAPS = Counter("ingest_bus_gaps", "Gaps in a session's seq seen by a bus reader (backfilled from SQL).")
+FILES = Counter("ingest_files", "Files through a stage, by outcome (ok | error).", ["stage", "outcome"])
+STAGE_SECONDS = Histogram(
+    "ingest_stage_duration_seconds", "Wall time of one stage on one file, threadpool hand-off included.",
+    ["stage"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class MirroredCounts(Counts):
+    """A ``collections.Counter`` that adds each increase of a known key to its Prometheus counter
+    (so ``broker.counters["events_delivered"] += 1`` feeds both metrics endpoints)."""
+
+    def __setitem__(self, key: str, value: int) -> None:
+        increase = value - self[key]
+        super().__setitem__(key, value)
+        counter = STREAM_COUNTERS.get(key)
+        if counter is not None and increase > 0:
+            counter.inc(increase)
+
+
+class SessionsByStatus(Collector):
+    """``ingest_sessions{status}``: a database count, so the same from every worker and host."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("ingest_sessions", "Sessions by status.", labels=["status"])
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(IngestSession.status, func.count()).group_by(IngestSession.status)).all()
+        for status, count in rows:
+            family.add_metric([status], count)
+        yield family
+
+
+def render(engine: Engine) -> tuple[bytes, str]:
+    """The exposition text and its content type (the Prometheus text format)."""
+    from prometheus_client import generate_latest
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        workers = CollectorRegistry()
+        multiprocess.MultiProcessCollector(workers)
+    else:
+        workers = REGISTRY
+    database = CollectorRegistry()
+    database.register(SessionsByStatus(engine))
+    return generate_latest(workers) + generate_latest(database), CONTENT_TYPE_LATEST
+
+
+def multiprocess_scope() -> str:
+    """How ``/metrics`` figures relate to workers: "summed" (multiprocess mode) or "this process"."""
+    return "summed over workers" if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else "this process"
