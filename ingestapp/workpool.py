@@ -15,7 +15,8 @@ hashes, classifies or thumbnails. A process that dies mid-file (a decoder segfau
 of the pipe: the file's wait raises :class:`WorkerDied` and a new process takes its place.
 
 Pools are per web process and shared by its apps (:func:`shared_pool`), like gevent's hub
-threadpool: starting interpreters costs about a second of CPU each. Worker processes are daemonic
+threadpool: starting interpreters costs about a second of CPU each. The server starts its pool at
+boot (``gunicorn.conf.py``); the CLI and tests at their first file. Worker processes are daemonic
 (terminated when the web process exits) and end on their own when the pipe closes.
 """
 
@@ -88,7 +89,7 @@ class WorkPool:
         """Run ``task`` in an idle worker process; return the item fields (``new_item_fields``
         shape). Call from a greenlet: it waits for an idle process and for the result without
         blocking the hub. Raises WorkerDied (the process is replaced)."""
-        self._start(self.size - len(self._workers))  # at the first file, and after a replacement
+        self.start()  # at the first file, and after a replacement
         worker = self._idle.get()
         try:
             item = worker.run(task, on_stage, is_duplicate)
@@ -107,8 +108,10 @@ class WorkPool:
         self._workers.clear()
         self._idle = gevent.queue.Queue()
 
-    def _start(self, count: int) -> None:
-        for _ in range(count):
+    def start(self) -> None:
+        """Start the processes missing (all of them at first; they load in the background, about
+        a second of CPU each). ``run_file`` calls it; a server calls it at boot to be warm."""
+        for _ in range(self.size - len(self._workers)):
             worker = _Worker(self.nice)
             self._workers.add(worker)
             self._idle.put(worker)
@@ -126,6 +129,8 @@ class _Worker:
 
     def __init__(self, nice: int) -> None:
         self.conn, child = CONTEXT.Pipe()
+        for end in (self.conn, child):  # a monkey-patched socketpair is non-blocking; these block
+            os.set_blocking(end.fileno(), True)
         self.process = CONTEXT.Process(target=serve, args=(child, nice), daemon=True, name="ingest-worker")
         self.process.start()  # spawn: fork+exec of a new interpreter; does not wait for it
         child.close()  # the child holds the only other end: its death is EOF here

@@ -98,9 +98,10 @@ def test_two_sessions_never_cross(server: Server, media: Path) -> None:
 
 def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media: Path) -> None:
     write_jpegs(media, 16)
-    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "1", "INGEST_WORKERS": "2"}) as server:
-        session_id = start(server, media)  # runs for ~8 s: its streams stay open and idle
+    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "3", "INGEST_WORKERS": "2"}) as server:
+        session_id = start(server, media)  # runs for ~24 s: its streams stay open and idle
         server.wait_for_status(session_id, {"processing"})
+        time.sleep(0.5)  # the first files' events are out; the next come 3 s after them
         _, baseline = server.request("GET", "/api/ingest/metrics?greenlets=1")
         sockets = []
         try:
