@@ -1,7 +1,7 @@
 """ingestapp: ingest a directory of photos and videos, with live progress over SSE.
 
 The data path: ``api.py`` (blueprint) starts a job → ``jobs.py`` (a greenlet per session, stages
-in the threadpool) → ``eventlog.py`` (commits each event) → ``events.py`` (the blinker signal) →
+in worker processes: ``workpool.py``) → ``eventlog.py`` (commits each event) → ``events.py`` (the blinker signal) →
 ``broker.py`` (per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
 """
 
