@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.factories import write_jpegs  # noqa: E402
-from tests.servers import Server, gunicorn  # noqa: E402
+from tests.servers import TOKENS, Server, gunicorn  # noqa: E402
 
 HOST = "127.0.0.1"
 #: Seconds each file waits before its stages run, and the threadpool size: with 2 workers this is
@@ -130,9 +130,10 @@ class ChunkedDecoder:
         return bytes(out)
 
 
-def request_bytes(method: str, path: str, body: Any = None, keep_alive: bool = False) -> bytes:
-    """An HTTP/1.1 request; a JSON body when ``body`` is not None."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Accept: */*"]
+def request_bytes(port: int, method: str, path: str, body: Any = None, keep_alive: bool = False) -> bytes:
+    """An HTTP/1.1 request with the API token of the server on ``port``; a JSON body when ``body``
+    is not None."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Accept: */*", f"Authorization: Bearer {TOKENS[port]}"]
     payload = b""
     if body is not None:
         payload = json.dumps(body).encode()
@@ -176,7 +177,7 @@ async def http_json(port: int, method: str, path: str, body: Any = None) -> tupl
     """One request on a fresh connection; returns (status, parsed JSON or None)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
     try:
-        writer.write(request_bytes(method, path, body))
+        writer.write(request_bytes(port, method, path, body))
         status, _, data = await read_response(reader)
     finally:
         writer.close()
@@ -255,7 +256,7 @@ async def open_stream(client: StreamClient, port: int, path: str, gate: asyncio.
     async with gate:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
         client.writer = writer
-        writer.write(request_bytes("GET", path, keep_alive=True))
+        writer.write(request_bytes(port, "GET", path, keep_alive=True))
         client.status, headers = await read_head(reader)
         if client.status != 200 or headers.get("transfer-encoding") != "chunked":
             raise RuntimeError(f"stream answered {client.status} {headers}")
@@ -351,7 +352,7 @@ class Poller:
                 next_at += period
                 if writer is None:
                     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
-                writer.write(request_bytes("GET", path, keep_alive=True))
+                writer.write(request_bytes(port, "GET", path, keep_alive=True))
                 _, headers, body = await read_response(reader)
                 self.requests += 1
                 self.ended = time.monotonic()
