@@ -41,7 +41,7 @@ from .paths import display_path, root_of
 from .progress import STATS_KEYS, StageProgress, percent, stopped_state
 from .scanner import ScannedFile, list_directory, scan
 from .stages.base import new_item_fields
-from .workpool import WORKER_DIED, FileTask, WorkerDied, shared_pool
+from .workpool import WORKER_DIED, FileAbandoned, FileTask, WorkerDied, shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ FINISHED_STATUSES = ("completed", "failed", "cancelled")
 #: a send; browsers repaint at most once a frame anyway.
 PROGRESS_INTERVAL = 0.05
 ERRORS_KEPT = 50  # errors carried in the state; all are in the errors table
+#: Seconds a cancelled job still waits for a file in a worker process before abandoning it (the
+#: process is killed): cancel takes effect within about this, however long a file takes.
+CANCEL_GRACE = 1.0
 FINAL_WRITE_ATTEMPTS = 3  # a job's last commit is retried (1 s apart) before the reaper is left to it
 
 
@@ -621,9 +624,17 @@ class Job:
                 self.stages[names[len(reported)]].in_flight -= 1  # entered, but it will not run
             return status == "skipped"
 
+        cancel_seen: list[float] = []
+
+        def abandon() -> bool:
+            if not self.cancel_requested:
+                return False
+            cancel_seen[:] = cancel_seen or [time.monotonic()]
+            return time.monotonic() - cancel_seen[0] > CANCEL_GRACE
+
         self._enter_stage(names[0])
         try:
-            item = self.registry.pool.run_file(task, on_stage, is_duplicate)
+            item = self.registry.pool.run_file(task, on_stage, is_duplicate, abandon)
         except WorkerDied:
             item = new_item_fields()
             if len(reported) < len(names):
@@ -632,9 +643,11 @@ class Job:
                 status = "error"
                 errors.append({"stage": names[-1], "message": WORKER_DIED})
                 self._record_error(shown, names[-1], WORKER_DIED)
-        except BaseException:
+        except BaseException as exc:
             if status == "ok" and len(reported) < len(names):
-                self.stages[names[len(reported)]].in_flight -= 1  # abandoned (the job was killed)
+                self.stages[names[len(reported)]].in_flight -= 1  # abandoned: cancelled, or the job was killed
+            if isinstance(exc, FileAbandoned):
+                return  # not done: like a file still queued at the cancel
             raise
         for name in names[len(reported):]:
             self.stages[name].processed += 1  # not run for this file, but accounted for

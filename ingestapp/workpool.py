@@ -48,6 +48,10 @@ class WorkerDied(RuntimeError):
     """The worker process running a file exited (crashed or was killed) before finishing it."""
 
 
+class FileAbandoned(RuntimeError):
+    """The job gave up waiting for a file (it was cancelled); its process was killed."""
+
+
 @dataclass(frozen=True)
 class FileTask:
     """One file to process, as sent to a worker process (pickled).
@@ -73,6 +77,10 @@ class FileTask:
 OnStage = Callable[[str, "str | None"], None]
 #: Called in the hub after identify (with ``check_duplicates``): is this SHA-256 a duplicate?
 IsDuplicate = Callable[[str], bool]
+#: Called in the hub every POLL_INTERVAL while a file is in a process: give up on it now?
+Abandon = Callable[[], bool]
+
+POLL_INTERVAL = 0.1  # seconds
 
 
 class WorkPool:
@@ -85,14 +93,17 @@ class WorkPool:
         self._workers: set[_Worker] = set()
         self.replaced = 0  # processes started to replace dead or abandoned ones
 
-    def run_file(self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate) -> dict[str, Any]:
+    def run_file(
+        self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon
+    ) -> dict[str, Any]:
         """Run ``task`` in an idle worker process; return the item fields (``new_item_fields``
         shape). Call from a greenlet: it waits for an idle process and for the result without
-        blocking the hub. Raises WorkerDied (the process is replaced)."""
+        blocking the hub. Raises WorkerDied, or FileAbandoned once ``abandon()`` is true (the
+        process is replaced in both cases)."""
         self.start()  # at the first file, and after a replacement
         worker = self._idle.get()
         try:
-            item = worker.run(task, on_stage, is_duplicate)
+            item = worker.run(task, on_stage, is_duplicate, abandon)
         except BaseException:
             # Dead, or abandoned mid-file (the job was killed): a process still busy with a file,
             # or waiting for an answer, must not get the next one.
@@ -135,10 +146,10 @@ class _Worker:
         self.process.start()  # spawn: fork+exec of a new interpreter; does not wait for it
         child.close()  # the child holds the only other end: its death is EOF here
 
-    def run(self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate) -> dict[str, Any]:
+    def run(self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon) -> dict[str, Any]:
         self._send(task)
         while True:
-            kind, *payload = self._receive()
+            kind, *payload = self._receive(abandon)
             if kind == "stage":
                 on_stage(*payload)
             elif kind == "identified":
@@ -152,17 +163,25 @@ class _Worker:
         except OSError:
             raise WorkerDied(WORKER_DIED) from None
 
-    def _receive(self) -> tuple[Any, ...]:
-        try:
-            gevent.socket.wait_read(self.conn.fileno())
-            return self.conn.recv()  # readable: a whole small message is there (or EOF)
-        except (EOFError, OSError):
-            raise WorkerDied(WORKER_DIED) from None
+    def _receive(self, abandon: Abandon) -> tuple[Any, ...]:
+        while True:
+            try:
+                gevent.socket.wait_read(self.conn.fileno(), POLL_INTERVAL, _Waiting)
+                return self.conn.recv()  # readable: a whole small message is there (or EOF)
+            except _Waiting:
+                if abandon():
+                    raise FileAbandoned("abandoned after a cancel") from None
+            except (EOFError, OSError):
+                raise WorkerDied(WORKER_DIED) from None
 
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
         self.conn.close()
+
+
+class _Waiting(Exception):
+    """No message within POLL_INTERVAL (gevent's ``wait_read`` timeout)."""
 
 
 _pools: dict[tuple[int, int], WorkPool] = {}

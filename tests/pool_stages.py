@@ -14,7 +14,7 @@ NAME = "probe"
 
 def run(ctx: FileContext) -> None:
     """``exit*``: the process exits at once (like a decoder's abort); ``kill*``: it is killed
-    (SIGKILL, like a segfault); ``slow*``: 0.5 s of work; ``fail*``: a stage error; otherwise
+    (SIGKILL, like a segfault); ``slow*``: 0.5 s of work; ``hang*``: 60 s; ``fail*``: a stage error; otherwise
     write ``"<pid> <niceness>"`` of the process to ``<thumbnail_dir>/<name>.probe``."""
     name = ctx.path.name
     if name.startswith("exit"):
@@ -23,6 +23,8 @@ def run(ctx: FileContext) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if name.startswith("slow"):
         time.sleep(0.5)
+    if name.startswith("hang"):
+        time.sleep(60)
     if name.startswith("fail"):
         raise StageError("the probe refused this file")
     ctx.thumbnail_dir.mkdir(parents=True, exist_ok=True)

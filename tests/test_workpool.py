@@ -85,3 +85,20 @@ def test_cancel_takes_effect_within_2_s_with_files_in_flight(probe_stage, client
     assert time.monotonic() - cancelled_at < 2.0
     assert 2 <= state["processed_files"] <= 6  # pending files were not run
     assert state["worker_pool"]["active"] == 0
+
+
+def test_cancel_abandons_a_file_that_takes_too_long(probe_stage, client, app: Flask, media: Path) -> None:
+    write_jpegs(media, 3, prefix="hang")
+    pool = app.extensions["ingest_jobs"].pool
+    replaced = pool.replaced
+    session_id = start(client, media)
+    registry = app.extensions["ingest_jobs"]
+    while registry.state(session_id)["stages"]["probe"]["in_flight"] < 2:  # both processes hang
+        gevent.sleep(0.01)
+    assert client.post(f"/api/ingest/{session_id}/cancel", json={}).status_code == 202
+    cancelled_at = time.monotonic()
+    state = wait_for(app, session_id, {"cancelled"})
+    assert time.monotonic() - cancelled_at < 2.0
+    assert state["processed_files"] == 0 and state["stages"]["probe"]["in_flight"] == 0
+    assert items(client, session_id) == {}  # an abandoned file is not recorded: it can be ingested again
+    assert pool.replaced == replaced + 2  # the hanging processes were killed
