@@ -36,11 +36,6 @@ def load_model() -> None:
     _classifier = classifier
 
 
-def model_loaded() -> bool:
-    """Whether :func:`load_model` has completed."""
-    return _classifier is not None
-
-
 def run(ctx: FileContext) -> None:
     """Set ``nsfw_score`` (float in [0, 1], 4 decimals) and ``nsfw`` (score >= threshold)."""
     classifier = _classifier
