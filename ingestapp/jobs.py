@@ -637,9 +637,9 @@ class Job:
             item = self.registry.pool.run_file(task, on_stage, is_duplicate, abandon)
         except WorkerDied:
             item = new_item_fields()
-            if len(reported) < len(names):
+            if status == "ok" and len(reported) < len(names):
                 on_stage(names[len(reported)], WORKER_DIED)  # the stage it died in
-            else:  # after its last stage, before the result: rare
+            else:  # after its last stage (or a duplicate's answer), before the result: rare
                 status = "error"
                 errors.append({"stage": names[-1], "message": WORKER_DIED})
                 self._record_error(shown, names[-1], WORKER_DIED)
