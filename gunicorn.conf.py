@@ -72,7 +72,8 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
-    """End open streams and interrupt running jobs as soon as the worker is asked to stop.
+    """Start the work pool's processes; end open streams and interrupt running jobs as soon as
+    the worker is asked to stop.
 
     gunicorn's gevent worker waits up to ``graceful_timeout`` for open connections; an SSE
     stream never finishes on its own, so it is closed here instead (browsers reconnect).
@@ -80,6 +81,8 @@ def post_worker_init(worker):
     import gevent
 
     from ingestapp import shutdown
+
+    worker.wsgi.extensions["ingest_jobs"].pool.start()  # warm before the first ingest
 
     def watch() -> None:
         while worker.alive:

@@ -8,7 +8,10 @@ from other work, e.g. serving SSE streams in the server). Two modes, alternating
 * ``metadata``: extract_keywords, import_scores and enable_nsfw_detection off, skip_duplicates off;
 * ``full``: every stage on (keywords, scores, NSFW, duplicate skipping).
 
-One unmeasured warm-up run per mode comes first (the NSFW model loads once per process). The
+Each mode runs with every pool size asked for (``--pool-sizes``, default 1 and 2: ``INGEST_WORKERS``
+worker processes, at ``INGEST_WORKER_NICE``), and the table gives each size's rate against one
+process's. One unmeasured warm-up run per (pool size, mode) comes first (it starts the pool's
+processes, which load the NSFW model once each). The
 directory defaults to ``/work/shared/corpus/camera-samples`` (read in place, never copied), else
 the generated sample set (``ingestapp.samples.write_samples``). Like the CLI, no monkey-patching.
 
@@ -44,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from ingestapp import create_app, shutdown  # noqa: E402
 from ingestapp.events import job_event  # noqa: E402
 from ingestapp.parameters import parse_parameters  # noqa: E402
+from ingestapp.workpool import close_all  # noqa: E402
 
 CORPUS = Path("/work/shared/corpus/camera-samples")
 TICK = 0.005  # seconds the ticker sleeps between lag samples
@@ -88,10 +92,11 @@ class LagTicker:
 
 
 @contextmanager
-def fresh_app(directory: Path) -> Iterator[Flask]:
-    """An app on a temporary instance, with ``directory`` as its media root."""
+def fresh_app(directory: Path, workers: int) -> Iterator[Flask]:
+    """An app on a temporary instance, with ``directory`` as its media root and ``workers``."""
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-        app = create_app({"INSTANCE_PATH": Path(tmp) / "instance", "MEDIA_ROOTS": [directory]})
+        config = {"INSTANCE_PATH": Path(tmp) / "instance", "MEDIA_ROOTS": [directory], "WORKERS": workers}
+        app = create_app(config)
         try:
             yield app
         finally:
@@ -100,9 +105,9 @@ def fresh_app(directory: Path) -> Iterator[Flask]:
             app.extensions["ingest_db"].dispose()
 
 
-def run_once(directory: Path, mode: str) -> dict[str, Any]:
-    """One job over ``directory`` in ``mode``: wall time, files/s, hub lag, counts."""
-    with fresh_app(directory) as app:
+def run_once(directory: Path, mode: str, workers: int) -> dict[str, Any]:
+    """One job over ``directory`` in ``mode`` with ``workers`` processes: wall time, files/s, hub lag, counts."""
+    with fresh_app(directory, workers) as app:
         registry = app.extensions["ingest_jobs"]
         parameters = parse_parameters({"directory": str(directory), **MODES[mode]}, registry.media_roots)
         delays: list[float] = []
@@ -137,12 +142,13 @@ def run_once(directory: Path, mode: str) -> dict[str, Any]:
     }
 
 
-def summarize(runs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """Medians over the measured runs of one mode (the max lag: the median and the worst)."""
-    mine = [r for r in runs if r["mode"] == mode]
+def summarize(runs: list[dict[str, Any]], mode: str, workers: int) -> dict[str, Any]:
+    """Medians over the measured runs of one mode and pool size (the max lag: the median and the worst)."""
+    mine = [r for r in runs if r["mode"] == mode and r["workers"] == workers]
     rates = [r["files_per_s"] for r in mine]
     return {
         "mode": mode,
+        "workers": workers,
         "runs": len(mine),
         "files": mine[0]["files"],
         "errors": mine[0]["errors"],
@@ -158,16 +164,18 @@ def summarize(runs: list[dict[str, Any]], mode: str) -> dict[str, Any]:
 
 
 def markdown(summary: list[dict[str, Any]]) -> str:
-    base = summary[0]["median_files_per_s"]
+    smallest = min(s["workers"] for s in summary)
+    base = {s["mode"]: s["median_files_per_s"] for s in summary if s["workers"] == smallest}
     lines = [
-        "| mode | files | runs | median s | median files/s | min-max files/s | vs metadata "
+        f"| mode | processes | files | runs | median s | median files/s | min-max files/s | vs {smallest} "
         "| max hub lag ms (median / worst run) | publish delay ms (median / p95) | errors |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in summary:
         lines.append(
-            f"| {s['mode']} | {s['files']} | {s['runs']} | {s['median_s']:.3f} | {s['median_files_per_s']:.1f} "
-            f"| {s['min_files_per_s']:.1f}-{s['max_files_per_s']:.1f} | {s['median_files_per_s'] / base:.2f}x "
+            f"| {s['mode']} | {s['workers']} | {s['files']} | {s['runs']} | {s['median_s']:.3f} "
+            f"| {s['median_files_per_s']:.1f} | {s['min_files_per_s']:.1f}-{s['max_files_per_s']:.1f} "
+            f"| {s['median_files_per_s'] / base[s['mode']]:.2f}x "
             f"| {s['median_max_lag_ms']:.1f} / {s['worst_max_lag_ms']:.1f} "
             f"| {s['median_publish_delay_ms']:.2f} / {s['median_p95_publish_delay_ms']:.2f} | {s['errors']} |"
         )
@@ -196,28 +204,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path, nargs="?", help=f"media directory (default {CORPUS})")
     parser.add_argument("--repeat", type=int, default=5, help="measured runs per mode (median reported)")
+    parser.add_argument("--pool-sizes", default="1,2", help="worker process counts (comma-separated)")
+    parser.add_argument("--modes", default=",".join(MODES), help="modes to run (comma-separated)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for the JSON")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sizes = [int(size) for size in args.pool_sizes.split(",")]
+    modes = args.modes.split(",")
+    load_before = os.getloadavg()
     started_at = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="pipeline-samples-") as tmp:
         directory = corpus(args.directory, Path(tmp))
-        warm_up = [run_once(directory, mode) for mode in MODES]
+        cases = [(size, mode) for size in sizes for mode in modes]
+        warm_up = [run_once(directory, mode, size) for size, mode in cases]
         runs = []
         for i in range(args.repeat):
-            for mode in MODES:
-                runs.append(run_once(directory, mode))
+            for size, mode in cases:  # interleaved, so a change in the machine's load hits every case
+                runs.append(run_once(directory, mode, size))
                 print(f"run {i + 1}/{args.repeat}: {json.dumps(runs[-1])}", flush=True)
-    summary = [summarize(runs, mode) for mode in MODES]
+    close_all()
+    summary = [summarize(runs, mode, size) for mode in modes for size in sizes]
     report = {
         "started_at": started_at.isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
         "directory": str(directory),
-        "modes": MODES,
+        "modes": {mode: MODES[mode] for mode in modes},
+        "pool_sizes": sizes,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "warm_up": warm_up,
         "runs": runs,
         "summary": summary,
@@ -227,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(report, indent=2))
     print(markdown(summary))
     print(f"\nwarm-up runs (not counted): {json.dumps(warm_up)}")
+    print(f"1-minute load average: {load_before[0]:.2f} before, {report['load_average']['after'][0]:.2f} after")
     print(f"results: {path}")
     return 0
 

@@ -29,6 +29,12 @@ K streams spread over its workers; the job's latency and completeness are measur
 (``open_streams`` is then the sum over the workers, from ``GET /metrics``). ``--workers 1`` runs the
 same stack with one worker, the figures to compare against.
 
+"Viewers during a real ingest" (``--ingest-viewers K``, issue 10): K streams watch a full-pipeline
+ingest (``--ingest-files`` noisy 1600x1200 JPEGs; metadata, keywords, scores, NSFW on; no file
+delay), then K streams watch "the same fan-out with no ingest": as many tiny JPEGs, metadata only,
+with the per-file delay that gives the rate the real ingest reached. The ratios of their p50 and
+p99 latencies are the cost the ingest work puts on the streams.
+
 Last, a fresh server holds ``--floor-connections`` bare connections (no request sent): the RSS
 gunicorn's gevent worker spends per connection before the app is involved, the floor under any
 per-stream figure.
@@ -87,7 +93,16 @@ METADATA_ONLY = {
     "enable_nsfw_detection": False,
     "skip_duplicates": False,
 }
-TARGETS = {"p99_ms": {100: 10.0, 1000: 50.0}, "rss_kb_at_10000": 16.0, "release_ms": 1000.0}
+FULL_PIPELINE = {
+    "extract_metadata": True,
+    "extract_keywords": True,
+    "import_scores": True,
+    "enable_nsfw_detection": True,
+    "skip_duplicates": False,
+}
+PHOTO_SIZE = (1600, 1200)  # the "real ingest" photos
+TARGETS = {"p99_ms": {100: 10.0, 1000: 50.0}, "rss_kb_at_10000": 16.0, "release_ms": 1000.0,
+           "ingest_vs_fanout": {"p50": 1.2, "p99": 1.5}}
 
 
 # -- HTTP/1.1 by hand -------------------------------------------------------------------------------
@@ -408,6 +423,7 @@ class Bench:
     session_id: str
     files: int
     job_timeout: float
+    delay: str = FILE_DELAY  # INGEST_FILE_DELAY of the measured servers
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -436,11 +452,15 @@ def worker_of(server: Server) -> psutil.Process:
     raise RuntimeError("no single gunicorn worker found")
 
 
-def make_pending_session(root: Path, media: Path, photos: Path, files: int) -> tuple[Path, str]:
+def make_pending_session(
+    root: Path, media: Path, photos: Path, files: int, pipeline: dict[str, bool] = METADATA_ONLY,
+    name: str = "template",
+) -> tuple[Path, str]:
     """An ``interrupted`` session over ``photos`` with no file done, in a template instance dir."""
-    template = root / "template"
+    template = root / name
     with gunicorn(template, media, server_env(delay="3600")) as server:
-        status, body = server.request("POST", "/api/ingest/process", {"parameters": parameters(photos)})
+        body = {"parameters": {**parameters(photos), **pipeline}}
+        status, body = server.request("POST", "/api/ingest/process", body)
         if status != 202:
             raise RuntimeError(f"process answered {status}: {body}")
         session_id = body["session_id"]
@@ -476,7 +496,7 @@ def fresh_server(bench: Bench, name: str):
     """A new gunicorn on a copy of the template instance (so the pending session is unstarted)."""
     instance = bench.root / name
     shutil.copytree(bench.template, instance)
-    with gunicorn(instance, bench.media, server_env()) as server:
+    with gunicorn(instance, bench.media, server_env(bench.delay)) as server:
         yield server
 
 
@@ -664,6 +684,44 @@ async def stream_case(server: Server, bench: Bench, k: int) -> dict[str, Any]:
     return {"mode": "sse", "clients": k, "files": bench.files, **idle, **job, **release}
 
 
+async def viewers_case(server: Server, bench: Bench, k: int) -> dict[str, Any]:
+    """K streams open on the pending session, then its job: latency, completeness, rate."""
+    await warm_up(server, bench.session_id)
+    group = StreamGroup.start(server.port, f"/api/ingest/stream/{bench.session_id}", k)
+    await group.wait_open(server.port, k, 60 + k / 50)
+    await asyncio.sleep(1.0)
+    job = await measure_job(server, bench, group)
+    await group.close()
+    return {"clients": k, "files": bench.files, "file_delay": bench.delay, **job}
+
+
+def write_photos(directory: Path, count: int) -> None:
+    """``count`` distinct noisy JPEGs of PHOTO_SIZE (noise, so decoding and hashing cost what a photo does)."""
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(10)
+    width, height = PHOTO_SIZE
+    ramp = np.linspace(20, 200, width, dtype=np.float32)[None, :, None]
+    for i in range(count):
+        noise = rng.integers(0, 50, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+        pixels = np.clip(ramp + noise + (i % 40), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(directory / f"photo_{i:04d}.jpg", quality=90)
+
+
+def viewers_benches(bench: Bench, files: int) -> tuple[Bench, Bench]:
+    """The real-ingest bench (full pipeline, no delay) and the no-ingest bench (tiny files, metadata
+    only; its delay is set once the real ingest's rate is known)."""
+    real_photos, tiny = bench.media / "real", bench.media / "tiny"
+    write_photos(real_photos, files)
+    write_jpegs(tiny, files, prefix="tiny")
+    template, session_id = make_pending_session(bench.root, bench.media, real_photos, files, FULL_PIPELINE, "real")
+    real = Bench(bench.root, bench.media, real_photos, bench.slow, template, session_id, files, bench.job_timeout, "0")
+    template, session_id = make_pending_session(bench.root, bench.media, tiny, files, METADATA_ONLY, "tiny")
+    fanout = Bench(bench.root, bench.media, tiny, bench.slow, template, session_id, files, bench.job_timeout)
+    return real, fanout
+
+
 async def poll_case(server: Server, bench: Bench, k: int) -> dict[str, Any]:
     """One K of the 1-second polling baseline, with one SSE observer for ``emitted_at``."""
     await warm_up(server, bench.session_id)
@@ -749,6 +807,13 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for k, r in sse.items():
         out.append({"target": f"release 1,000 streams <= 1 s (K={k})", "value": r["release_ms"],
                     "met": r["release_ms"] <= TARGETS["release_ms"]})
+    ingest = next((r for r in results if r["mode"] == "ingest"), None)
+    fanout = next((r for r in results if r["mode"] == "fanout"), None)
+    if ingest and fanout:
+        for p, limit in TARGETS["ingest_vs_fanout"].items():
+            ratio = round(ingest["latency_ms"][p] / fanout["latency_ms"][p], 2)
+            out.append({"target": f"{p} during a real ingest <= {limit}x the same fan-out without "
+                                  f"(K={ingest['clients']})", "value": ratio, "met": ratio <= limit})
     return out
 
 
@@ -765,7 +830,7 @@ def fmt(value: Any) -> str:
 def latency_row(r: dict[str, Any]) -> str:
     """One row of the latency table (an SSE or a polling case)."""
     lat = r["latency_ms"]
-    if r["mode"] == "sse":
+    if r["mode"] != "poll":
         c = r["completeness"]
         complete = f"{'yes' if c['complete'] else 'NO'} ({c['clients_complete']:,}/{c['clients']:,})"
         requests, events = r["clients"], fmt(r["events_per_s"])
@@ -783,7 +848,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "| mode | clients | requests | p50 ms | p90 ms | p99 ms | max ms | complete | job s | files/s | events/s "
         "| server CPU s | client CPU s |",
         "|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|",
-        *(latency_row(r) for r in results if r["mode"] in ("sse", "poll")),
+        *(latency_row(r) for r in results if r["mode"] in ("sse", "poll", "ingest", "fanout")),
         "",
         "| held by the worker | count | RSS KB each | greenlets each | open s | release 1,000 ms |",
         "|---|--:|--:|--:|--:|--:|",
@@ -899,11 +964,12 @@ def run_scaled(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
 
 def run_case(bench: Bench, mode: str, k: int) -> dict[str, Any]:
     """One case on a fresh server, in a fresh event loop."""
-    case = {"sse": stream_case, "poll": poll_case, "bare-connection": floor_case}[mode]
+    case = {"sse": stream_case, "poll": poll_case, "bare-connection": floor_case, "ingest": viewers_case,
+            "fanout": viewers_case}[mode]
     load_before = os.getloadavg()[0]
     with fresh_server(bench, f"{mode}-{k}") as server:
         started = time.monotonic()
-        result = asyncio.run(case(server, bench, k))
+        result = {"mode": mode, **asyncio.run(case(server, bench, k))}
     result["case_wall_s"] = round(time.monotonic() - started, 1)
     result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # before, after
     return result
@@ -916,6 +982,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--floor-connections", type=int, default=10000,
                         help="bare connections for gunicorn's per-connection RSS floor (0: skip)")
     parser.add_argument("--files", type=int, default=100, help="files in the measured job")
+    parser.add_argument("--ingest-viewers", type=int, default=200,
+                        help="streams watching a real ingest and the same fan-out without one (0: skip)")
+    parser.add_argument("--ingest-files", type=int, default=400, help="photos in the real ingest")
     parser.add_argument("--job-timeout", type=float, default=150, help="seconds a measured job may take")
     parser.add_argument("--workers", type=int, default=0,
                         help="scale-out mode: N gunicorn workers with Redis and PostgreSQL (SSE cases only)")
@@ -951,6 +1020,16 @@ def main(argv: list[str] | None = None) -> int:
         for mode, k in cases:
             print(f"{mode} K={k} ...", flush=True)
             results.append(run_case(bench, mode, k))
+            print(f"  {json.dumps(results[-1])}", flush=True)
+        if args.ingest_viewers:
+            real, fanout = viewers_benches(bench, args.ingest_files)
+            print(f"ingest K={args.ingest_viewers} ...", flush=True)
+            results.append(run_case(real, "ingest", args.ingest_viewers))
+            print(f"  {json.dumps(results[-1])}", flush=True)
+            # The same event rate without the work: each of the WORKERS waits WORKERS/rate per file.
+            fanout.delay = f"{int(WORKERS) / results[-1]['files_per_s']:.4f}"
+            print(f"fanout K={args.ingest_viewers} (INGEST_FILE_DELAY={fanout.delay}) ...", flush=True)
+            results.append(run_case(fanout, "fanout", args.ingest_viewers))
             print(f"  {json.dumps(results[-1])}", flush=True)
     report = {
         "started_at": started_at.isoformat(timespec="seconds"),

@@ -1,9 +1,9 @@
 """ingestapp: ingest a directory of photos and videos, with live progress over SSE.
 
 The data path: ``api.py`` (blueprint) starts a job → ``jobs.py`` (a greenlet per session, stages
-in the threadpool) → ``eventlog.py`` (commits each event) → ``events.py`` (publishes it) → ``bus.py``
-(in-process, or Redis Streams across workers) → ``broker.py`` (per-client bounded queues) →
-``stream.py`` (the SSE response) → ``static/ingest.js``.
+in worker processes: ``workpool.py``) → ``eventlog.py`` (commits each event) → ``events.py``
+(publishes it) → ``bus.py`` (in-process, or Redis Streams across workers) → ``broker.py``
+(per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "INSTANCE_PATH": env.get("INGEST_INSTANCE_PATH", "instance"),
         "MEDIA_ROOTS": [r for r in env.get("INGEST_MEDIA_ROOTS", "").split(os.pathsep) if r],
         "DATABASE_URL": env.get("DATABASE_URL"),
+        # Worker processes running the stages, and their nice increment (serving comes first).
         "WORKERS": int(env.get("INGEST_WORKERS", os.cpu_count() or 2)),
+        "WORKER_NICE": int(env.get("INGEST_WORKER_NICE", 10)),
         # Signs session cookies; when unset, a random key is kept in INSTANCE_PATH/secret-key.
         "SECRET_KEY": env.get("INGEST_SECRET_KEY"),
         # Host header values served (Flask's TRUSTED_HOSTS; anything else is a 400: DNS rebinding).

@@ -1,8 +1,9 @@
-"""Ingest jobs: one greenlet per session, per-file stage work in a gevent threadpool.
+"""Ingest jobs: one greenlet per session, per-file stage work in worker processes.
 
 ``JobRegistry`` (one per app) starts, resumes, cancels and looks up jobs. ``Job.run`` scans the
-directory into a bounded queue while ``INGEST_WORKERS`` worker greenlets take files from it and run
-each stage in the threadpool, so the hub only does bookkeeping. Every state change becomes an event
+directory (listings in gevent's threadpool: it is I/O) into a bounded queue while ``INGEST_WORKERS``
+worker greenlets take files from it and hand each to a worker process (``workpool.py``), which runs
+all of the file's stages; the hub only does bookkeeping. Every state change becomes an event
 (``events.py``), buffered for the database (``eventlog.py``); a writer greenlet commits what is
 pending as soon as its previous commit is done (group commit) and only then publishes those events.
 
@@ -26,7 +27,6 @@ from typing import Any
 
 import gevent
 import gevent.event
-import gevent.lock
 import gevent.queue
 from gevent.threadpool import ThreadPool
 from sqlalchemy import Engine, insert, or_, select, update
@@ -37,11 +37,12 @@ from .eventlog import LeaseLost, SessionLog
 from .events import Event, make_event, publish
 from .models import CatalogEntry, ErrorEntry, EventRecord, IngestSession, Item
 from .parameters import IngestParameters
-from .paths import display_path, root_of, scrub_paths
+from .paths import display_path, root_of
 from .progress import STATS_KEYS, StageProgress, percent, stopped_state
 from .scanner import ScannedFile, list_directory, scan
-from .stages.base import FileContext
+from .stages.base import new_item_fields
 from .vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
+from .workpool import WORKER_DIED, FileAbandoned, FileTask, WorkerDied, shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 #: a send; browsers repaint at most once a frame anyway.
 PROGRESS_INTERVAL = 0.05
 ERRORS_KEPT = 50  # errors carried in the state; all are in the errors table
+#: Seconds a cancelled job still waits for a file in a worker process before abandoning it (the
+#: process is killed): cancel takes effect within about this, however long a file takes.
+CANCEL_GRACE = 1.0
 FINAL_WRITE_ATTEMPTS = 3  # a job's last commit is retried (1 s apart) before the reaper is left to it
 
 
@@ -67,7 +71,8 @@ class JobConflict(RuntimeError):
 
 
 class JobRegistry:
-    """The jobs of one app: a shared threadpool and the running ``Job`` objects by session id."""
+    """The jobs of one app: the work pool, a threadpool for directory listings, and the running
+    ``Job`` objects by session id."""
 
     def __init__(self, engine: Engine, config: dict[str, Any]) -> None:
         self.engine = engine
@@ -75,14 +80,14 @@ class JobRegistry:
         self.thumbnail_dir = Path(config["INSTANCE_PATH"]) / "thumbnails"
         self.workers: int = max(1, config["WORKERS"])
         self.file_delay: float = config["FILE_DELAY"]
-        self.threadpool = ThreadPool(self.workers)
+        self.threadpool = ThreadPool(self.workers)  # directory listings only
+        self.pool = shared_pool(self.workers, config["WORKER_NICE"])
         self.lease: float = config["JOB_LEASE"]
         self.scan_queue: int = max(1, config["SCAN_QUEUE"])
         #: This registry's lease owner id: unique per process start (and per app in one process).
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.jobs: dict[str, Job] = {}
         self.reaper: gevent.Greenlet | None = None
-        self._model_lock = gevent.lock.Semaphore()
 
     def start(self, parameters: IngestParameters, user_id: int | None = None) -> Job:
         """Create a session row (owned by ``user_id``), leased to this registry, and spawn its job greenlet."""
@@ -218,12 +223,6 @@ class JobRegistry:
             )
         return listing
 
-    def load_nsfw_model(self) -> None:
-        """Load the NSFW model once per process, in the threadpool (it takes about a second)."""
-        with self._model_lock:  # two jobs starting at once must not both build it
-            if not stages.nsfw.model_loaded():
-                self.threadpool.apply(stages.nsfw.load_model)
-
     def start_reaper(self) -> None:
         """Reap expired leases now, then every fifth of the lease, in a greenlet that logs and
         survives any error. A session whose process died is ``interrupted`` at most about 1.2
@@ -241,7 +240,8 @@ class JobRegistry:
         self.reaper = gevent.spawn(reap_forever)
 
     def shutdown(self) -> None:
-        """Stop the reaper, the running jobs (they become ``interrupted``) and the threadpool."""
+        """Stop the reaper, the running jobs (they become ``interrupted``) and the threadpool. The
+        work pool is the process's (``workpool.shared_pool``); its processes exit with it."""
         if self.reaper is not None:
             self.reaper.kill()
         gevent.killall([job.greenlet for job in self.jobs.values() if job.greenlet], block=True, timeout=5)
@@ -501,8 +501,6 @@ class Job:
             self.status = "scanning"
             self._set_stage("scanning", "start")
             self.emit_progress()
-            if self.parameters.enable_nsfw_detection:
-                self.registry.load_nsfw_model()
             catalog_hashes = self._catalog_hashes() if self.parameters.skip_duplicates else set()
             workers = [self._spawn_linked(self._work, catalog_hashes) for _ in range(self.registry.workers)]
             self._scan()
@@ -597,52 +595,95 @@ class Job:
                     self.active -= 1
 
     def _process(self, file: ScannedFile, root: Path, relpath: str, catalog_hashes: set[str]) -> None:
-        """Run the stages on one file. ``relpath`` (relative to ``root``, exact bytes in
-        ``os.fsdecode`` form) is stored as ``path_bytes``; people see its display form."""
+        """Run the stages on one file in a worker process, counting each stage's outcome as the
+        process reports it. ``relpath`` (relative to ``root``, exact bytes in ``os.fsdecode``
+        form) is stored as ``path_bytes``; people see its display form."""
         if self.registry.file_delay:
             gevent.sleep(self.registry.file_delay)
         self.status = "processing"
-        self.current_file = display_path(relpath)
-        ctx = FileContext(
-            root / relpath, display_path(relpath), self.parameters, self.registry.thumbnail_dir,
-            real_path=file.real, identity=file.identity, media_roots=self.registry.media_roots,
+        shown = self.current_file = display_path(relpath)
+        names = [module.NAME for module in self.stage_modules]
+        task = FileTask(
+            root / relpath, shown, self.parameters, self.registry.thumbnail_dir, file.real, file.identity,
+            tuple(self.registry.media_roots), tuple(module.__name__ for module in self.stage_modules),
+            check_duplicates=self.parameters.skip_duplicates,
         )
         errors: list[dict[str, str]] = []
+        reported: list[str] = []  # the stages whose outcome the worker sent, in order
         status = "ok"
-        try:
-            for module in self.stage_modules:
-                if status != "ok":
-                    self.stages[module.NAME].processed += 1  # not run for this file, but accounted for
-                    self.stages[module.NAME].skipped += 1
-                    continue
-                status = self._run_stage(module, ctx, errors)
-                if module is stages.identify and status == "ok":
-                    status = self._check_duplicate(ctx.item["sha256"], catalog_hashes)
-        finally:
-            ctx.close()
-        self._complete_file(ctx, root, relpath, status, errors)
 
-    def _run_stage(self, module: Any, ctx: FileContext, errors: list[dict[str, str]]) -> str:
-        stage = self.stages[module.NAME]
-        if stage.start():
-            self.emit("stage", stage=module.NAME, **self.stage_dict(module.NAME))
-        stage.in_flight += 1
-        started = time.perf_counter()
+        entered_at = [time.perf_counter()]  # when the file entered its current stage
+
+        def on_stage(name: str, message: str | None) -> None:
+            nonlocal status
+            reported.append(name)
+            self._stage_outcome(name, shown, message, errors, time.perf_counter() - entered_at[0])
+            if message is not None:
+                status = "error"
+            elif len(reported) < len(names):
+                entered_at[0] = time.perf_counter()
+                self._enter_stage(names[len(reported)])
+
+        def is_duplicate(sha256: str) -> bool:
+            nonlocal status
+            status = self._check_duplicate(sha256, catalog_hashes)
+            if status == "skipped" and len(reported) < len(names):
+                self.stages[names[len(reported)]].in_flight -= 1  # entered, but it will not run
+            return status == "skipped"
+
+        cancel_seen: list[float] = []
+
+        def abandon() -> bool:
+            if not self.cancel_requested:
+                return False
+            cancel_seen[:] = cancel_seen or [time.monotonic()]
+            return time.monotonic() - cancel_seen[0] > CANCEL_GRACE
+
+        self._enter_stage(names[0])
         try:
-            failure = self.registry.threadpool.apply(_run_in_thread, (module.run, ctx))
-        finally:
-            stage.in_flight -= 1
-            stage.processed += 1
-        metrics.STAGE_SECONDS.labels(module.NAME).observe(time.perf_counter() - started)
-        metrics.FILES.labels(module.NAME, "ok" if failure is None else "error").inc()
-        if failure is not None:
+            item = self.registry.pool.run_file(task, on_stage, is_duplicate, abandon)
+        except WorkerDied:
+            item = new_item_fields()
+            if status == "ok" and len(reported) < len(names):
+                on_stage(names[len(reported)], WORKER_DIED)  # the stage it died in
+            else:  # after its last stage (or a duplicate's answer), before the result: rare
+                status = "error"
+                errors.append({"stage": names[-1], "message": WORKER_DIED})
+                self._record_error(shown, names[-1], WORKER_DIED)
+        except BaseException as exc:
+            if status == "ok" and len(reported) < len(names):
+                self.stages[names[len(reported)]].in_flight -= 1  # abandoned: cancelled, or the job was killed
+            if isinstance(exc, FileAbandoned):
+                return  # not done: like a file still queued at the cancel
+            raise
+        for name in names[len(reported):]:
+            self.stages[name].processed += 1  # not run for this file, but accounted for
+            self.stages[name].skipped += 1
+        self._complete_file(item, shown, root, relpath, status, errors)
+
+    def _enter_stage(self, name: str) -> None:
+        """A file enters stage ``name`` (in a worker process)."""
+        stage = self.stages[name]
+        if stage.start():
+            self.emit("stage", stage=name, **self.stage_dict(name))
+        stage.in_flight += 1
+
+    def _stage_outcome(
+        self, name: str, file: str, message: str | None, errors: list[dict[str, str]], seconds: float
+    ) -> None:
+        """Stage ``name`` ran on ``file`` for ``seconds`` (as seen from here: entry to outcome):
+        ok (``message`` None) or failed with ``message``."""
+        stage = self.stages[name]
+        stage.in_flight -= 1
+        stage.processed += 1
+        metrics.STAGE_SECONDS.labels(name).observe(seconds)
+        metrics.FILES.labels(name, "ok" if message is None else "error").inc()
+        if message is not None:
             stage.errors += 1
-            message = _message(failure, ctx.path_replacements(), self.registry.media_roots)
-            errors.append({"stage": module.NAME, "message": message})
-            self._record_error(ctx.relpath, module.NAME, message)
+            errors.append({"stage": name, "message": message})
+            self._record_error(file, name, message)
         if stage.processed == self.total_files and self.stages["scanning"].status == "completed":
-            self._set_stage(module.NAME, "finish")
-        return "ok" if failure is None else "error"
+            self._set_stage(name, "finish")
 
     def _check_duplicate(self, sha256: str, catalog_hashes: set[str]) -> str:
         if self.parameters.skip_duplicates and (sha256 in catalog_hashes or sha256 in self.seen_hashes):
@@ -651,9 +692,8 @@ class Job:
         return "ok"
 
     def _complete_file(
-        self, ctx: FileContext, root: Path, relpath: str, status: str, errors: list[dict[str, str]]
+        self, item: dict[str, Any], shown: str, root: Path, relpath: str, status: str, errors: list[dict[str, str]]
     ) -> None:
-        item = ctx.item
         self._count(status, item)
         item_id = new_id()
         self.log.add_item(
@@ -661,7 +701,7 @@ class Job:
                 "id": item_id,
                 "seq": self.done_files,
                 "root": str(root),
-                "path": ctx.relpath,
+                "path": shown,
                 "path_bytes": os.fsencode(relpath),
                 "status": status,
                 "sha256": item["sha256"],
@@ -669,7 +709,7 @@ class Job:
                 "errors": errors,
             }
         )
-        self.emit("file", item_id=item_id, path=ctx.relpath, status=status, error=errors[0] if errors else None)
+        self.emit("file", item_id=item_id, path=shown, status=status, error=errors[0] if errors else None)
         self.emit_progress()
 
     def _count(self, status: str, item: dict[str, Any]) -> None:
@@ -715,16 +755,6 @@ def _top_level_errors_named(found: Iterator[ScannedFile], prefix: str) -> Iterat
         raise OSError(exc.errno, f"cannot list the directory {name}: {exc.strerror}") from None
 
 
-def _run_in_thread(run: Any, ctx: FileContext) -> Exception | None:
-    """Call a stage in a threadpool thread; hand its exception back as a value, since an
-    exception escaping a threadpool task is also printed as a traceback by gevent."""
-    try:
-        run(ctx)
-    except Exception as exc:
-        return exc
-    return None
-
-
 def _failure_message(exc: BaseException) -> str:
     """The ``message`` of a failed session: a database error names its driver's message only
     (never the SQL statement or its parameters, which hold file paths)."""
@@ -736,15 +766,3 @@ def _failure_message(exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else type(exc).__name__
-
-
-def _message(exc: BaseException, replacements: dict[str, str], media_roots: list[Path]) -> str:
-    """A one-line, user-facing description of an exception (never a traceback), naming paths
-    relative to their media root (``replacements``: see ``scrub_paths``) in display form."""
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, OSError) and exc.strerror:
-        return display_path(exc.strerror)  # without the absolute file name(s) OSError carries
-    lines = str(exc).strip().replace("\r", "\n").split("\n")  # not splitlines: U+2028 may be in a name
-    text = scrub_paths(lines[0], replacements, media_roots) if lines[0] else type(exc).__name__
-    return display_path(text)[:500]

@@ -98,9 +98,10 @@ def test_two_sessions_never_cross(server: Server, media: Path) -> None:
 
 def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media: Path) -> None:
     write_jpegs(media, 16)
-    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "1", "INGEST_WORKERS": "2"}) as server:
-        session_id = start(server, media)  # runs for ~8 s: its streams stay open and idle
+    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "3", "INGEST_WORKERS": "2"}) as server:
+        session_id = start(server, media)  # runs for ~24 s: its streams stay open and idle
         server.wait_for_status(session_id, {"processing"})
+        time.sleep(0.5)  # the first files' events are out; the next come 3 s after them
         _, baseline = server.request("GET", "/api/ingest/metrics?greenlets=1")
         sockets = []
         try:
@@ -134,7 +135,8 @@ def test_clients_that_never_read_stay_bounded_then_are_dropped(tmp_path: Path, m
     # block: their queues must stay bounded, and after INGEST_SSE_SEND_TIMEOUT they are dropped.
     deep = media.joinpath(*(letter * 250 for letter in "abcdefghijklmno"))
     write_jpegs(deep, 1400)
-    env = {"INGEST_SSE_QUEUE": "50", "INGEST_SSE_SEND_TIMEOUT": "2"}
+    # The file delay keeps the job running (~5 s) past the moment the stuck writes have blocked 2 s.
+    env = {"INGEST_SSE_QUEUE": "50", "INGEST_SSE_SEND_TIMEOUT": "2", "INGEST_FILE_DELAY": "0.004"}
     light = {"extract_metadata": False, "extract_keywords": False, "import_scores": False, "skip_duplicates": False}
     with gunicorn(tmp_path / "instance", media, env) as server:
         process = psutil.Process(server.process.pid)
@@ -206,7 +208,10 @@ def test_interrupted_job_resumes_after_restart(tmp_path: Path, media: Path) -> N
     write_jpegs(media, 80)
     with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "0.05"}) as server:
         session_id = start(server, media)
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while server.request("GET", f"/api/ingest/status/{session_id}")[1]["processed_files"] < 5:
+            assert time.monotonic() < deadline, "no file processed"
+            time.sleep(0.05)
     with gunicorn(tmp_path / "instance", media) as server:
         _, state = server.request("GET", f"/api/ingest/status/{session_id}")
         assert state["status"] == "interrupted" and 0 < state["processed_files"] < 80

@@ -1,9 +1,11 @@
 """What every pipeline stage receives and may raise.
 
 A stage module exposes ``NAME`` (its name in the session state) and ``run(ctx: FileContext) ->
-None``. ``run`` executes in a gevent threadpool thread: it may block and burn CPU, but must not
-touch gevent objects, the database or the event bus. It fills ``ctx.item`` and raises on failure;
-the job turns the exception into an error entry ``{file, stage, message, time}`` and goes on.
+None``. ``run`` executes in a worker process (``workpool.py``: not monkey-patched, no gevent
+hub): it may block and burn CPU, but must not touch the database or the event bus. It fills
+``ctx.item`` (which goes back to the job pickled: plain values only) and raises on failure; the
+worker turns the exception into a message and the job into an error entry ``{file, stage,
+message, time}``, and goes on.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class FileContext:
         The first call opens ``real_path`` without following a symlink in its last component
         (O_NOFOLLOW) and compares the opened file's ``(st_dev, st_ino)`` with ``identity``, so a
         file replaced after the scan, by a symlink or through a swapped directory, is never
-        read. It runs in the calling stage's thread and the descriptor stays open until
+        read. It runs in the worker process and the descriptor stays open until
         :meth:`close`.
 
         Raises:

@@ -1,7 +1,7 @@
 """Decoding helpers shared by the stages: opening images, the preview image, video frames.
 
-Everything here runs inside a threadpool worker (see ``base``): plain blocking calls into Pillow,
-pillow-heif and PyAV, no logging, no shared mutable state. Decoding failures become
+Everything here runs inside a worker process (see ``base``): plain blocking calls into Pillow,
+pillow-heif and PyAV, no shared mutable state. Decoding failures become
 :class:`StageError` with a human message.
 """
 
@@ -24,9 +24,6 @@ from .base import FileContext, StageError
 # HEIC/HEIF support for Image.open; libheif applies the container's rotation (irot/imir) while
 # decoding and pillow-heif resets the EXIF orientation to 1, so HEIF pixels are already upright.
 pillow_heif.register_heif_opener()
-# Import every Pillow plugin now, on the importing (main) thread, rather than lazily inside the
-# first Image.open on a threadpool thread, where the import lock would be a gevent lock.
-Image.init()
 
 #: Pillow formats the pipeline accepts (the decoders behind ``IMAGE_EXTENSIONS``). Limiting
 #: ``Image.open`` to these keeps exotic decoders (and their attack surface) out, and stops

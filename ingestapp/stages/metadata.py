@@ -35,8 +35,7 @@ _Base = ExifTags.Base
 _GPS = ExifTags.GPS
 #: Pillow's EXIF reader is lenient (it warns and skips), but odd IFDs can still raise these.
 _EXIF_ERRORS = (SyntaxError, ValueError, KeyError, TypeError, IndexError, OSError, struct.error)
-# Parsed by hand rather than with datetime.strptime: _strptime guards its cache with a lock that
-# is a gevent lock once the process is monkey-patched, and stages run on native threads.
+# A pattern rather than datetime.strptime: writers also use "-" in the date and "T" before the time.
 _EXIF_DATETIME = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _EXIF_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})")
 _CW_ROTATION_TO_ORIENTATION = {0: 1, 90: 6, 180: 3, 270: 8}  # EXIF 2.32 §4.6.4 Orientation

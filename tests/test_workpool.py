@@ -1,0 +1,104 @@
+"""The work pool: stage work in other processes at a lower priority, errors attributed to their
+stage, a crashing worker process replaced without failing the job, cancel within 2 s."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+from flask import Flask
+
+from ingestapp import stages
+from tests import pool_stages
+from tests.factories import start, wait_for, write_jpeg, write_jpegs
+
+
+@pytest.fixture
+def probe_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe stage runs right after identify, in every session started meanwhile."""
+    monkeypatch.setattr(stages, "STAGES", [stages.identify, pool_stages, *stages.STAGES[1:]])
+
+
+def items(client, session_id: str) -> dict[str, dict]:
+    return {i["path"]: i for i in client.get(f"/api/ingest/{session_id}/items?limit=500").get_json()["items"]}
+
+
+def test_stages_run_in_worker_processes_at_lower_priority(probe_stage, client, app: Flask, media: Path) -> None:
+    write_jpegs(media, 6)
+    write_jpeg(media / "fail.jpg", color=(1, 1, 1))
+    session_id = start(client, media)
+    state = wait_for(app, session_id, {"completed"})
+    thumbnails = app.extensions["ingest_jobs"].thumbnail_dir
+    probes = [p.read_text().split() for p in thumbnails.glob("*.probe")]
+    assert len(probes) == 6
+    pids = {int(pid) for pid, _ in probes}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2  # WORKERS = 2
+    assert {int(nice) for _, nice in probes} == {min(19, os.nice(0) + 10)}  # INGEST_WORKER_NICE
+    assert [(e["file"], e["stage"], e["message"]) for e in state["errors"]] == [
+        ("fail.jpg", "probe", "the probe refused this file")
+    ]
+    probe, metadata = state["stages"]["probe"], state["stages"]["metadata"]
+    assert (probe["processed"], probe["errors"], probe["in_flight"], probe["status"]) == (7, 1, 0, "completed")
+    assert (metadata["processed"], metadata["skipped"]) == (7, 1)  # not run after the failure
+    found = items(client, session_id)
+    assert found["img_0000.jpg"]["status"] == "ok" and found["img_0000.jpg"]["thumbnail_url"]
+    assert found["fail.jpg"]["status"] == "error" and found["fail.jpg"]["sha256"]  # identify's result kept
+
+
+def test_a_dying_worker_process_is_an_error_entry_and_is_replaced(
+    probe_stage, client, app: Flask, media: Path
+) -> None:
+    write_jpegs(media, 8)
+    write_jpeg(media / "exit.jpg", color=(1, 1, 1))
+    write_jpeg(media / "kill.jpg", color=(2, 2, 2))
+    pool = app.extensions["ingest_jobs"].pool
+    replaced = pool.replaced
+    session_id = start(client, media)
+    state = wait_for(app, session_id, {"completed"})
+    assert sorted((e["file"], e["stage"], e["message"]) for e in state["errors"]) == [
+        ("exit.jpg", "probe", "worker process died"),
+        ("kill.jpg", "probe", "worker process died"),
+    ]
+    assert state["processed_files"] == 10 and state["stats"]["errors"] == 2
+    assert state["stages"]["probe"]["in_flight"] == 0
+    assert pool.replaced == replaced + 2
+    found = items(client, session_id)
+    assert [p for p, i in found.items() if i["status"] == "ok"] == [f"img_{i:04d}.jpg" for i in range(8)]
+
+    again = start(client, media, pattern="img_*.jpg", skip_duplicates=False)  # the new processes work
+    state = wait_for(app, again, {"completed"})
+    assert (state["processed_files"], state["stats"]["errors"]) == (8, 0)
+
+
+def test_cancel_takes_effect_within_2_s_with_files_in_flight(probe_stage, client, app: Flask, media: Path) -> None:
+    write_jpegs(media, 40, prefix="slow")
+    session_id = start(client, media)
+    registry = app.extensions["ingest_jobs"]
+    while registry.state(session_id)["processed_files"] < 2:
+        gevent.sleep(0.01)
+    assert client.post(f"/api/ingest/{session_id}/cancel", json={}).status_code == 202
+    cancelled_at = time.monotonic()
+    state = wait_for(app, session_id, {"cancelled"})
+    assert time.monotonic() - cancelled_at < 2.0
+    assert 2 <= state["processed_files"] <= 6  # pending files were not run
+    assert state["worker_pool"]["active"] == 0
+
+
+def test_cancel_abandons_a_file_that_takes_too_long(probe_stage, client, app: Flask, media: Path) -> None:
+    write_jpegs(media, 3, prefix="hang")
+    pool = app.extensions["ingest_jobs"].pool
+    replaced = pool.replaced
+    session_id = start(client, media)
+    registry = app.extensions["ingest_jobs"]
+    while registry.state(session_id)["stages"]["probe"]["in_flight"] < 2:  # both processes hang
+        gevent.sleep(0.01)
+    assert client.post(f"/api/ingest/{session_id}/cancel", json={}).status_code == 202
+    cancelled_at = time.monotonic()
+    state = wait_for(app, session_id, {"cancelled"})
+    assert time.monotonic() - cancelled_at < 2.0
+    assert state["processed_files"] == 0 and state["stages"]["probe"]["in_flight"] == 0
+    assert items(client, session_id) == {}  # an abandoned file is not recorded: it can be ingested again
+    assert pool.replaced == replaced + 2  # the hanging processes were killed
