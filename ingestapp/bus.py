@@ -60,7 +60,7 @@ class LocalBus:
 
     def start(self) -> None:
         events.set_transport(None)
-        metrics.BUS_UP.set(1)  # in-process: never down
+        metrics.BUS_UP.labels("local").set(1)  # in-process: never down
 
     def close(self) -> None:
         pass
@@ -181,11 +181,11 @@ class RedisStreamBus:
         if self.up:
             log.warning("event bus down (%s); streams keep their keepalives, events resume on reconnect", why)
         self.up = False
-        metrics.BUS_UP.set(0)
+        metrics.BUS_UP.labels("redis").set(0)
 
     def _set_up(self) -> None:
         self.up = True
-        metrics.BUS_UP.set(1)
+        metrics.BUS_UP.labels("redis").set(1)
         if self._connected_once:
             self.reconnects += 1
             metrics.BUS_RECONNECTS.inc()
@@ -196,7 +196,7 @@ class RedisStreamBus:
 
     def start(self) -> None:
         events.set_transport(self.publish)
-        metrics.BUS_UP.set(0)
+        metrics.BUS_UP.labels("redis").set(0)
         self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._send_loop)]
 
     def close(self) -> None:

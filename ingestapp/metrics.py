@@ -31,8 +31,10 @@ STREAM_COUNTERS = {
     "disconnects": Counter("ingest_stream_disconnects", "Streams closed because the client went away."),
     "slow_client_drops": Counter("ingest_slow_client_drops", "Streams ended because the client did not read."),
 }
+#: Labelled (``bus``: local | redis) so that only processes that run a bus report it: the work
+#: tier's processes import this module too, and an unlabelled gauge would show them as "down".
 BUS_UP = Gauge("ingest_bus_up", "1 while this worker's event bus reader is connected to Redis, else 0.",
-               multiprocess_mode="liveall")
+               ["bus"], multiprocess_mode="liveall")
 BUS_RECONNECTS = Counter("ingest_bus_reconnects", "Event-bus reconnections to Redis after an outage.")
 BUS_GAPS = Counter("ingest_bus_gaps", "Gaps in a session's seq seen by a bus reader (backfilled from SQL).")
 FILES = Counter("ingest_files", "Files through a stage, by outcome (ok | error).", ["stage", "outcome"])

@@ -40,7 +40,7 @@ def test_metrics_of_the_embedded_default(client, app, media) -> None:
     write_jpegs(media, 3)
     wait_for(app, start(client, media), {"completed"})
     text = client.get("/metrics").get_data(as_text=True)
-    assert "ingest_bus_up 1.0" in text
+    assert 'ingest_bus_up{bus="local"} 1.0' in text
     assert 'ingest_sessions{status="completed"} 1.0' in text
     assert 'ingest_files_total{outcome="ok",stage="identify"}' in text
     figures = client.get("/api/ingest/metrics").get_json()

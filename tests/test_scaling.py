@@ -56,6 +56,8 @@ def cluster(tmp_path: Path, media: Path, shared_database: str, redis_service: Re
 def wait_for_workers(server: Server, count: int, timeout: float = 30) -> list[psutil.Process]:
     """The worker processes, once ``count`` of them have booted and the bus is up in each."""
     deadline = time.monotonic() + timeout
+    workers: list[psutil.Process] = []
+    body = b""
     while time.monotonic() < deadline:
         workers = psutil.Process(server.process.pid).children()
         if len(workers) == count:
@@ -63,7 +65,7 @@ def wait_for_workers(server: Server, count: int, timeout: float = 30) -> list[ps
             if body.decode().count("ingest_bus_up{") >= count and "} 0.0" not in bus_lines(body):
                 return workers
         time.sleep(0.1)
-    raise TimeoutError(f"{count} workers did not come up:\n{server.log.read_text()[-3000:]}")
+    raise TimeoutError(f"{count} workers did not come up: {len(workers)} processes, bus {bus_lines(body)!r}")
 
 
 def open_streams(server: Server) -> int:
