@@ -38,7 +38,8 @@ from .catalog import (
     set_excluded,
 )
 from .contract import responses, spec
-from .jobs import JobConflict, JobNotFound, JobRegistry
+from .errors import JobConflict, JobNotFound
+from .jobs import JobRegistry
 from .metrics import render as render_metrics
 from .models import Item
 from .parameters import MEDIA_EXTENSIONS, ParameterError, parse_parameters

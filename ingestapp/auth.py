@@ -38,7 +38,7 @@ from sqlalchemy import Engine, exists, select
 
 from . import accounts
 from .accounts import Account, AccountError
-from .jobs import JobNotFound
+from .errors import JobNotFound
 from .models import CatalogEntry, IngestSession, Item
 
 bp = Blueprint("auth", __name__)

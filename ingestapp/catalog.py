@@ -11,7 +11,8 @@ from flask import url_for
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, delete, func, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from .jobs import JobConflict, new_id
+from .errors import JobConflict
+from .ids import new_id
 from .models import CatalogEntry, CatalogKeyword, IngestSession, Item
 from .parameters import VIDEO_EXTENSIONS, ParameterError
 from .vocabulary import FINISHED_STATUSES

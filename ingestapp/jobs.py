@@ -7,18 +7,15 @@ all of the file's stages; the hub only does bookkeeping. Every state change beco
 (``events.py``), buffered for the database (``eventlog.py``); a writer greenlet commits what is
 pending as soon as its previous commit is done (group commit) and only then publishes those events.
 
-A session has one owner at a time: a lease in its row (``lease_owner``, ``lease_expires_at``) taken
-and renewed by conditional UPDATEs, so it holds across processes and hosts. Each commit renews it;
-``reap_expired`` (run periodically by every registry) marks sessions whose lease expired, i.e.
-whose process died, ``interrupted``.
+A session has one owner at a time, under a lease (``leases.py``: taking it, crash recovery); the
+job's state JSON is built by ``progress.JobState``, its ``progress`` events are throttled by
+``throttle.py``, and the registry's session queries read the database through ``sessions.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
-import socket
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -29,45 +26,30 @@ import gevent
 import gevent.event
 import gevent.queue
 from gevent.threadpool import ThreadPool
-from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import DBAPIError
 
-from . import metrics, stages
+from . import leases, metrics, sessions, stages
+from .errors import JobConflict, JobNotFound
 from .eventlog import LeaseLost, SessionLog
-from .events import Event, make_event, publish
-from .models import CatalogEntry, ErrorEntry, EventRecord, IngestSession, Item
+from .events import make_event, publish
+from .ids import new_id
+from .models import CatalogEntry, ErrorEntry, IngestSession, Item
 from .parameters import IngestParameters
 from .paths import display_path, root_of
-from .progress import STATS_KEYS, StageProgress, percent, stopped_state
+from .progress import ERRORS_KEPT, STATS_KEYS, JobState, StageProgress
 from .scanner import ScannedFile, list_directory, scan
 from .stages.base import new_item_fields
+from .throttle import ProgressThrottle
 from .vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
 from .workpool import WORKER_DIED, FileAbandoned, FileTask, WorkerDied, shared_pool
 
 log = logging.getLogger(__name__)
 
-#: Seconds between ``progress`` events: 20 per second at most, however fast files go by (a
-#: ``file`` event still goes out for every file). Each progress event costs every watching stream
-#: a send; browsers repaint at most once a frame anyway.
-PROGRESS_INTERVAL = 0.05
-ERRORS_KEPT = 50  # errors carried in the state; all are in the errors table
 #: Seconds a cancelled job still waits for a file in a worker process before abandoning it (the
 #: process is killed): cancel takes effect within about this, however long a file takes.
 CANCEL_GRACE = 1.0
 FINAL_WRITE_ATTEMPTS = 3  # a job's last commit is retried (1 s apart) before the reaper is left to it
-
-
-def new_id() -> str:
-    """An unguessable id: 128 random bits, URL-safe base64 (22 characters)."""
-    return secrets.token_urlsafe(16)
-
-
-class JobNotFound(LookupError):
-    """No session with that id."""
-
-
-class JobConflict(RuntimeError):
-    """The session is not in a state that allows the request (e.g. resuming a running job)."""
 
 
 class JobRegistry:
@@ -85,7 +67,7 @@ class JobRegistry:
         self.lease: float = config["JOB_LEASE"]
         self.scan_queue: int = max(1, config["SCAN_QUEUE"])
         #: This registry's lease owner id: unique per process start (and per app in one process).
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = leases.new_owner()
         self.jobs: dict[str, Job] = {}
         self.reaper: gevent.Greenlet | None = None
 
@@ -111,30 +93,12 @@ class JobRegistry:
     def resume(self, session_id: str) -> Job:
         """Continue an ``interrupted`` session with the files it has not finished.
 
-        The lease is taken by one conditional UPDATE, so of racing resumes (from any process)
-        exactly one succeeds. Raises JobNotFound, or JobConflict when the session is not
-        interrupted (or another resume took it first).
+        The lease is taken by one conditional UPDATE (``leases.take_interrupted``), so of racing
+        resumes (from any process) exactly one succeeds. Raises JobNotFound, or JobConflict when the
+        session is not interrupted (or another resume took it first).
         """
         with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(IngestSession)
-                .where(
-                    IngestSession.id == session_id,
-                    IngestSession.status == "interrupted",
-                    IngestSession.lease_owner.is_(None),
-                )
-                .values(
-                    status="queued",
-                    lease_owner=self.owner,
-                    lease_expires_at=time.time() + self.lease,
-                    cancel_requested=False,
-                )
-            ).rowcount
-            if not taken:
-                status = conn.scalar(select(IngestSession.status).where(IngestSession.id == session_id))
-                if status is None:
-                    raise JobNotFound(session_id)
-                raise JobConflict(f"only an interrupted session can be resumed (it is {status})")
+            leases.take_interrupted(conn, session_id, self.owner, self.lease)
             session = conn.execute(
                 select(IngestSession.parameters, IngestSession.state, IngestSession.last_event_id).where(
                     IngestSession.id == session_id
@@ -169,8 +133,8 @@ class JobRegistry:
             raise JobConflict("the session is not running") if self.exists(session_id) else JobNotFound(session_id)
 
     def exists(self, session_id: str) -> bool:
-        with self.engine.connect() as conn:
-            return conn.scalar(select(IngestSession.id).where(IngestSession.id == session_id)) is not None
+        """Whether a session with that id exists."""
+        return sessions.exists(self.engine, session_id)
 
     def state(self, session_id: str) -> dict[str, Any]:
         """The status JSON as last committed (a job running here keeps a copy, so the status API
@@ -178,66 +142,21 @@ class JobRegistry:
         job = self.jobs.get(session_id)
         if job is not None:
             return job.committed_state
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(IngestSession.status, IngestSession.state).where(IngestSession.id == session_id)
-            ).first()
-        if row is None:
-            raise JobNotFound(session_id)
-        return {**row.state, "status": row.status}
+        return sessions.persisted_state(self.engine, session_id)
 
     def sessions(self, limit: int, user_id: int | None = None) -> list[dict[str, Any]]:
-        """The newest ``limit`` sessions (of ``user_id`` only, if given): ``{session_id, status,
-        created_at, committed_at, commit_result, directory, total_files, processed_files,
-        progress_percent, errors}`` (``GET /api/ingest/sessions``); ``commit_result`` is the last
-        import's ``{added, updated, excluded}`` or None."""
-        query = select(
-            IngestSession.id,
-            IngestSession.created_at,
-            IngestSession.committed_at,
-            IngestSession.commit_result,
-            IngestSession.status,
-            IngestSession.state,
-        )
-        if user_id is not None:
-            query = query.where(IngestSession.user_id == user_id)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(IngestSession.created_at.desc()).limit(limit)).all()
-        listing = []
-        for row in rows:  # one query for all; a job running here reports its last commit's state
-            job = self.jobs.get(row.id)
-            state = job.committed_state if job is not None else {**row.state, "status": row.status}
-            listing.append(
-                {
-                    "session_id": row.id,
-                    "status": state["status"],
-                    "created_at": row.created_at,
-                    "committed_at": row.committed_at,
-                    "commit_result": row.commit_result,
-                    "directory": display_path(state["parameters"]["directory"]),
-                    "total_files": state["total_files"],
-                    "processed_files": state["processed_files"],
-                    "progress_percent": state["progress_percent"],
-                    "errors": state["stats"]["errors"],
-                }
-            )
-        return listing
+        """The newest ``limit`` sessions (of ``user_id`` only, if given), as ``sessions.listing``
+        gives them; a job running here reports its last commit's state."""
+
+        def live_state(session_id: str) -> dict[str, Any] | None:
+            job = self.jobs.get(session_id)
+            return job.committed_state if job is not None else None
+
+        return sessions.listing(self.engine, limit, user_id, live_state)
 
     def start_reaper(self) -> None:
-        """Reap expired leases now, then every fifth of the lease, in a greenlet that logs and
-        survives any error. A session whose process died is ``interrupted`` at most about 1.2
-        leases after its last commit."""
-        reap_expired(self.engine)
-
-        def reap_forever() -> None:
-            while True:
-                gevent.sleep(self.lease / 5)
-                try:
-                    reap_expired(self.engine)
-                except Exception:
-                    log.exception("reaping expired leases failed; retrying")
-
-        self.reaper = gevent.spawn(reap_forever)
+        """Reap expired leases now, then every fifth of the lease (``leases.spawn_reaper``)."""
+        self.reaper = leases.spawn_reaper(self.engine, self.lease)
 
     def shutdown(self) -> None:
         """Stop the reaper, the running jobs (they become ``interrupted``) and the threadpool. The
@@ -253,54 +172,9 @@ class JobRegistry:
         return job
 
 
-def reap_expired(engine: Engine) -> int:
-    """Mark running sessions whose lease expired (their process died or stalled) ``interrupted``,
-    release the lease, and return how many.
-
-    Each gets a ``progress`` event saying so, appended to its log and then published, so a client
-    resuming with Last-Event-ID learns it too. Each session is taken by a conditional UPDATE, so
-    reapers of several processes never both take one, and a lost owner's late writes are refused
-    (they are fenced on ``lease_owner``).
-    """
-    now = time.time()
-    expired = or_(IngestSession.lease_expires_at.is_(None), IngestSession.lease_expires_at < now)
-    with engine.connect() as conn:
-        candidates = conn.scalars(
-            select(IngestSession.id).where(IngestSession.status.in_(RUNNING_STATUSES), expired)
-        ).all()
-    reaped: list[Event] = []
-    for session_id in candidates:
-        with engine.begin() as conn:
-            taken = conn.execute(  # first, so the transaction holds the write lock from here on
-                update(IngestSession)
-                .where(IngestSession.id == session_id, IngestSession.status.in_(RUNNING_STATUSES), expired)
-                .values(
-                    status="interrupted",
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    last_event_id=IngestSession.last_event_id + 1,
-                )
-            ).rowcount
-            if not taken:
-                continue
-            row = conn.execute(
-                select(IngestSession.state, IngestSession.last_event_id).where(IngestSession.id == session_id)
-            ).one()
-            seq = row.last_event_id
-            state = {**stopped_state(row.state, "interrupted"), "last_event_id": seq}
-            progress = {k: v for k, v in state.items() if k not in ("session_id", "message", "parameters", "errors")}
-            event = make_event(session_id, seq, "progress", progress)
-            conn.execute(insert(EventRecord).values(session_id=session_id, seq=seq, type=event.type, data=event.data))
-            conn.execute(update(IngestSession).where(IngestSession.id == session_id).values(state=state))
-        log.warning("session %s: its lease expired; marked interrupted", session_id)
-        reaped.append(event)
-    for event in reaped:
-        publish(event)
-    return len(reaped)
-
-
-class Job:
-    """One session's run: counters, the event sequence, and the greenlet doing the work."""
+class Job(JobState):
+    """One session's run: counters (their state JSON: ``JobState``), the event sequence, and the
+    greenlet doing the work."""
 
     def __init__(
         self,
@@ -336,8 +210,9 @@ class Job:
         self.errors: deque[dict[str, Any]] = deque(maxlen=ERRORS_KEPT)
         self.stages = {"scanning": StageProgress()} | {s.NAME: StageProgress() for s in self.stage_modules}
         self._elapsed_before_ms = 0.0
-        self._last_progress = 0.0
-        self._progress_timer: gevent.Greenlet | None = None
+        self._progress_throttle = ProgressThrottle(
+            lambda: self.emit("progress", **self.progress()), lambda: self.status in RUNNING_STATUSES
+        )
         self._pending = gevent.event.Event()  # set by emit: the writer has something to commit
         self._stopping = False  # the writer's last loop; run() makes the final commit itself
         self._lease_lost = False
@@ -345,69 +220,6 @@ class Job:
             self._restore(saved_state)
         #: The state as of the last commit: what the status API shows, and what the database holds.
         self.committed_state = self.state()
-
-    # -- state ---------------------------------------------------------------------------------
-
-    def _restore(self, saved: dict[str, Any]) -> None:
-        self.stats.update(saved["stats"])
-        self.errors.extend(saved["errors"])
-        self.started_at = saved["timing"]["started_at"]
-        self._elapsed_before_ms = saved["timing"]["elapsed_ms"]
-        for name, data in saved["stages"].items():
-            if name in self.stages and name != "scanning":
-                self.stages[name] = StageProgress.from_dict(data)
-
-    @property
-    def done_files(self) -> int:
-        return self.stats["processed_files"] + self.stats["skipped_duplicates"]
-
-    def state(self) -> dict[str, Any]:
-        """The status-endpoint JSON (see README, "State")."""
-        return {
-            "session_id": self.session_id,
-            "status": self.status,
-            "message": self.failure,
-            "parameters": self.parameters.to_dict(),
-            "errors": list(self.errors),
-            **self.progress(),
-        }
-
-    def progress(self) -> dict[str, Any]:
-        """The changing part of the state: what a ``progress`` event carries. A stopped job has no
-        worker busy and nothing queued, whatever its greenlets are still unwinding."""
-        running = self.status in RUNNING_STATUSES
-        pool = {"active": self.active if running else 0, "max": self.registry.workers,
-                "queue_depth": self.queued if running else 0}
-        return {
-            "status": self.status,
-            "progress_percent": percent(self.done_files, self.total_files, self.status),
-            "total_files": self.total_files,
-            "processed_files": self.stats["processed_files"],
-            "current_file": self.current_file,
-            "stages": {name: self.stage_dict(name) for name in self.stages},
-            "stats": dict(self.stats),
-            "worker_pool": pool,
-            "timing": self._timing(),
-            "last_event_id": self.seq,
-        }
-
-    def stage_dict(self, name: str) -> dict[str, Any]:
-        """A stage's state entry. Every stage's total is the number of files found; the scan's
-        own total is unknown (None) until it completes."""
-        unknown = name == "scanning" and self.stages[name].status != "completed"
-        return self.stages[name].to_dict(None if unknown else self.total_files)
-
-    def _timing(self) -> dict[str, Any]:
-        run_seconds = (self.run_ended or time.monotonic()) - self.run_started
-        rate = self.run_done / run_seconds if run_seconds > 0 else 0.0
-        remaining = self.total_files - self.done_files
-        running = self.status in RUNNING_STATUSES
-        return {
-            "started_at": self.started_at,
-            "elapsed_ms": round(self._elapsed_before_ms + run_seconds * 1000),
-            "files_per_s": round(rate, 2),
-            "estimated_remaining_ms": round(remaining / rate * 1000) if running and rate else None,
-        }
 
     # -- events and persistence -----------------------------------------------------------------
 
@@ -421,19 +233,8 @@ class Job:
         self._pending.set()
 
     def emit_progress(self) -> None:
-        """Emit ``progress`` now, or once PROGRESS_INTERVAL has passed since the last one."""
-        wait = self._last_progress + PROGRESS_INTERVAL - time.monotonic()
-        if wait > 0:
-            if self._progress_timer is None:
-                self._progress_timer = gevent.spawn_later(wait, self._emit_deferred_progress)
-            return
-        self._last_progress = time.monotonic()
-        self.emit("progress", **self.progress())
-
-    def _emit_deferred_progress(self) -> None:
-        self._progress_timer = None
-        if self.status in RUNNING_STATUSES:
-            self.emit_progress()
+        """Emit ``progress`` now, or once PROGRESS_INTERVAL has passed since the last one (``throttle.py``)."""
+        self._progress_throttle.request()
 
     def commit(self, release: bool = False) -> None:
         """Write the buffered rows with the current state (renewing the lease, or releasing it),
@@ -727,8 +528,7 @@ class Job:
         self.stats["nsfw_detected"] += bool(item["nsfw"])
 
     def _finish(self, status: str, message: str | None = None) -> None:
-        if self._progress_timer is not None:
-            self._progress_timer.kill(block=False)  # the terminal event carries the final progress
+        self._progress_throttle.cancel()  # the terminal event carries the final progress
         for stage in self.stages.values():
             if status == "completed":
                 stage.finish()

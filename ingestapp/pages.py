@@ -14,7 +14,8 @@ from flask import Blueprint, abort, current_app, render_template, request
 
 from .auth import check_session_access, owner_filter, require_page_user
 from .catalog import CATALOG_SORTS, parse_catalog_query, query_catalog
-from .jobs import JobNotFound, JobRegistry
+from .errors import JobNotFound
+from .jobs import JobRegistry
 from .parameters import DEFAULT_PATTERN, ParameterError
 from .paths import display_path
 from .vocabulary import LABELS, for_scripts

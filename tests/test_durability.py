@@ -217,7 +217,7 @@ def test_an_owner_that_lost_its_lease_writes_nothing_more(app_config: dict, medi
     """A stalled owner whose lease was reaped stops at its next commit; the resume finishes the job."""
     from sqlalchemy import update
 
-    from ingestapp.jobs import reap_expired
+    from ingestapp.leases import reap_expired
     from ingestapp.models import IngestSession
 
     stalled = create_app({**app_config, "FILE_DELAY": 0.05})
