@@ -22,7 +22,6 @@
     'stages', 'stats', 'worker_pool', 'timing', 'last_event_id'];
   const MAX_ERROR_ROWS = 1000;
   const STRIP_SIZE = 24; // thumbnails in the live strip
-  const THUMBNAIL_DELAY_MS = 600; // an item's row is written within FLUSH_INTERVAL (0.25 s) of its event
   const CONNECTION_TEXT = {
     live: 'Live', reconnecting: 'Reconnecting…', polling: 'Polling',
     offline: 'Offline', closed: 'Closed',
@@ -121,16 +120,13 @@
   function addToStrip(file) {
     if (file.status !== 'ok') return;
     const url = urls.thumbnail.replace('ITEM_ID', encodeURIComponent(file.item_id));
-    setTimeout(() => {
-      const img = I.el('img', { src: url, alt: file.path, title: file.path, decoding: 'async', width: 64, height: 64 });
-      img.addEventListener('error', () => { // not written yet after all: once more, a bit later
-        if (!img.dataset.retried) { img.dataset.retried = '1'; setTimeout(() => { img.src = url; }, 1000); }
-      }, { once: false });
-      const strip = $('strip');
-      strip.prepend(I.el('li', {}, img));
-      while (strip.childElementCount > STRIP_SIZE) strip.lastElementChild.remove();
-      $('strip-section').hidden = false;
-    }, THUMBNAIL_DELAY_MS);
+    // The item's row is committed before its `file` event is published, and its thumbnail written
+    // before that: the image can be asked for at once.
+    const img = I.el('img', { src: url, alt: file.path, title: file.path, decoding: 'async', width: 64, height: 64 });
+    const strip = $('strip');
+    strip.prepend(I.el('li', {}, img));
+    while (strip.childElementCount > STRIP_SIZE) strip.lastElementChild.remove();
+    $('strip-section').hidden = false;
   }
 
   // -- the connection ------------------------------------------------------------------------
