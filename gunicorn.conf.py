@@ -89,4 +89,16 @@ def post_worker_init(worker):
             gevent.sleep(0.2)
         shutdown(worker.wsgi)
 
-    gevent.spawn(watch)
+    worker.ingest_shutdown = gevent.spawn(watch)
+
+
+def worker_exit(server, worker):
+    """Let the shutdown started in ``post_worker_init`` finish before the worker process ends.
+
+    With no connection open, gunicorn's gevent worker returns from its run loop at once; without
+    this wait the process could end while a job's last commit (its ``interrupted`` state) is
+    under way, leaving the session to the reaper once its lease expires.
+    """
+    shutting_down = getattr(worker, "ingest_shutdown", None)
+    if shutting_down is not None:
+        shutting_down.join(timeout=graceful_timeout)
