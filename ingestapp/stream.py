@@ -171,12 +171,18 @@ class EventStream:
     def _join(self, events: list[Event]) -> tuple[bytes, bool]:
         """One chunk of the events not sent yet, up to the first terminal one; and whether one was."""
         frames = []
+        terminal = False
         for event in events:
             if event.seq > self.last_sent:
-                frames.append(self._deliver(event))
+                self.last_sent = event.seq
+                frames.append(event.frame)
                 if event.terminal:
-                    return b"".join(frames), True
-        return b"".join(frames), False
+                    terminal = True
+                    break
+        # Counted once per chunk, not per event: the counter also feeds a Prometheus counter (an
+        # mmap write in multiprocess mode), and this runs for every event of every stream.
+        self.broker.counters["events_delivered"] += len(frames)
+        return b"".join(frames), terminal
 
     def _catch_up(self) -> Iterator[list[Event]]:
         """Batches of the persisted events after ``last_sent``; afterwards the live queue takes over."""
@@ -186,11 +192,6 @@ class EventStream:
         for batch in events_after(self.registry.engine, self.session_id, self.last_sent):
             self.broker.counters["events_replayed"] += len(batch)
             yield batch
-
-    def _deliver(self, event: Event) -> bytes:
-        self.last_sent = event.seq
-        self.broker.counters["events_delivered"] += 1
-        return event.frame
 
     def _guard_write(self, sock: Any) -> Any:
         """A started libev timer that drops the client unless the write of the chunk being
