@@ -118,7 +118,7 @@ def run_once(directory: Path, mode: str, workers: int) -> dict[str, Any]:
         job_event.connect(on_event)
         ticker = LagTicker()
         started = time.perf_counter()
-        job = registry.start(parameters)
+        job = registry.jobs[registry.start(parameters, here=True)]
         job.greenlet.join(timeout=600)
         seconds = time.perf_counter() - started
         lag = ticker.stop()

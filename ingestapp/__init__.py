@@ -1,7 +1,8 @@
 """ingestapp: ingest a directory of photos and videos, with live progress over SSE.
 
 The data path: ``api.py`` (blueprint) starts a job → ``jobs.py`` (a greenlet per session, stages
-in worker processes: ``workpool.py``) → ``eventlog.py`` (commits each event) → ``events.py``
+in worker processes: ``workpool.py``; with ``REDIS_URL``, in ``flask --app ingestapp worker``
+processes: ``tasks.py``, ``remote.py``) → ``eventlog.py`` (commits each event) → ``events.py``
 (publishes it) → ``bus.py`` (in-process, or Redis Streams across workers) → ``broker.py``
 (per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
 """
@@ -37,6 +38,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     broker = app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
     bus = app.extensions["ingest_bus"] = create_bus(app.config, on_gap=broker.resync)
     bus.start()
+    if bus.status()["bus"] == "redis":  # REDIS_URL, in a gevent-patched process: the work tier too
+        from . import tasks
+
+        tasks.celery_init_app(app)
+        redis = app.extensions["ingest_redis"] = tasks.redis_client(app.config["REDIS_URL"])
+        jobs.use_work_tier(redis, tasks.send_session)
     if problem is None:
         jobs.start_reaper()  # sessions of dead processes become interrupted (after the bus: it publishes)
     else:  # only ``flask db ...`` can do anything useful with this app; servers refuse to start

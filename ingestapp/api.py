@@ -223,8 +223,8 @@ def session_urls(session_id: str) -> dict[str, str]:
 def process() -> tuple[Response, int]:
     """Start a session. 202 ``{"session_id", "status_url", "stream_url"}``; 400 on bad input."""
     parameters = parse_parameters(json_body(), registry().media_roots)
-    job = registry().start(parameters, user_id=current_user.id)
-    return jsonify(session_urls(job.session_id)), 202
+    session_id = registry().start(parameters, user_id=current_user.id)
+    return jsonify(session_urls(session_id)), 202
 
 
 @bp.get("/api/ingest/status/<session_id>")

@@ -22,9 +22,10 @@ REVIEW_VIEWS = ("all", "new", "duplicates", "errors", "nsfw")
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
-    """The API's ``Item``: ``id, path, status`` and the extracted fields, ``thumbnail_url``, ``errors``."""
+    """The API's ``Item``: ``id, path, status`` and the extracted fields, ``thumbnail_url``,
+    ``errors``, ``excluded`` and ``worker``."""
     return {"id": item.id, "path": item.path, "status": item.status, **_public_fields(item.fields, item.id),
-            "errors": item.errors, "excluded": bool(item.excluded)}
+            "errors": item.errors, "excluded": bool(item.excluded), "worker": item.worker}
 
 
 def _public_fields(fields: dict[str, Any], item_id: str) -> dict[str, Any]:

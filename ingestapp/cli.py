@@ -27,6 +27,7 @@ ingest = AppGroup("ingest", help="Ingest media from the command line.")
 
 def init_app(app: Flask) -> None:
     app.cli.add_command(ingest)
+    app.cli.add_command(worker_command)
 
 
 class ProgressBar:
@@ -161,7 +162,7 @@ def run_command(
         field = exc.field or ""
         raise click.BadParameter(exc.message.removeprefix(field + " "), param_hint=FLAGS.get(field, field)) from None
 
-    job = registry.start(parameters, user_id=user.id)
+    job = registry.jobs[registry.start(parameters, user_id=user.id, here=True)]
     out = sys.stderr if as_json else sys.stdout
     click.echo(f"session: {session_url(job.session_id)}", file=out)
     if out.isatty():
@@ -214,3 +215,18 @@ def samples_command(directory: Path | None, if_empty: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     written = write_samples(directory)
     click.echo(f"wrote {len(written)} sample files to {directory}")
+
+
+@click.command("worker")
+@click.option("--concurrency", "-c", type=click.IntRange(1), default=None,
+              help="Stage worker processes (default: INGEST_WORKERS, the CPU count).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True, help="Celery's log level.")
+def worker_command(concurrency: int | None, loglevel: str) -> None:
+    """Run a work-tier process: jobs and file tasks from Redis (needs REDIS_URL)."""
+    if not current_app.config["REDIS_URL"]:
+        raise click.UsageError("the work tier needs REDIS_URL (the Redis the web servers use)")
+    count = concurrency or current_app.config["WORKERS"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "gevent.monkey", "--module", "ingestapp.worker",
+                              "--concurrency", str(count), "--loglevel", loglevel])

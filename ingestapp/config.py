@@ -23,6 +23,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # Worker processes running the stages, and their nice increment (serving comes first).
         "WORKERS": int(env.get("INGEST_WORKERS", os.cpu_count() or 2)),
         "WORKER_NICE": int(env.get("INGEST_WORKER_NICE", 10)),
+        # Seconds a file's stages may take; then its worker process is killed (an error entry).
+        "FILE_TIME_LIMIT": float(env.get("INGEST_FILE_TIME_LIMIT", 120)),
+        # Thumbnails, keyed by content hash: a shared mount when workers run on other hosts.
+        "THUMBNAIL_DIR": env.get("INGEST_THUMBNAIL_DIR"),
         # Signs session cookies; when unset, a random key is kept in INSTANCE_PATH/secret-key.
         "SECRET_KEY": env.get("INGEST_SECRET_KEY"),
         # Host header values served (Flask's TRUSTED_HOSTS; anything else is a 400: DNS rebinding).
@@ -50,6 +54,14 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "REDIS_URL": env.get("REDIS_URL") or None,
         "BUS_STREAM": env.get("INGEST_BUS_STREAM", "ingestapp:events"),
         "BUS_MAXLEN": int(env.get("INGEST_BUS_MAXLEN", 100_000)),
+        # The work tier with REDIS_URL (Celery tasks, `flask --app ingestapp worker`): files per task,
+        # files a job keeps in the work tier at once, and seconds after which a task whose worker
+        # vanished is delivered again (Celery's Redis visibility_timeout; it must exceed the
+        # longest task, so the default is TASK_FILES x FILE_TIME_LIMIT + 60).
+        "TASK_FILES": int(env.get("INGEST_TASK_FILES", 4)),
+        "TASK_INFLIGHT": int(env.get("INGEST_TASK_INFLIGHT", 256)),
+        "TASK_VISIBILITY_TIMEOUT": float(env["INGEST_TASK_VISIBILITY_TIMEOUT"])
+        if env.get("INGEST_TASK_VISIBILITY_TIMEOUT") else None,
         # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
         "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
     }
@@ -58,6 +70,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config["INSTANCE_PATH"] = instance
     config["MEDIA_ROOTS"] = [Path(r).resolve() for r in config["MEDIA_ROOTS"]] or [instance / "media"]
     config["DATABASE_URL"] = config["DATABASE_URL"] or f"sqlite:///{instance / 'ingestapp.sqlite3'}"
+    config["THUMBNAIL_DIR"] = Path(config["THUMBNAIL_DIR"] or instance / "thumbnails").resolve()
+    config["TASK_VISIBILITY_TIMEOUT"] = config["TASK_VISIBILITY_TIMEOUT"] or (
+        config["TASK_FILES"] * config["FILE_TIME_LIMIT"] + 60
+    )
     config["SECRET_KEY"] = config["SECRET_KEY"] or instance_secret_key(instance)
     return config
 

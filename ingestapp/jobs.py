@@ -7,6 +7,10 @@ all of the file's stages; the hub only does bookkeeping. Every state change beco
 (``events.py``), buffered for the database (``eventlog.py``); a writer greenlet commits what is
 pending as soon as its previous commit is done (group commit) and only then publishes those events.
 
+With ``REDIS_URL`` and a live ``flask --app ingestapp worker``, a session is queued for the work
+tier instead (``tasks.py``): a worker takes it (``take_queued``) and runs the same ``Job``, whose
+files go out as Celery tasks to every worker (``remote.RemoteFiles``) rather than to its own pool.
+
 A session has one owner at a time, under a lease (``leases.py``: taking it, crash recovery); the
 job's state JSON is built by ``progress.JobState``, its ``progress`` events are throttled by
 ``throttle.py``, and the registry's session queries read the database through ``sessions.py``.
@@ -18,7 +22,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,43 +42,63 @@ from .models import CatalogEntry, ErrorEntry, IngestSession, Item
 from .parameters import IngestParameters
 from .paths import display_path, root_of
 from .progress import ERRORS_KEPT, STATS_KEYS, JobState, StageProgress
+from .remote import RemoteFiles, SendFiles, request_cancel, workers_alive
 from .scanner import ScannedFile, list_directory, scan
 from .stages.base import new_item_fields
 from .throttle import ProgressThrottle
 from .vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
-from .workpool import WORKER_DIED, FileAbandoned, FileTask, WorkerDied, shared_pool
+from .workpool import FileAbandoned, FileTask, WorkerDied, shared_pool
 
 log = logging.getLogger(__name__)
 
 #: Seconds a cancelled job still waits for a file in a worker process before abandoning it (the
 #: process is killed): cancel takes effect within about this, however long a file takes.
 CANCEL_GRACE = 1.0
+#: Times a session whose process died is queued again by itself (with a live work tier).
+AUTO_RESUMES = 3
 FINAL_WRITE_ATTEMPTS = 3  # a job's last commit is retried (1 s apart) before the reaper is left to it
 
 
 class JobRegistry:
     """The jobs of one app: the work pool, a threadpool for directory listings, and the running
-    ``Job`` objects by session id."""
+    ``Job`` objects by session id; with ``use_work_tier``, the scale-out work tier."""
 
     def __init__(self, engine: Engine, config: dict[str, Any]) -> None:
         self.engine = engine
         self.media_roots: list[Path] = [Path(r).resolve() for r in config["MEDIA_ROOTS"]]
-        self.thumbnail_dir = Path(config["INSTANCE_PATH"]) / "thumbnails"
+        self.thumbnail_dir: Path = config["THUMBNAIL_DIR"]
         self.workers: int = max(1, config["WORKERS"])
         self.file_delay: float = config["FILE_DELAY"]
         self.threadpool = ThreadPool(self.workers)  # directory listings only
-        self.pool = shared_pool(self.workers, config["WORKER_NICE"])
+        self.pool = shared_pool(self.workers, config["WORKER_NICE"], config["FILE_TIME_LIMIT"])
         self.lease: float = config["JOB_LEASE"]
         self.scan_queue: int = max(1, config["SCAN_QUEUE"])
+        self.task_files: int = config["TASK_FILES"]
+        self.task_inflight: int = max(1, config["TASK_INFLIGHT"])
         #: This registry's lease owner id: unique per process start (and per app in one process).
         self.owner = leases.new_owner()
         self.jobs: dict[str, Job] = {}
         self.reaper: gevent.Greenlet | None = None
+        self.redis: Any = None  # the work tier's Redis client (use_work_tier)
+        self.send_session: Callable[[str], None] | None = None
+        self.send_files: SendFiles | None = None  # set in a worker: its jobs' files go to the work tier
 
-    def start(self, parameters: IngestParameters, user_id: int | None = None) -> Job:
-        """Create a session row (owned by ``user_id``), leased to this registry, and spawn its job greenlet."""
+    def use_work_tier(
+        self, redis: Any, send_session: Callable[[str], None], send_files: SendFiles | None = None
+    ) -> None:
+        """Queue sessions for ``flask --app ingestapp worker`` processes (``send_session``) while one
+        is alive; in a worker (``send_files`` given), send the files of the jobs it runs to all of them."""
+        self.redis = redis
+        self.send_session = send_session
+        self.send_files = send_files
+
+    def start(self, parameters: IngestParameters, user_id: int | None = None, here: bool = False) -> str:
+        """Create a session row (owned by ``user_id``) and return its id. Its job runs in this
+        process (leased to this registry) unless a work tier is alive and ``here`` is false: then the
+        session is queued for it, unleased, until a worker takes it (``take_queued``)."""
         session_id = new_id()
         job = Job(self, session_id, parameters)
+        queue = not here and self._work_tier_alive()
         with self.engine.begin() as conn:
             conn.execute(
                 IngestSession.__table__.insert().values(
@@ -83,32 +107,73 @@ class JobRegistry:
                     parameters=parameters.to_dict(),
                     state=job.committed_state,
                     created_at=time.time(),
-                    lease_owner=self.owner,
-                    lease_expires_at=time.time() + self.lease,
+                    lease_owner=None if queue else self.owner,
+                    lease_expires_at=None if queue else time.time() + self.lease,
                     user_id=user_id,
                 )
             )
+        if queue:
+            self.send_session(session_id)  # type: ignore[misc]
+        else:
+            self._spawn(job)
+        return session_id
+
+    def take_queued(self, session_id: str) -> Job | None:
+        """Take a session queued for the work tier (new or resumed) and run its job here; None when
+        it is not queued any more (another worker took it, or it was cancelled while queued)."""
+        with self.engine.begin() as conn:
+            if not leases.take_queued(conn, session_id, self.owner, self.lease):
+                log.info("session %s: not queued any more; nothing to run", session_id)
+                return None
+            job = self._load(conn, session_id)
         return self._spawn(job)
 
-    def resume(self, session_id: str) -> Job:
+    def _work_tier_alive(self) -> bool:
+        if self.send_session is None:
+            return False
+        if workers_alive(self.redis):
+            return True
+        log.warning("no `flask --app ingestapp worker` is alive: the job runs in this web process")
+        return False
+
+    def resume(self, session_id: str) -> None:
         """Continue an ``interrupted`` session with the files it has not finished.
 
         The lease is taken by one conditional UPDATE (``leases.take_interrupted``), so of racing
         resumes (from any process) exactly one succeeds. Raises JobNotFound, or JobConflict when the
-        session is not interrupted (or another resume took it first).
+        session is not interrupted (or another resume took it first). With a live work tier the
+        session is queued for it, as a new one is.
         """
+        queue = self._work_tier_alive()
         with self.engine.begin() as conn:
-            leases.take_interrupted(conn, session_id, self.owner, self.lease)
-            session = conn.execute(
-                select(IngestSession.parameters, IngestSession.state, IngestSession.last_event_id).where(
-                    IngestSession.id == session_id
-                )
-            ).one()
-            done = conn.execute(select(Item.path_bytes, Item.sha256).where(Item.session_id == session_id)).all()
+            leases.take_interrupted(conn, session_id, None if queue else self.owner, self.lease)
+            job = None if queue else self._load(conn, session_id)
+        if job is None:
+            self.send_session(session_id)  # type: ignore[misc]
+        else:
+            self._spawn(job)
+
+    def requeue(self, session_id: str) -> None:
+        """Queue an ``interrupted`` session for the work tier (its worker stopped or died), to be
+        continued by whichever worker takes it. Raises as ``resume`` does."""
+        with self.engine.begin() as conn:
+            leases.take_interrupted(conn, session_id, None, self.lease)
+        self.send_session(session_id)  # type: ignore[misc]
+
+    def _load(self, conn: Any, session_id: str) -> Job:
+        """The job of a session taken by this registry, with what earlier runs recorded."""
+        session = conn.execute(
+            select(IngestSession.parameters, IngestSession.state, IngestSession.last_event_id).where(
+                IngestSession.id == session_id
+            )
+        ).one()
+        done = conn.execute(
+            select(Item.root, Item.path_bytes, Item.sha256).where(Item.session_id == session_id)
+        ).all()
         job = Job(self, session_id, IngestParameters(**session.parameters), session.state, session.last_event_id)
-        job.done_paths = {path for path, _ in done}
-        job.seen_hashes = {sha for _, sha in done if sha}
-        return self._spawn(job)
+        job.done_paths = {path for _, path, _ in done}
+        job.seen_hashes = {sha: Path(root) / os.fsdecode(path) for root, path, sha in done if sha}
+        return job
 
     def cancel(self, session_id: str) -> None:
         """Ask a running job to stop, wherever it runs: here at once, in another process through
@@ -129,8 +194,13 @@ class JobRegistry:
                 )
                 .values(cancel_requested=True)
             ).rowcount
-        if not requested:
+            stopped = None if requested else leases.cancel_queued(conn, session_id)
+        if stopped is not None:
+            publish(stopped)  # it was waiting for a worker: cancelled now, by this request
+        elif not requested:
             raise JobConflict("the session is not running") if self.exists(session_id) else JobNotFound(session_id)
+        elif self.redis is not None:
+            request_cancel(self.redis, session_id)  # heard at once by its job in a worker
 
     def exists(self, session_id: str) -> bool:
         """Whether a session with that id exists."""
@@ -155,8 +225,25 @@ class JobRegistry:
         return sessions.listing(self.engine, limit, user_id, live_state)
 
     def start_reaper(self) -> None:
-        """Reap expired leases now, then every fifth of the lease (``leases.spawn_reaper``)."""
-        self.reaper = leases.spawn_reaper(self.engine, self.lease)
+        """Reap expired leases now, then every fifth of the lease (``leases.spawn_reaper``); while a
+        work tier is alive, a reaped session is queued again for it (``_recover``)."""
+        self.reaper = leases.spawn_reaper(self.engine, self.lease, self._recover)
+
+    def _recover(self, session_id: str) -> None:
+        """A session whose process died was reaped: with a live work tier, queue it again, at most
+        AUTO_RESUMES times (a session that kills its process every time stays interrupted)."""
+        if self.send_session is None or not workers_alive(self.redis):
+            return
+        resumes_key = f"ingestapp:resumes:{session_id}"
+        if self.redis.incr(resumes_key) > AUTO_RESUMES:
+            log.warning("session %s: interrupted %d times; left for a person to resume", session_id, AUTO_RESUMES)
+            return
+        self.redis.expire(resumes_key, 86400)
+        try:
+            self.requeue(session_id)
+            log.warning("session %s: queued again for the work tier", session_id)
+        except JobConflict:
+            pass  # resumed by someone else meanwhile
 
     def shutdown(self) -> None:
         """Stop the reaper, the running jobs (they become ``interrupted``) and the threadpool. The
@@ -167,6 +254,10 @@ class JobRegistry:
         self.threadpool.kill()
 
     def _spawn(self, job: Job) -> Job:
+        if self.send_files is not None:  # a worker: the job's files go to the whole work tier
+            job.remote = RemoteFiles(self.redis, job.session_id, self.send_files, self.task_files, self.lease,
+                                     job.is_duplicate, job.request_cancel)
+            job.concurrency = self.task_inflight
         self.jobs[job.session_id] = job
         job.greenlet = gevent.spawn(job.run)
         return job
@@ -197,7 +288,13 @@ class Job(JobState):
         self.total_files = 0
         self.current_file: str | None = None
         self.done_paths: set[bytes] = set()  # path_bytes of the items already stored
-        self.seen_hashes: set[str] = set()
+        #: Content hashes met by this session: SHA-256 → the file that has it (a duplicate is
+        #: another file with the same hash; asking again for the same file gives the same answer).
+        self.seen_hashes: dict[str, Path] = {}
+        self.catalog_hashes: set[str] = set()  # read at the start of a run that skips duplicates
+        #: Where the files go: this process's work pool, or the work tier (set by the registry).
+        self.remote: RemoteFiles | None = None
+        self.concurrency = registry.workers  # files processed at once
         self.active = 0  # workers holding a file, from taking it off the queue until it is recorded
         self.queued = 0  # files waiting in ``queue`` (the queue also holds one end marker per worker)
         # Bounded: the scan waits while the workers are this far behind (backpressure).
@@ -245,6 +342,18 @@ class Job(JobState):
         self.cancel_requested = self.cancel_requested or cancel
         for event in events:
             publish(event)
+        if self.remote is not None and not release:
+            self.remote.renew()  # the run stays open for the workers while the lease is held
+
+    def request_cancel(self) -> None:
+        """Stop the run: no new file starts; files in flight get CANCEL_GRACE to finish."""
+        self.cancel_requested = True
+
+    def is_duplicate(self, sha256: str, path: Path) -> bool:
+        """Whether the file at ``path`` (absolute) with content ``sha256`` is a duplicate: the hash is
+        in the catalog, or another file of this session has it. The same file always gets the same
+        answer, so a file run again (its worker died) is not its own duplicate."""
+        return sha256 in self.catalog_hashes or self.seen_hashes.setdefault(sha256, path) != path
 
     def _write_continuously(self) -> None:
         """The writer greenlet: commit what is pending as soon as the previous commit is done
@@ -302,8 +411,10 @@ class Job(JobState):
             self.status = "scanning"
             self._set_stage("scanning", "start")
             self.emit_progress()
-            catalog_hashes = self._catalog_hashes() if self.parameters.skip_duplicates else set()
-            workers = [self._spawn_linked(self._work, catalog_hashes) for _ in range(self.registry.workers)]
+            self.catalog_hashes = self._catalog_hashes() if self.parameters.skip_duplicates else set()
+            if self.remote is not None:
+                self.remote.start()
+            workers = [self._spawn_linked(self._work) for _ in range(self.concurrency)]
             self._scan()
             gevent.joinall(workers, raise_error=True)
             self._finish("cancelled" if self.cancel_requested else "completed")
@@ -317,6 +428,8 @@ class Job(JobState):
             self._finish("failed", message=_failure_message(exc))
         finally:
             gevent.killall(workers)
+            if self.remote is not None:
+                self.remote.stop()
             self._stopping = True
             self._pending.set()
             writer.join()
@@ -372,7 +485,7 @@ class Job(JobState):
                 self.queue.put((file, root, prefix + file.relpath))  # waits while the queue is full
             self.emit_progress()
         # Not in a ``finally``: when the scan fails, run() kills the workers instead.
-        for _ in range(self.registry.workers):
+        for _ in range(self.concurrency):
             self.queue.put(None)
         self._set_stage("scanning", "finish")
         self.emit_progress()
@@ -384,22 +497,22 @@ class Job(JobState):
                 select(ErrorEntry.file).where(ErrorEntry.session_id == self.session_id, ErrorEntry.stage == "scanning")
             ))
 
-    def _work(self, catalog_hashes: set[str]) -> None:
+    def _work(self) -> None:
         # No timeout needed: _scan queues one None per worker, or run() kills the workers.
         while (task := self.queue.get()) is not None:
             self.queued -= 1
             if not self.cancel_requested:
                 self.active += 1
                 try:
-                    self._process(*task, catalog_hashes)
+                    self._process(*task)
                 finally:
                     self.active -= 1
 
-    def _process(self, file: ScannedFile, root: Path, relpath: str, catalog_hashes: set[str]) -> None:
-        """Run the stages on one file in a worker process, counting each stage's outcome as the
-        process reports it. ``relpath`` (relative to ``root``, exact bytes in ``os.fsdecode``
-        form) is stored as ``path_bytes``; people see its display form."""
-        if self.registry.file_delay:
+    def _process(self, file: ScannedFile, root: Path, relpath: str) -> None:
+        """Run the stages on one file in a worker process (of this process's pool, or of the work
+        tier), counting each stage's outcome as it is reported. ``relpath`` (relative to ``root``,
+        exact bytes in ``os.fsdecode`` form) is stored as ``path_bytes``; people see its display form."""
+        if self.registry.file_delay and self.remote is None:  # work-tier workers wait themselves
             gevent.sleep(self.registry.file_delay)
         self.status = "processing"
         shown = self.current_file = display_path(relpath)
@@ -413,24 +526,23 @@ class Job(JobState):
         reported: list[str] = []  # the stages whose outcome the worker sent, in order
         status = "ok"
 
-        entered_at = [time.perf_counter()]  # when the file entered its current stage
-
-        def on_stage(name: str, message: str | None) -> None:
+        def on_stage(name: str, message: str | None, seconds: float) -> None:
             nonlocal status
             reported.append(name)
-            self._stage_outcome(name, shown, message, errors, time.perf_counter() - entered_at[0])
+            self._stage_outcome(name, shown, message, errors, seconds)
             if message is not None:
                 status = "error"
             elif len(reported) < len(names):
-                entered_at[0] = time.perf_counter()
                 self._enter_stage(names[len(reported)])
 
         def is_duplicate(sha256: str) -> bool:
             nonlocal status
-            status = self._check_duplicate(sha256, catalog_hashes)
-            if status == "skipped" and len(reported) < len(names):
+            if not self.is_duplicate(sha256, task.path):
+                return False
+            status = "skipped"
+            if len(reported) < len(names):
                 self.stages[names[len(reported)]].in_flight -= 1  # entered, but it will not run
-            return status == "skipped"
+            return True
 
         cancel_seen: list[float] = []
 
@@ -441,16 +553,18 @@ class Job(JobState):
             return time.monotonic() - cancel_seen[0] > CANCEL_GRACE
 
         self._enter_stage(names[0])
+        worker: str | None = None
         try:
-            item = self.registry.pool.run_file(task, on_stage, is_duplicate, abandon)
-        except WorkerDied:
-            item = new_item_fields()
+            result = (self.remote or self.registry.pool).run_file(task, on_stage, is_duplicate, abandon)
+            item, worker = result.item, result.worker
+        except WorkerDied as exc:
+            item, worker = new_item_fields(), exc.worker
             if status == "ok" and len(reported) < len(names):
-                on_stage(names[len(reported)], WORKER_DIED)  # the stage it died in
+                on_stage(names[len(reported)], str(exc), 0.0)  # the stage it died in
             else:  # after its last stage (or a duplicate's answer), before the result: rare
                 status = "error"
-                errors.append({"stage": names[-1], "message": WORKER_DIED})
-                self._record_error(shown, names[-1], WORKER_DIED)
+                errors.append({"stage": names[-1], "message": str(exc)})
+                self._record_error(shown, names[-1], str(exc))
         except BaseException as exc:
             if status == "ok" and len(reported) < len(names):
                 self.stages[names[len(reported)]].in_flight -= 1  # abandoned: cancelled, or the job was killed
@@ -460,7 +574,7 @@ class Job(JobState):
         for name in names[len(reported):]:
             self.stages[name].processed += 1  # not run for this file, but accounted for
             self.stages[name].skipped += 1
-        self._complete_file(item, shown, root, relpath, status, errors)
+        self._complete_file(item, worker, shown, root, relpath, status, errors)
 
     def _enter_stage(self, name: str) -> None:
         """A file enters stage ``name`` (in a worker process)."""
@@ -472,8 +586,8 @@ class Job(JobState):
     def _stage_outcome(
         self, name: str, file: str, message: str | None, errors: list[dict[str, str]], seconds: float
     ) -> None:
-        """Stage ``name`` ran on ``file`` for ``seconds`` (as seen from here: entry to outcome):
-        ok (``message`` None) or failed with ``message``."""
+        """Stage ``name`` ran on ``file`` for ``seconds`` (measured in the worker process): ok
+        (``message`` None) or failed with ``message``."""
         stage = self.stages[name]
         stage.in_flight -= 1
         stage.processed += 1
@@ -486,14 +600,9 @@ class Job(JobState):
         if stage.processed == self.total_files and self.stages["scanning"].status == "completed":
             self._set_stage(name, "finish")
 
-    def _check_duplicate(self, sha256: str, catalog_hashes: set[str]) -> str:
-        if self.parameters.skip_duplicates and (sha256 in catalog_hashes or sha256 in self.seen_hashes):
-            return "skipped"
-        self.seen_hashes.add(sha256)
-        return "ok"
-
     def _complete_file(
-        self, item: dict[str, Any], shown: str, root: Path, relpath: str, status: str, errors: list[dict[str, str]]
+        self, item: dict[str, Any], worker: str | None, shown: str, root: Path, relpath: str, status: str,
+        errors: list[dict[str, str]],
     ) -> None:
         self._count(status, item)
         item_id = new_id()
@@ -508,6 +617,7 @@ class Job(JobState):
                 "sha256": item["sha256"],
                 "fields": item,
                 "errors": errors,
+                "worker": worker,
             }
         )
         self.emit("file", item_id=item_id, path=shown, status=status, error=errors[0] if errors else None)

@@ -74,6 +74,9 @@ class Item(Base):
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     fields: Mapped[dict[str, Any]] = mapped_column(JSON)  # new_item_fields() shape
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    #: The work-tier process that ran the file's stages, ``host:pid``: a pool process of the web
+    #: process (the embedded default) or a ``flask --app ingestapp worker`` process (REDIS_URL).
+    worker: Mapped[str | None] = mapped_column(String(128))
     #: Left out of the import by the reviewer (kept server-side, so a reload keeps the choice).
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 

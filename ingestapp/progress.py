@@ -121,6 +121,7 @@ class JobState:
     counters, which ``Job.__init__`` sets and the run updates, and their restoring on a resume."""
 
     registry: JobRegistry
+    concurrency: int  # files processed at once: the worker_pool's max
     session_id: str
     parameters: IngestParameters
     seq: int  # the last event's id
@@ -167,7 +168,7 @@ class JobState:
         """The changing part of the state: what a ``progress`` event carries. A stopped job has no
         worker busy and nothing queued, whatever its greenlets are still unwinding."""
         running = self.status in RUNNING_STATUSES
-        pool = {"active": self.active if running else 0, "max": self.registry.workers,
+        pool = {"active": self.active if running else 0, "max": self.concurrency,
                 "queue_depth": self.queued if running else 0}
         return {
             "status": self.status,

@@ -332,6 +332,9 @@ class Item(MediaFields):
     status: ItemStatus
     errors: list[FileError]
     excluded: bool = Field(description="left out of the import (kept with the session)")
+    worker: str | None = Field(description="the work-tier process that ran the file's stages, host:pid: a pool "
+                               "process of the web server, or a `flask --app ingestapp worker` process with "
+                               "REDIS_URL; null for items of releases that did not record it")
 
 
 class ItemPage(BaseModel):

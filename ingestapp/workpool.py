@@ -8,11 +8,14 @@ process, so stage code runs on plain native threads with plain locks (Pillow, Py
 :func:`serve`, before its first file.
 
 One file is one task: the job greenlet sends a :class:`FileTask` over the process's pipe and the
-process runs all the file's stages, sending a small message after each stage (its name and error
-message, if any) so the job counts stages and reports errors as they happen, then the item fields.
+process runs all the file's stages, sending a small message after each stage (its name, error
+message if any, and seconds taken) so the job counts stages and reports errors as they happen, then
+the item fields.
 The hub waits on the pipe with ``gevent.socket.wait_read``: it never blocks and never decodes,
 hashes, classifies or thumbnails. A process that dies mid-file (a decoder segfault) closes its end
-of the pipe: the file's wait raises :class:`WorkerDied` and a new process takes its place.
+of the pipe: the file's wait raises :class:`WorkerDied` and a new process takes its place. A file
+still running after ``time_limit`` seconds (a decoder stuck on a hostile file) has its process
+killed the same way (:class:`FileTimedOut`).
 
 Pools are per web process and shared by its apps (:func:`shared_pool`), like gevent's hub
 threadpool: starting interpreters costs about a second of CPU each. The server starts its pool at
@@ -25,6 +28,8 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -45,7 +50,16 @@ WORKER_DIED = "worker process died"
 
 
 class WorkerDied(RuntimeError):
-    """The worker process running a file exited (crashed or was killed) before finishing it."""
+    """The worker process running a file exited (crashed or was killed) before finishing it; the
+    message is the error entry's, ``worker`` the process's ``host:pid`` when known."""
+
+    def __init__(self, message: str, worker: str | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
+
+
+class FileTimedOut(WorkerDied):
+    """A file ran past the time limit; its worker process was killed."""
 
 
 class FileAbandoned(RuntimeError):
@@ -73,8 +87,17 @@ class FileTask:
     check_duplicates: bool
 
 
-#: Called in the hub for each stage a worker ran: (stage name, error message or None).
-OnStage = Callable[[str, "str | None"], None]
+@dataclass(frozen=True)
+class FileResult:
+    """What a file's run produced: the item fields (``new_item_fields`` shape) and the work-tier
+    process that ran its stages (``host:pid``)."""
+
+    item: dict[str, Any]
+    worker: str
+
+
+#: Called in the hub for each stage a worker ran: (stage name, error message or None, seconds).
+OnStage = Callable[[str, "str | None", float], None]
 #: Called in the hub after identify (with ``check_duplicates``): is this SHA-256 a duplicate?
 IsDuplicate = Callable[[str], bool]
 #: Called in the hub every POLL_INTERVAL while a file is in a process: give up on it now?
@@ -84,33 +107,37 @@ POLL_INTERVAL = 0.1  # seconds
 
 
 class WorkPool:
-    """``size`` worker processes at CPU priority ``nice``; files wait for an idle one."""
+    """``size`` worker processes at CPU priority ``nice``; files wait for an idle one and may run
+    ``time_limit`` seconds each."""
 
-    def __init__(self, size: int, nice: int) -> None:
+    def __init__(self, size: int, nice: int, time_limit: float) -> None:
         self.size = max(1, size)
         self.nice = nice
+        self.time_limit = time_limit
         self._idle: gevent.queue.Queue[_Worker] = gevent.queue.Queue()
         self._workers: set[_Worker] = set()
         self.replaced = 0  # processes started to replace dead or abandoned ones
 
     def run_file(
         self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon
-    ) -> dict[str, Any]:
-        """Run ``task`` in an idle worker process; return the item fields (``new_item_fields``
-        shape). Call from a greenlet: it waits for an idle process and for the result without
-        blocking the hub. Raises WorkerDied, or FileAbandoned once ``abandon()`` is true (the
-        process is replaced in both cases)."""
+    ) -> FileResult:
+        """Run ``task`` in an idle worker process. Call from a greenlet: it waits for an idle
+        process and for the result without blocking the hub. Raises WorkerDied (FileTimedOut
+        after ``time_limit`` seconds), or FileAbandoned once ``abandon()`` is true (the process is
+        replaced in every case)."""
         self.start()  # at the first file, and after a replacement
         worker = self._idle.get()
         try:
-            item = worker.run(task, on_stage, is_duplicate, abandon)
-        except BaseException:
+            item = worker.run(task, on_stage, is_duplicate, abandon, self.time_limit)
+        except BaseException as exc:
             # Dead, or abandoned mid-file (the job was killed): a process still busy with a file,
             # or waiting for an answer, must not get the next one.
             self._replace(worker)
+            if isinstance(exc, WorkerDied):
+                exc.worker = worker.name
             raise
         self._idle.put(worker)
-        return item
+        return FileResult(item, worker.name)
 
     def close(self) -> None:
         """Kill every worker process (a file being processed is abandoned)."""
@@ -145,11 +172,15 @@ class _Worker:
         self.process = CONTEXT.Process(target=serve, args=(child, nice), daemon=True, name="ingest-worker")
         self.process.start()  # spawn: fork+exec of a new interpreter; does not wait for it
         child.close()  # the child holds the only other end: its death is EOF here
+        self.name = f"{socket.gethostname()}:{self.process.pid}"
 
-    def run(self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon) -> dict[str, Any]:
+    def run(
+        self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon, time_limit: float
+    ) -> dict[str, Any]:
         self._send(task)
+        deadline = time.monotonic() + time_limit
         while True:
-            kind, *payload = self._receive(abandon)
+            kind, *payload = self._receive(abandon, deadline, time_limit)
             if kind == "stage":
                 on_stage(*payload)
             elif kind == "identified":
@@ -163,7 +194,7 @@ class _Worker:
         except OSError:
             raise WorkerDied(WORKER_DIED) from None
 
-    def _receive(self, abandon: Abandon) -> tuple[Any, ...]:
+    def _receive(self, abandon: Abandon, deadline: float, time_limit: float) -> tuple[Any, ...]:
         while True:
             try:
                 gevent.socket.wait_read(self.conn.fileno(), POLL_INTERVAL, _Waiting)
@@ -171,6 +202,8 @@ class _Worker:
             except _Waiting:
                 if abandon():
                     raise FileAbandoned("abandoned after a cancel") from None
+                if time.monotonic() > deadline:
+                    raise FileTimedOut(f"took longer than {time_limit:g} s (INGEST_FILE_TIME_LIMIT)") from None
             except (EOFError, OSError):
                 raise WorkerDied(WORKER_DIED) from None
 
@@ -184,12 +217,13 @@ class _Waiting(Exception):
     """No message within POLL_INTERVAL (gevent's ``wait_read`` timeout)."""
 
 
-_pools: dict[tuple[int, int], WorkPool] = {}
+_pools: dict[tuple[int, int, float], WorkPool] = {}
 
 
-def shared_pool(size: int, nice: int) -> WorkPool:
-    """This process's pool of ``size`` workers at ``nice``, made on first request."""
-    key = (max(1, size), nice)
+def shared_pool(size: int, nice: int, time_limit: float) -> WorkPool:
+    """This process's pool of ``size`` workers at ``nice`` with a per-file ``time_limit``
+    (seconds), made on first request."""
+    key = (max(1, size), nice, time_limit)
     if key not in _pools:
         _pools[key] = WorkPool(*key)
     return _pools[key]
@@ -221,19 +255,20 @@ def serve(conn: Connection, nice: int) -> None:
 
 def run_file(task: FileTask, conn: Connection) -> dict[str, Any]:
     """Run the task's stages in order, stopping at the first error (or a duplicate), sending
-    ``("stage", name, message)`` after each; return the item fields."""
+    ``("stage", name, message, seconds)`` after each; return the item fields."""
     ctx = FileContext(
         task.path, task.relpath, task.parameters, task.thumbnail_dir,
         real_path=task.real_path, identity=task.identity, media_roots=task.media_roots,
     )
     try:
         for module in (importlib.import_module(name) for name in task.stages):
+            started = time.perf_counter()
             try:
                 module.run(ctx)
                 message = None
             except Exception as exc:
                 message = error_message(exc, ctx.path_replacements(), task.media_roots)
-            conn.send(("stage", module.NAME, message))
+            conn.send(("stage", module.NAME, message, time.perf_counter() - started))
             if message is not None:
                 break
             if module.NAME == "identify" and task.check_duplicates:

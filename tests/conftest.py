@@ -77,6 +77,15 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 
 @pytest.fixture
+def shared_database(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh PostgreSQL database at the current schema, shared by several processes of a test."""
+    name = "scale_" + secrets.token_hex(4)
+    postgres.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
+    yield postgres.url(name)
+    postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
 def redis_service() -> Iterator[RedisServer]:
     """A fresh redis-server (per test: a test may stop and restart it)."""
     require_system_tool(REDIS_SERVER, "the event-bus tests need a real redis-server")

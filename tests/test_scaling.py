@@ -5,7 +5,6 @@ viewers resume on the others; a Redis restart mid-job loses nothing."""
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -19,23 +18,14 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from ingestapp.models import IngestSession
-from tests.conftest import TEMPLATE_DATABASE
 from tests.factories import write_jpegs
 from tests.servers import GUNICORN, REPO, Server, SSEClient, free_port, gunicorn
-from tests.services import PostgresServer, RedisServer
+from tests.services import RedisServer
 
 pytestmark = pytest.mark.server
 
 FILES = 60
 TERMINAL = ("complete", "failed", "cancelled")
-
-
-@pytest.fixture
-def shared_database(postgres: PostgresServer) -> Iterator[str]:
-    name = "scale_" + secrets.token_hex(4)
-    postgres.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
-    yield postgres.url(name)
-    postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..parameters import IngestParameters
-from ..paths import fd_path
+from ..paths import fd_path, inside
 
 
 class StageError(Exception):
@@ -66,14 +66,16 @@ class FileContext:
         The first call opens ``real_path`` without following a symlink in its last component
         (O_NOFOLLOW) and compares the opened file's ``(st_dev, st_ino)`` with ``identity``, so a
         file replaced after the scan, by a symlink or through a swapped directory, is never
-        read. It runs in the worker process and the descriptor stays open until
-        :meth:`close`.
+        read. Without ``identity`` (a file scanned on another host, whose ``st_dev`` differs
+        here) the opened file's real path, read back from the descriptor, must lie inside
+        ``media_roots`` instead. It runs in the worker process and the descriptor stays open
+        until :meth:`close`.
 
         Raises:
             StageError: the file is gone, unreadable, not a regular file, or not the one scanned.
         """
         if self._fd is None:
-            self._fd = _open_scanned(self.real_path or self.path, self.identity)
+            self._fd = _open_scanned(self.real_path or self.path, self.identity, self.media_roots)
         return fd_path(self._fd)
 
     def close(self) -> None:
@@ -90,9 +92,9 @@ class FileContext:
         return names
 
 
-def _open_scanned(path: str | Path, identity: tuple[int, int] | None) -> int:
+def _open_scanned(path: str | Path, identity: tuple[int, int] | None, media_roots: Sequence[Path]) -> int:
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO swapped in must not block
-    if identity is not None:
+    if identity is not None or media_roots:
         flags |= os.O_NOFOLLOW
     try:
         fd = os.open(path, flags)
@@ -111,6 +113,9 @@ def _open_scanned(path: str | Path, identity: tuple[int, int] | None) -> int:
     if identity is not None and (info.st_dev, info.st_ino) != identity:
         os.close(fd)
         raise StageError("the file was replaced after the scan (another file is at its path now): not read")
+    if identity is None and media_roots and not inside(Path(os.readlink(fd_path(fd))), media_roots):
+        os.close(fd)
+        raise StageError("the file is outside the media roots now (a directory was replaced after the scan): not read")
     return fd
 
 

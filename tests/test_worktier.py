@@ -1,0 +1,163 @@
+"""The scale-out work tier: a real gunicorn, a real redis-server, a real PostgreSQL and two real
+``flask --app ingestapp worker`` processes. A worker killed with SIGKILL mid-job, whether it runs
+the job or only some of its files, loses nothing: the session completes with every file recorded
+once, and the items name both workers. Cancel takes effect within 2 s."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, select
+
+from ingestapp.models import IngestSession
+from tests.factories import write_jpegs
+from tests.servers import REPO, Server, gunicorn
+from tests.services import RedisServer
+
+pytestmark = pytest.mark.server
+
+FILES = 48
+
+
+class Worker:
+    """A ``flask --app ingestapp worker`` process and its log."""
+
+    def __init__(self, instance: Path, env: dict[str, str]) -> None:
+        instance.mkdir(parents=True, exist_ok=True)
+        self.log = instance / "worker.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "ingestapp", "worker", "--concurrency", "2"],
+                cwd=REPO, env={**os.environ, **env, "INGEST_INSTANCE_PATH": str(instance)}, stdout=out, stderr=out,
+            )
+        self.name = f"{socket.gethostname()}:{self.process.pid}"  # exec keeps the pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def tier(tmp_path: Path, media: Path, shared_database: str, redis_service: RedisServer) -> Iterator[dict]:
+    """The web server and two workers sharing the media root, the thumbnails and the store."""
+    env = {
+        "REDIS_URL": redis_service.url,
+        "DATABASE_URL": shared_database,
+        "INGEST_MEDIA_ROOTS": str(media),
+        "INGEST_THUMBNAIL_DIR": str(tmp_path / "thumbnails"),
+        "INGEST_JOB_LEASE": "2",
+        "INGEST_TASK_FILES": "2",
+        "INGEST_TASK_VISIBILITY_TIMEOUT": "4",
+        "INGEST_FILE_DELAY": "0.15",
+        "INGEST_SSE_KEEPALIVE": "0.5",
+    }
+    with ExitStack() as stack:
+        server = stack.enter_context(gunicorn(tmp_path / "web", media, env))
+        workers = [Worker(tmp_path / f"worker{i}", env) for i in range(2)]
+        for worker in workers:
+            stack.callback(worker.stop)
+        client = redis.Redis.from_url(redis_service.url)
+        stack.callback(client.close)
+        wait_for_heartbeats(client, workers)
+        yield {"server": server, "workers": workers, "database": shared_database}
+
+
+def wait_for_heartbeats(client: redis.Redis, workers: list[Worker], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = {name.decode() for name in client.zrange("ingestapp:workers", 0, -1)}
+        if alive >= {w.name for w in workers}:
+            return
+        for worker in workers:
+            assert worker.process.poll() is None, worker.log.read_text()
+        time.sleep(0.1)
+    raise TimeoutError("workers did not start: " + "\n".join(w.log.read_text() for w in workers))
+
+
+def start(server: Server, directory: Path) -> str:
+    status, body = server.request(
+        "POST", "/api/ingest/process", {"parameters": {"directory": str(directory), "enable_nsfw_detection": False}},
+    )
+    assert status == 202, body
+    return body["session_id"]
+
+
+def items(server: Server, session_id: str) -> list[dict]:
+    status, body = server.request("GET", f"/api/ingest/{session_id}/items?limit=500")
+    assert status == 200, body
+    return body["items"]
+
+
+def lease_owner_pid(database: str, session_id: str) -> int | None:
+    engine = create_engine(database)
+    try:
+        with engine.connect() as conn:
+            owner = conn.scalar(select(IngestSession.lease_owner).where(IngestSession.id == session_id))
+    finally:
+        engine.dispose()
+    return int(owner.split(":")[1]) if owner else None
+
+
+def wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("victim", ["runs the job", "runs files only"])
+def test_a_worker_killed_mid_job_loses_nothing(tier: dict, media: Path, victim: str) -> None:
+    server, workers = tier["server"], tier["workers"]
+    write_jpegs(media, FILES)
+    session_id = start(server, media)
+    wait_until(lambda: lease_owner_pid(tier["database"], session_id) is not None)
+    owner = lease_owner_pid(tier["database"], session_id)
+    assert owner in {w.process.pid for w in workers}, "the job runs in a worker, not in the web server"
+    victim_worker = next(w for w in workers if (w.process.pid == owner) == (victim == "runs the job"))
+    survivor = next(w for w in workers if w is not victim_worker)
+    wait_until(lambda: {i["worker"] for i in items(server, session_id)} == {w.name for w in workers})
+
+    victim_worker.process.send_signal(signal.SIGKILL)
+    victim_worker.process.wait()
+    done_at_kill = len(items(server, session_id))
+    assert done_at_kill < FILES, "the job ended before the kill: nothing was tested"
+
+    state = server.wait_for_status(session_id, {"completed"}, timeout=90)
+    recorded = items(server, session_id)
+    counts = Counter(i["path"] for i in recorded)
+    assert len(counts) == FILES and set(counts.values()) == {1}, "every file exactly once"
+    assert {i["status"] for i in recorded} == {"ok"}
+    assert {i["worker"] for i in recorded} == {victim_worker.name, survivor.name}
+    assert state["processed_files"] == FILES and state["stats"]["errors"] == 0
+    assert all(stage["in_flight"] == 0 for stage in state["stages"].values())
+
+
+def test_cancel_takes_effect_within_2_s(tier: dict, media: Path) -> None:
+    server = tier["server"]
+    write_jpegs(media, FILES)
+    session_id = start(server, media)
+    wait_until(lambda: len(items(server, session_id)) >= 4)
+    status, _ = server.request("POST", f"/api/ingest/{session_id}/cancel", {})
+    assert status == 202
+    cancelled_at = time.monotonic()
+    state = server.wait_for_status(session_id, {"cancelled"}, timeout=10)
+    assert time.monotonic() - cancelled_at < 2.0
+    assert state["processed_files"] < FILES
+    time.sleep(1)  # the workers start no file of the cancelled run
+    assert len(items(server, session_id)) == state["processed_files"] + state["stats"]["skipped_duplicates"]
