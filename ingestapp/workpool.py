@@ -104,6 +104,7 @@ IsDuplicate = Callable[[str], bool]
 Abandon = Callable[[], bool]
 
 POLL_INTERVAL = 0.1  # seconds
+STARTUP = 60  # seconds a new worker process may take to start before its first file counts
 
 
 class WorkPool:
@@ -178,10 +179,12 @@ class _Worker:
         self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon, time_limit: float
     ) -> dict[str, Any]:
         self._send(task)
-        deadline = time.monotonic() + time_limit
+        deadline = time.monotonic() + time_limit + STARTUP  # a new process first loads the model
         while True:
             kind, *payload = self._receive(abandon, deadline, time_limit)
-            if kind == "stage":
+            if kind == "started":
+                deadline = time.monotonic() + time_limit
+            elif kind == "stage":
                 on_stage(*payload)
             elif kind == "identified":
                 self._send(is_duplicate(*payload))
@@ -250,6 +253,7 @@ def serve(conn: Connection, nice: int) -> None:
             task = conn.recv()
         except EOFError:
             return
+        conn.send(("started",))  # the file's time limit counts from here
         conn.send(("done", run_file(task, conn)))
 
 

@@ -104,3 +104,8 @@ def test_corpus_ingest_accounts_for_every_file(app: Flask) -> None:
             assert item["metadata"]["gps"]["latitude"] is not None, path
     catalog = client.get("/api/catalog?limit=500").get_json()
     assert catalog["total"] == sum(item["status"] == "ok" for item in items)
+
+
+def test_worker_needs_redis(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["worker", "--concurrency", "2"])
+    assert result.exit_code == 2 and "the work tier needs REDIS_URL" in result.output

@@ -13,6 +13,7 @@ from typing import Any
 
 import gevent
 import pytest
+from flask import Flask
 
 from ingestapp import create_app, shutdown
 from tests.factories import start, wait_for, write_jpegs
@@ -251,3 +252,31 @@ def test_an_owner_that_lost_its_lease_writes_nothing_more(app_config: dict, medi
         assert ids == list(range(1, len(ids) + 1))  # no id written twice, none skipped
     finally:
         shutdown(stalled), shutdown(other)
+
+
+def test_a_session_waiting_for_the_work_tier_is_not_reaped_and_cancels_at_once(
+    app: Flask, client, media: Path
+) -> None:
+    """Queued for ``flask --app ingestapp worker`` processes that have not taken it yet: it has no
+    lease to expire, and a cancel stops it by itself, with its ``cancelled`` event in the log."""
+    from ingestapp.jobs import Job
+    from ingestapp.leases import reap_expired
+    from ingestapp.models import IngestSession
+    from ingestapp.parameters import IngestParameters
+
+    registry = app.extensions["ingest_jobs"]
+    job = Job(registry, "waiting0000000000000000000000000", IngestParameters(directory=str(media)))
+    with registry.engine.begin() as conn:
+        conn.execute(IngestSession.__table__.insert().values(
+            id=job.session_id, status="queued", parameters=job.parameters.to_dict(), state=job.committed_state,
+            created_at=time.time(), lease_owner=None, lease_expires_at=None,
+        ))
+    assert reap_expired(registry.engine) == []
+    assert client.post(f"/api/ingest/{job.session_id}/cancel", json={}).status_code == 202
+    assert registry.state(job.session_id)["status"] == "cancelled"
+    events = client.get(f"/api/ingest/stream/{job.session_id}?last_event_id=0")
+    try:
+        body = b"".join(iter(events.response))
+    finally:
+        events.close()
+    assert b"id: 1\nevent: cancelled\n" in body

@@ -4,6 +4,7 @@ stage, a crashing worker process replaced without failing the job, cancel within
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -102,3 +103,30 @@ def test_cancel_abandons_a_file_that_takes_too_long(probe_stage, client, app: Fl
     assert state["processed_files"] == 0 and state["stages"]["probe"]["in_flight"] == 0
     assert items(client, session_id) == {}  # an abandoned file is not recorded: it can be ingested again
     assert pool.replaced == replaced + 2  # the hanging processes were killed
+
+
+def test_a_file_past_the_time_limit_is_an_error_entry(probe_stage, app_config: dict, media: Path) -> None:
+    from ingestapp import create_app, shutdown
+
+    app = create_app({**app_config, "FILE_TIME_LIMIT": 1.0})
+    try:
+        write_jpegs(media, 2)
+        write_jpeg(media / "hang.jpg", color=(3, 3, 3))
+        session_id = start(app.test_client(), media)
+        state = wait_for(app, session_id, {"completed"})
+        assert [(e["file"], e["stage"], e["message"]) for e in state["errors"]] == [
+            ("hang.jpg", "probe", "took longer than 1 s (INGEST_FILE_TIME_LIMIT)")
+        ]
+        assert state["processed_files"] == 3 and state["stages"]["probe"]["in_flight"] == 0
+    finally:
+        shutdown(app)
+
+
+def test_items_name_the_pool_process_that_ran_them(client, app: Flask, media: Path) -> None:
+    write_jpegs(media, 4)
+    session_id = start(client, media)
+    wait_for(app, session_id, {"completed"})
+    workers = {item["worker"] for item in items(client, session_id).values()}
+    hosts_and_pids = [worker.rsplit(":", 1) for worker in workers]
+    assert hosts_and_pids and all(host == socket.gethostname() for host, _ in hosts_and_pids)
+    assert all(int(pid) != os.getpid() for _, pid in hosts_and_pids)  # a pool process, not the web process
