@@ -240,6 +240,7 @@
     add('NSFW score', item.nsfw_score === null || item.nsfw_score === undefined ? '—'
       : `${item.nsfw_score.toFixed(2)}${item.nsfw ? ' (NSFW)' : ''}`);
     add('SHA-256', item.sha256 ? el('code', { class: 'path', text: item.sha256 }) : null);
+    if (item.worker) add('Processed by', el('code', { text: item.worker }));
     if (item.errors && item.errors.length) {
       add('Errors', el('ul', {}, ...item.errors.map((e) => el('li', { text: `${e.stage}: ${e.message}` }))));
     }
