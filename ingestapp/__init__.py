@@ -5,67 +5,23 @@ in worker processes: ``workpool.py``; with ``REDIS_URL``, in ``flask --app inges
 processes: ``tasks.py``, ``remote.py``) → ``eventlog.py`` (commits each event) → ``events.py``
 (publishes it) → ``bus.py`` (in-process, or Redis Streams across workers) → ``broker.py``
 (per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
+
+The application factory is ``factory.create_app``, reached as ``ingestapp.create_app`` (what
+``flask --app ingestapp`` and ``wsgi.py`` use). It is imported on first use (PEP 562) so that the
+stage processes, which import ``ingestapp.workpool`` and the stage modules only, do not load Flask,
+SQLAlchemy, Alembic and the rest of the web app.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app
-
-from . import accounts, api, auth, cli, contract, db, pages, schema, security
-from .broker import Broker
-from .bus import create_bus
-from .config import load_config
-from .jobs import JobRegistry
+__all__ = ["create_app", "shutdown"]
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """The application factory. ``config`` overrides the environment (see ``config.py``)."""
-    settings = load_config(config)
-    app = Flask(__name__, instance_path=str(settings["INSTANCE_PATH"]))
-    app.config.from_mapping(settings)
-    app.json.sort_keys = False  # keep the documented field order in responses
-    settings["INSTANCE_PATH"].mkdir(parents=True, exist_ok=True)
-    if settings["MEDIA_ROOTS"] == [settings["INSTANCE_PATH"] / "media"]:
-        settings["MEDIA_ROOTS"][0].mkdir(exist_ok=True)  # the embedded default
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import factory
 
-    db.init_app(app)
-    engine = app.extensions["ingest_db"]
-    schema.init_app(app)
-    problem = app.extensions["ingest_schema_problem"] = schema.prepare(app)
-    jobs = app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
-    broker = app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
-    bus = app.extensions["ingest_bus"] = create_bus(app.config, on_gap=broker.resync)
-    bus.start()
-    if bus.status()["bus"] == "redis":  # REDIS_URL, in a gevent-patched process: the work tier too
-        from . import tasks
-
-        tasks.celery_init_app(app)
-        redis = app.extensions["ingest_redis"] = tasks.redis_client(app.config["REDIS_URL"])
-        jobs.use_work_tier(redis, tasks.send_session)
-    if problem is None:
-        jobs.start_reaper()  # sessions of dead processes become interrupted (after the bus: it publishes)
-    else:  # only ``flask db ...`` can do anything useful with this app; servers refuse to start
-        app.before_request(_refuse_out_of_date_schema)
-
-    security.init_app(app)
-    auth.init_app(app)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(api.prometheus)
-    app.register_blueprint(contract.bp)
-    app.register_blueprint(pages.bp)
-    cli.init_app(app)
-    accounts.init_app(app)
-    return app
-
-
-def _refuse_out_of_date_schema() -> tuple[dict[str, str], int]:
-    return {"error": current_app.extensions["ingest_schema_problem"]}, 503
-
-
-def shutdown(app: Flask) -> None:
-    """End every open stream and stop the running jobs (they become ``interrupted``)."""
-    app.extensions["ingest_broker"].close_all()
-    app.extensions["ingest_jobs"].shutdown()
-    app.extensions["ingest_bus"].close()
+        return getattr(factory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
