@@ -160,7 +160,7 @@ class RemoteFiles:
             on_stage(name, message, seconds)
             if message is not None:
                 break
-            if name == "identify" and task.check_duplicates and is_duplicate(result["item"]["sha256"]):
+            if name == "identify" and task.check_duplicates and is_duplicate(result["sha256"]):
                 break
         if result["kind"] == "died":
             raise WorkerDied(result["message"], result["worker"])

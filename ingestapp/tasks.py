@@ -117,7 +117,7 @@ class FilesTask(FlaskTask):
         redis = self.app.flask_app.extensions["ingest_redis"]
         for file in chunk["files"]:
             _send_result(redis, session_id, run_id, {
-                "kind": "died", "key": file["key"], "stages": [], "worker": worker_name(),
+                "kind": "died", "key": file["key"], "stages": [], "sha256": None, "worker": worker_name(),
                 "message": f"the work tier could not run it ({type(exc).__name__})",
             })
 
@@ -136,7 +136,7 @@ def run_files(self: Task, session_id: str, run_id: str, chunk: dict[str, Any]) -
         attempts = redis.hincrby(ATTEMPTS_KEY.format(run_id=run_id), file["key"], 1)
         redis.expire(ATTEMPTS_KEY.format(run_id=run_id), KEY_TTL)
         if attempts > MAX_ATTEMPTS:
-            result = {"kind": "died", "stages": [],
+            result = {"kind": "died", "stages": [], "sha256": None,
                       "message": f"its worker stopped {MAX_ATTEMPTS} times while running it"}
         else:
             if app.config["FILE_DELAY"]:
@@ -150,8 +150,9 @@ def run_files(self: Task, session_id: str, run_id: str, chunk: dict[str, Any]) -
 
 def _run_file(app: Flask, redis: Any, session_id: str, run_id: str, chunk: dict[str, Any],
               file: dict[str, Any]) -> dict[str, Any]:
-    """One file on the pool: ``{"kind": "done", "stages", "item"}`` or ``{"kind": "died", "stages",
-    "message"}`` (its stage process died or ran past the time limit)."""
+    """One file on the pool: ``{"kind": "done", "stages", "sha256", "item"}`` or ``{"kind": "died",
+    "stages", "sha256", "message"}`` (its stage process died or ran past the time limit; ``sha256``
+    is None unless identify ran)."""
     registry = app.extensions["ingest_jobs"]
     path = Path(os.fsdecode(bytes.fromhex(file["key"])))
     same_host = chunk["host"] == socket.gethostname()
@@ -162,12 +163,14 @@ def _run_file(app: Flask, redis: Any, session_id: str, run_id: str, chunk: dict[
         tuple(registry.media_roots), tuple(chunk["stages"]), chunk["check_duplicates"],
     )
     stages: list[tuple[str, str | None, float]] = []
+    identified: dict[str, str] = {}
     checked = [time.monotonic(), False]  # last run-key check, and whether the run was closed
 
     def on_stage(name: str, message: str | None, seconds: float) -> None:
         stages.append((name, message, seconds))
 
     def is_duplicate(sha256: str) -> bool:
+        identified["sha256"] = sha256
         token = new_id()
         _send_result(redis, session_id, run_id,
                      {"kind": "identified", "key": file["key"], "sha256": sha256, "reply": token})
@@ -182,8 +185,8 @@ def _run_file(app: Flask, redis: Any, session_id: str, run_id: str, chunk: dict[
     try:
         result = registry.pool.run_file(task, on_stage, is_duplicate, abandon)
     except WorkerDied as exc:
-        return {"kind": "died", "stages": stages, "message": str(exc)}
-    return {"kind": "done", "stages": stages, "item": result.item}
+        return {"kind": "died", "stages": stages, "sha256": identified.get("sha256"), "message": str(exc)}
+    return {"kind": "done", "stages": stages, "sha256": result.item["sha256"], "item": result.item}
 
 
 def _send_result(redis: Any, session_id: str, run_id: str, message: dict[str, Any]) -> None:
