@@ -130,11 +130,13 @@ def run_files(self: Task, session_id: str, run_id: str, chunk: dict[str, Any]) -
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     redis = app.extensions["ingest_redis"]
     run_key = RUN_KEY.format(session_id=session_id)
+    attempts_key = ATTEMPTS_KEY.format(run_id=run_id)
     for file in chunk["files"]:
-        if redis.get(run_key) != run_id.encode():
+        pipe = redis.pipeline(transaction=False)  # one round trip: is the run open, and count the attempt
+        current, attempts, _ = pipe.get(run_key).hincrby(attempts_key, file["key"], 1).expire(
+            attempts_key, KEY_TTL).execute()
+        if current != run_id.encode():
             return  # cancelled, finished, or its job died: the rest is not run
-        attempts = redis.hincrby(ATTEMPTS_KEY.format(run_id=run_id), file["key"], 1)
-        redis.expire(ATTEMPTS_KEY.format(run_id=run_id), KEY_TTL)
         if attempts > MAX_ATTEMPTS:
             result = {"kind": "died", "stages": [], "sha256": None,
                       "message": f"its worker stopped {MAX_ATTEMPTS} times while running it"}
