@@ -32,12 +32,14 @@ same stack with one worker, the figures to compare against.
 With ``--work-tier W`` as well (issue 10), every K also gets W ``flask --app ingestapp worker
 --concurrency C`` processes (``--work-tier-concurrency``) on the same database, media root and
 thumbnail directory; the bench waits for their heartbeats, so the resumed session is queued for
-them and runs there while the web tier only fans out. ``--file-delay`` (default 0 with
-``--work-tier``, else 0.02 s) is the measured servers' and workers' ``INGEST_FILE_DELAY``: 0 measures
-the maximum rate. K may be 0 (no viewer: only the job's rate). The job's rate is taken from the
-server's own clock: files / (last ``file`` event's ``emitted_at`` minus the resume request), so the
-time to deliver the last events to every viewer is not in it; each K's rate is also given as a
-ratio to the K=0 rate of the same run (issue 10's targets: at least 0.8 at 1,000, 0.5 at 10,000).
+them and runs there while the web tier only fans out. ``--work-tier-cpus 1`` pins the work tier to
+CPU 1, and gunicorn and the clients to the other CPUs (two hosts, as far as one machine allows).
+``--file-delay`` (default 0 with ``--work-tier``, else 0.02 s) is the measured servers' and
+workers' ``INGEST_FILE_DELAY``: 0 measures the maximum rate. K may be 0 (no viewer: only the job's
+rate). The job's rate is taken from the server's own clock: files / (last ``file`` event's
+``emitted_at`` minus the resume request), so the time to deliver the last events to every viewer
+is not in it; each K's rate is also given as a ratio to the K=0 rate of the same run (issue 10's
+targets: at least 0.8 at 1,000 viewers, 0.5 at 10,000).
 
 "Viewers during a real ingest" (``--ingest-viewers K``, issue 10): K streams watch a full-pipeline
 ingest (``--ingest-files`` noisy 1600x1200 JPEGs; metadata, keywords, scores, NSFW on; no file
@@ -899,8 +901,7 @@ async def scaled_case(server: Server, bench: Bench, k: int, workers: int, tier: 
     """K streams over the workers, then the measured job (run by the ``tier`` worker processes when
     given): the job's rate, latency, completeness, spread, CPU."""
     processes = psutil.Process(server.process.pid).children()
-    tier_processes = [p for w in tier for p in (psutil.Process(w.process.pid), *psutil.Process(w.process.pid).children(
-        recursive=True))]
+    tier_processes = processes_of(tier)
     group = StreamGroup.start(server.port, f"/api/ingest/stream/{bench.session_id}", k)
     open_s = await group.wait_open(server.port, k, 60 + k / 50)
     spread = sorted((sum(1 for c in p.net_connections(kind="tcp") if c.laddr and c.laddr.port == server.port
@@ -934,6 +935,11 @@ async def scaled_case(server: Server, bench: Bench, k: int, workers: int, tier: 
         "server_cpu_s": round(server_cpu, 2), "work_tier_cpu_s": round(tier_cpu, 2),
         "client_cpu_s": round(client_cpu, 2),
     }
+
+
+def processes_of(tier: list[Any]) -> list[psutil.Process]:
+    """The work tier's processes: each worker and its stage processes."""
+    return [p for w in tier for p in (psutil.Process(w.process.pid), *psutil.Process(w.process.pid).children(True))]
 
 
 async def items_by_worker(port: int, bench: Bench) -> dict[str, int]:
@@ -984,6 +990,8 @@ def run_scaled(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         SHARED_ENV.update(REDIS_URL=redis.url, DATABASE_URL=postgres.url("pending"))
         bench = prepare(tmp, args.files, args.job_timeout)  # the pending session, in database "pending"
         bench.delay = args.file_delay
+        if args.work_tier_cpus:  # gunicorn and the clients on the other cores (Redis, PostgreSQL on all)
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - set(args.work_tier_cpus))
         for k in (int(k) for k in args.clients.split(",") if k):
             print(f"sse-scaled workers={args.workers} work tier={args.work_tier} K={k} ...", flush=True)
             database = f"case_{k}"
@@ -997,6 +1005,8 @@ def run_scaled(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
                                args.work_tier_concurrency) for i in range(args.work_tier)]
                 try:
                     wait_for_heartbeats(client, tier)
+                    for process in processes_of(tier) if args.work_tier_cpus else ():
+                        process.cpu_affinity(args.work_tier_cpus)
                     deadline = time.monotonic() + 60
                     while len(psutil.Process(server.process.pid).children()) < args.workers:
                         if time.monotonic() > deadline:
@@ -1056,8 +1066,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work-tier", type=int, default=0,
                         help="with --workers: also W `flask --app ingestapp worker` processes run the jobs")
     parser.add_argument("--work-tier-concurrency", type=int, default=1, help="--concurrency of each of them")
+    parser.add_argument("--work-tier-cpus", type=lambda text: [int(c) for c in text.split(",")],
+                        help="pin the work tier to these CPUs (e.g. 1) and the web tier and clients to the others")
     parser.add_argument("--file-delay", help="INGEST_FILE_DELAY of the measured job in --workers mode, seconds "
                                              f"(default: 0 with --work-tier, else {FILE_DELAY})")
+    parser.add_argument("--connect-concurrency", type=int, default=CONNECT_CONCURRENCY,
+                        help="stream handshakes in flight at once")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for the JSON")
     args = parser.parse_args(argv)
     args.file_delay = args.file_delay or ("0" if args.work_tier else FILE_DELAY)
@@ -1065,7 +1079,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global CONNECT_CONCURRENCY
     args = parse_args(argv)
+    CONNECT_CONCURRENCY = args.connect_concurrency
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up the servers on SIGTERM too
     nofile = raise_nofile_limit()
     started_at = datetime.now(UTC)
@@ -1077,7 +1093,9 @@ def main(argv: list[str] | None = None) -> int:
                   "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
                   "settings": {"INGEST_FILE_DELAY": args.file_delay, "INGEST_WORKERS": WORKERS, "files": args.files,
                                "WEB_CONCURRENCY": args.workers, "work_tier": args.work_tier,
-                               "work_tier_concurrency": args.work_tier_concurrency, "pipeline": METADATA_ONLY},
+                               "work_tier_concurrency": args.work_tier_concurrency,
+                               "work_tier_cpus": args.work_tier_cpus, "connect_concurrency": CONNECT_CONCURRENCY,
+                               "pipeline": METADATA_ONLY},
                   "results": results}
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"stream-scaled-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
