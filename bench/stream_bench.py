@@ -29,6 +29,18 @@ K streams spread over its workers; the job's latency and completeness are measur
 (``open_streams`` is then the sum over the workers, from ``GET /metrics``). ``--workers 1`` runs the
 same stack with one worker, the figures to compare against.
 
+With ``--work-tier W`` as well (issue 10), every K also gets W ``flask --app ingestapp worker
+--concurrency C`` processes (``--work-tier-concurrency``) on the same database, media root and
+thumbnail directory; the bench waits for their heartbeats, so the resumed session is queued for
+them and runs there while the web tier only fans out. ``--work-tier-cpus 1`` pins the work tier to
+CPU 1, and gunicorn and the clients to the other CPUs (two hosts, as far as one machine allows).
+``--file-delay`` (default 0 with ``--work-tier``, else 0.02 s) is the measured servers' and
+workers' ``INGEST_FILE_DELAY``: 0 measures the maximum rate. K may be 0 (no viewer: only the job's
+rate). The job's rate is taken from the server's own clock: files / (last ``file`` event's
+``emitted_at`` minus the resume request), so the time to deliver the last events to every viewer
+is not in it; each K's rate is also given as a ratio to the K=0 rate of the same run (issue 10's
+targets: at least 0.8 at 1,000 viewers, 0.5 at 10,000).
+
 "Viewers during a real ingest" (``--ingest-viewers K``, issue 10): K streams watch a full-pipeline
 ingest (``--ingest-files`` noisy 1600x1200 JPEGs; metadata, keywords, scores, NSFW on; no file
 delay), then K streams watch "the same fan-out with no ingest": as many tiny JPEGs, metadata only,
@@ -603,9 +615,14 @@ def completeness(clients: list[StreamClient], expected: array, files: int) -> di
 
 async def logged_file_seqs(port: int, session_id: str) -> array:
     """The ``file`` events of the session as the server persisted them (a full replay)."""
-    group = StreamGroup.start(port, f"/api/ingest/stream/{session_id}?last_event_id=0", 1)
+    return (await replay(port, session_id)).file_seqs
+
+
+async def replay(port: int, session_id: str) -> StreamClient:
+    """One client that read the session's whole event log (``file_emitted`` kept)."""
+    group = StreamGroup.start(port, f"/api/ingest/stream/{session_id}?last_event_id=0", 1, keep_emitted=True)
     await group.finish(120)
-    return group.clients[0].file_seqs
+    return group.clients[0]
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -880,83 +897,141 @@ def machine() -> dict[str, Any]:
 # -- scale-out: --workers N -------------------------------------------------------------------------------------
 
 
-async def scaled_case(server: Server, bench: Bench, k: int, workers: int) -> dict[str, Any]:
-    """K streams over the workers, then the measured job: latency, completeness, spread, CPU."""
+async def scaled_case(server: Server, bench: Bench, k: int, workers: int, tier: list[Any]) -> dict[str, Any]:
+    """K streams over the workers, then the measured job (run by the ``tier`` worker processes when
+    given): the job's rate, latency, completeness, spread, CPU."""
     processes = psutil.Process(server.process.pid).children()
+    tier_processes = processes_of(tier)
     group = StreamGroup.start(server.port, f"/api/ingest/stream/{bench.session_id}", k)
     open_s = await group.wait_open(server.port, k, 60 + k / 50)
     spread = sorted((sum(1 for c in p.net_connections(kind="tcp") if c.laddr and c.laddr.port == server.port
                          and c.status == psutil.CONN_ESTABLISHED) for p in processes), reverse=True)
     print(f"  K={k}: {k} streams open in {open_s:.1f} s over {workers} workers {spread}", flush=True)
-    cpu0, me0, t0 = sum(cpu_seconds(p) for p in processes), cpu_seconds(psutil.Process()), time.monotonic()
+    cpu0, tier0 = sum(cpu_seconds(p) for p in processes), sum(cpu_seconds(p) for p in tier_processes)
+    me0, t0, resumed_at = cpu_seconds(psutil.Process()), time.monotonic(), time.time()
     await resume(server.port, bench.session_id)
-    finished = await group.finish(bench.job_timeout)
+    if k:
+        finished = await group.finish(bench.job_timeout)
+    else:
+        await wait_status(server.port, bench.session_id, {"completed", "failed", "cancelled"}, bench.job_timeout)
+        finished = True
     job_s = time.monotonic() - t0
     server_cpu = sum(cpu_seconds(p) for p in processes) - cpu0
+    tier_cpu = sum(cpu_seconds(p) for p in tier_processes) - tier0
     client_cpu = cpu_seconds(psutil.Process()) - me0
-    expected = await logged_file_seqs(server.port, bench.session_id)
-    latencies = np.concatenate([np.frombuffer(c.latencies, dtype=np.float64) for c in group.clients])
+    log = await replay(server.port, bench.session_id)
+    ingest_s = max(log.file_emitted) - resumed_at if log.file_emitted else None
+    latencies = np.concatenate([np.frombuffer(c.latencies, dtype=np.float64) for c in group.clients] or [[]])
     return {
-        "mode": "sse-scaled", "workers": workers, "clients": k, "files": bench.files, "open_s": round(open_s, 2),
-        "streams_per_worker": spread, "latency_ms": percentiles_ms(latencies),
-        "completeness": completeness(group.clients, expected, bench.files), "finished_in_time": finished,
+        "mode": "sse-scaled", "workers": workers, "work_tier": len(tier), "clients": k, "files": bench.files,
+        "file_delay": bench.delay, "open_s": round(open_s, 2), "streams_per_worker": spread,
+        "latency_ms": percentiles_ms(latencies),
+        "completeness": completeness(group.clients, log.file_seqs, bench.files) if k else None,
+        "finished_in_time": finished, "job_status": (await status_of(server.port, bench.session_id))["status"],
+        "logged_file_events": len(log.file_seqs), "items_by_worker": await items_by_worker(server.port, bench),
         "job_s": round(job_s, 2), "files_per_s": round(bench.files / job_s, 1),
-        "server_cpu_s": round(server_cpu, 2), "client_cpu_s": round(client_cpu, 2),
+        "ingest_s": ingest_s and round(ingest_s, 2),
+        "ingest_files_per_s": ingest_s and round(bench.files / ingest_s, 1),
+        "server_cpu_s": round(server_cpu, 2), "work_tier_cpu_s": round(tier_cpu, 2),
+        "client_cpu_s": round(client_cpu, 2),
     }
+
+
+def processes_of(tier: list[Any]) -> list[psutil.Process]:
+    """The work tier's processes: each worker and its stage processes."""
+    return [p for w in tier for p in (psutil.Process(w.process.pid), *psutil.Process(w.process.pid).children(True))]
+
+
+async def items_by_worker(port: int, bench: Bench) -> dict[str, int]:
+    """How many of the session's items each process (``host:pid``) produced: where the job ran."""
+    counts: dict[str, int] = {}
+    for offset in range(0, bench.files, 500):
+        body = (await http_json(port, "GET", f"/api/ingest/{bench.session_id}/items?offset={offset}&limit=500"))[1]
+        for item in body["items"]:
+            counts[item["worker"]] = counts.get(item["worker"], 0) + 1
+    return counts
 
 
 def scaled_markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| workers | clients | streams per worker | p50 ms | p90 ms | p99 ms | max ms | complete | job s | files/s "
-        "| server CPU s | client CPU s |",
-        "|--:|--:|---|--:|--:|--:|--:|---|--:|--:|--:|--:|",
+        "| web workers | work tier | clients | streams per worker | p50 ms | p90 ms | p99 ms | max ms | complete "
+        "| job s | ingest s | files/s | vs K=0 | server CPU s | work tier CPU s | client CPU s |",
+        "|--:|--:|--:|---|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         lat, c = r["latency_ms"], r["completeness"]
-        complete = f"{'yes' if c['complete'] else 'NO'} ({c['clients_complete']:,}/{c['clients']:,})"
-        cells = [str(r["workers"]), fmt(r["clients"]), " / ".join(map(str, r["streams_per_worker"])),
-                 *(fmt(lat[p]) for p in ("p50", "p90", "p99", "max")), complete, fmt(r["job_s"]),
-                 fmt(r["files_per_s"]), fmt(r["server_cpu_s"]), fmt(r["client_cpu_s"])]
+        complete = f"{'yes' if c['complete'] else 'NO'} ({c['clients_complete']:,}/{c['clients']:,})" if c else "-"
+        cells = [str(r["workers"]), str(r["work_tier"]), fmt(r["clients"]),
+                 " / ".join(map(str, r["streams_per_worker"])),
+                 *(fmt(lat[p]) for p in ("p50", "p90", "p99", "max")), complete, fmt(r["job_s"]), fmt(r["ingest_s"]),
+                 fmt(r["ingest_files_per_s"]), fmt(r["vs_none"]), fmt(r["server_cpu_s"]), fmt(r["work_tier_cpu_s"]),
+                 fmt(r["client_cpu_s"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def run_scaled(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
-    """Every K of ``--clients`` on ``--workers`` workers with Redis and PostgreSQL."""
+    """Every K of ``--clients`` on ``--workers`` workers with Redis and PostgreSQL (and
+    ``--work-tier`` worker processes)."""
     global SUMMED_METRICS
+    import redis as redis_client
+
     from ingestapp import create_app, schema
     from tests.services import postgres_server, redis_server
+    from tests.test_worktier import Worker, wait_for_heartbeats
 
     SUMMED_METRICS = True
     results = []
-    with redis_server() as redis, postgres_server() as postgres:
+    with redis_server() as redis, postgres_server() as postgres, redis_client.Redis.from_url(redis.url) as client:
         postgres.execute("CREATE DATABASE pending")
         app = create_app({"DATABASE_URL": postgres.url("pending"), "INSTANCE_PATH": tmp / "migrate"})
         schema.upgrade(app)
         app.extensions["ingest_db"].dispose()
         SHARED_ENV.update(REDIS_URL=redis.url, DATABASE_URL=postgres.url("pending"))
         bench = prepare(tmp, args.files, args.job_timeout)  # the pending session, in database "pending"
+        bench.delay = args.file_delay
+        if args.work_tier_cpus:  # gunicorn and the clients on the other cores (Redis, PostgreSQL on all)
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)) - set(args.work_tier_cpus))
         for k in (int(k) for k in args.clients.split(",") if k):
-            print(f"sse-scaled workers={args.workers} K={k} ...", flush=True)
+            print(f"sse-scaled workers={args.workers} work tier={args.work_tier} K={k} ...", flush=True)
             database = f"case_{k}"
             postgres.execute(f"CREATE DATABASE {database} TEMPLATE pending")
-            env = {**server_env(), "DATABASE_URL": postgres.url(database), "WEB_CONCURRENCY": str(args.workers)}
+            client.flushall()  # nothing of the previous case (same session id) on the bus or the task queue
+            env = {**server_env(bench.delay), "DATABASE_URL": postgres.url(database),
+                   "INGEST_THUMBNAIL_DIR": str(tmp / f"thumbnails-{k}")}
             load_before = os.getloadavg()[0]
-            with gunicorn(tmp / f"scaled-{k}", bench.media, env) as server:
-                deadline = time.monotonic() + 60
-                while len(psutil.Process(server.process.pid).children()) < args.workers:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("the workers did not start")
-                    time.sleep(0.1)
-                time.sleep(2.0)  # every worker's bus reader connected
-                result = asyncio.run(scaled_case(server, bench, k, args.workers))
-                errors = [line for line in server.log.read_text(errors="replace").splitlines()
-                          if "Error" in line or "WORKER TIMEOUT" in line]
-                result["server_log_errors"] = errors[:20]
+            with gunicorn(tmp / f"scaled-{k}", bench.media, {**env, "WEB_CONCURRENCY": str(args.workers)}) as server:
+                tier = [Worker(tmp / f"tier-{k}-{i}", {**env, "INGEST_MEDIA_ROOTS": str(bench.media)},
+                               args.work_tier_concurrency) for i in range(args.work_tier)]
+                try:
+                    wait_for_heartbeats(client, tier)
+                    for process in processes_of(tier) if args.work_tier_cpus else ():
+                        process.cpu_affinity(args.work_tier_cpus)
+                    deadline = time.monotonic() + 60
+                    while len(psutil.Process(server.process.pid).children()) < args.workers:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError("the workers did not start")
+                        time.sleep(0.1)
+                    time.sleep(2.0)  # every worker's bus reader connected
+                    result = asyncio.run(scaled_case(server, bench, k, args.workers, tier))
+                finally:
+                    for worker in tier:
+                        worker.stop()
+                result["server_log_errors"] = log_errors(server.log)
+                result["work_tier_log_errors"] = [line for w in tier for line in log_errors(w.log)][:20]
             result["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             results.append(result)
             print(f"  {json.dumps(result)}", flush=True)
+    none = next((r["ingest_files_per_s"] for r in results if r["clients"] == 0), None)
+    for r in results:
+        r["vs_none"] = none and r["ingest_files_per_s"] and round(r["ingest_files_per_s"] / none, 2)
     return results
+
+
+def log_errors(log: Path) -> list[str]:
+    """The first 20 lines of a server's or worker's log that report an error."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [line for line in lines if "Error" in line or "ERROR" in line or "WORKER TIMEOUT" in line][:20]
 
 
 # -- main ------------------------------------------------------------------------------------------------------
@@ -988,12 +1063,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--job-timeout", type=float, default=150, help="seconds a measured job may take")
     parser.add_argument("--workers", type=int, default=0,
                         help="scale-out mode: N gunicorn workers with Redis and PostgreSQL (SSE cases only)")
+    parser.add_argument("--work-tier", type=int, default=0,
+                        help="with --workers: also W `flask --app ingestapp worker` processes run the jobs")
+    parser.add_argument("--work-tier-concurrency", type=int, default=1, help="--concurrency of each of them")
+    parser.add_argument("--work-tier-cpus", type=lambda text: [int(c) for c in text.split(",")],
+                        help="pin the work tier to these CPUs (e.g. 1) and the web tier and clients to the others")
+    parser.add_argument("--file-delay", help="INGEST_FILE_DELAY of the measured job in --workers mode, seconds "
+                                             f"(default: 0 with --work-tier, else {FILE_DELAY})")
+    parser.add_argument("--connect-concurrency", type=int, default=CONNECT_CONCURRENCY,
+                        help="stream handshakes in flight at once")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="directory for the JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.file_delay = args.file_delay or ("0" if args.work_tier else FILE_DELAY)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    global CONNECT_CONCURRENCY
     args = parse_args(argv)
+    CONNECT_CONCURRENCY = args.connect_concurrency
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up the servers on SIGTERM too
     nofile = raise_nofile_limit()
     started_at = datetime.now(UTC)
@@ -1003,8 +1091,11 @@ def main(argv: list[str] | None = None) -> int:
             results = run_scaled(args, Path(tmp))
         report = {"started_at": started_at.isoformat(timespec="seconds"),
                   "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
-                  "settings": {"INGEST_FILE_DELAY": FILE_DELAY, "INGEST_WORKERS": WORKERS, "files": args.files,
-                               "WEB_CONCURRENCY": args.workers, "pipeline": METADATA_ONLY},
+                  "settings": {"INGEST_FILE_DELAY": args.file_delay, "INGEST_WORKERS": WORKERS, "files": args.files,
+                               "WEB_CONCURRENCY": args.workers, "work_tier": args.work_tier,
+                               "work_tier_concurrency": args.work_tier_concurrency,
+                               "work_tier_cpus": args.work_tier_cpus, "connect_concurrency": CONNECT_CONCURRENCY,
+                               "pipeline": METADATA_ONLY},
                   "results": results}
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"stream-scaled-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"

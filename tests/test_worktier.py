@@ -31,14 +31,14 @@ FILES = 48
 
 
 class Worker:
-    """A ``flask --app ingestapp worker`` process and its log."""
+    """A ``flask --app ingestapp worker --concurrency N`` process and its log."""
 
-    def __init__(self, instance: Path, env: dict[str, str]) -> None:
+    def __init__(self, instance: Path, env: dict[str, str], concurrency: int = 2) -> None:
         instance.mkdir(parents=True, exist_ok=True)
         self.log = instance / "worker.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", "ingestapp", "worker", "--concurrency", "2"],
+                [sys.executable, "-m", "flask", "--app", "ingestapp", "worker", "--concurrency", str(concurrency)],
                 cwd=REPO, env={**os.environ, **env, "INGEST_INSTANCE_PATH": str(instance)}, stdout=out, stderr=out,
             )
         self.name = f"{socket.gethostname()}:{self.process.pid}"  # exec keeps the pid
