@@ -4,19 +4,26 @@ A ``Subscription`` is one client's bounded queue. Once it is half full (the clie
 behind), undelivered ``progress``/``stage`` events are conflated: a newer one replaces an older one
 not yet sent, keeping ``seq`` order. ``file``, ``error`` and terminal events are never dropped. A
 client that keeps up gets every event. A subscription that still fills up is marked
-``overflowed``, drops its queue, and the stream catches up from the persisted log instead, as a
-reconnecting client would. Everything here runs on the hub thread.
+``overflowed``, drops its queue, and the stream catches up instead, as a reconnecting client
+would: from the broker's copy of the session's recent events when it holds them all
+(``recent_after``: one copy, however many streams fell behind), else from the persisted log.
+Everything here runs on the hub thread.
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict, deque
+from itertools import islice
 from typing import Any
 
 import gevent.event
 
 from .events import Event, job_event
 from .metrics import OPEN_STREAMS, MirroredCounts
+
+#: Events kept in memory per watched session for streams that fell behind (about 3 MB each). Without
+#: it, thousands of streams overflowing at once would each read the SQL log (a connection apiece).
+RECENT_EVENTS = 5000
 
 
 class Subscription:
@@ -93,6 +100,8 @@ class Broker:
         self.subscriptions: dict[str, set[Subscription]] = defaultdict(set)
         self.counters: Counter[str] = MirroredCounts()  # also feeds the Prometheus counters
         self.closing = False  # set at shutdown: streams opened from then on end after their start
+        #: The latest events of each watched session, consecutive in seq (see ``recent_after``).
+        self.recent: dict[str, deque[Event]] = {}
         # blinker holds receivers weakly; the app keeps this broker (and so the bound method) alive.
         job_event.connect(self._on_event)
 
@@ -113,6 +122,7 @@ class Broker:
             OPEN_STREAMS.dec()
             if not subscribers:
                 del self.subscriptions[subscription.session_id]
+                self.recent.pop(subscription.session_id, None)
 
     def close_all(self) -> None:
         """End every open stream, and every stream opened later (graceful shutdown)."""
@@ -126,14 +136,34 @@ class Broker:
         may have missed events (a gap in seq, a reconnection)."""
         targets = [session_id] if session_id is not None else list(self.subscriptions)
         for sid in targets:
+            self.recent.pop(sid, None)  # it may miss events too
             for subscription in self.subscriptions.get(sid, ()):
                 subscription.catch_up_from_log()
 
+    def recent_after(self, session_id: str, seq: int) -> list[Event] | None:
+        """The session's events after ``seq``, in order, if memory holds every one of them; else
+        None (the caller reads the SQL log)."""
+        recent = self.recent.get(session_id)
+        if not recent or recent[0].seq > seq + 1:
+            return None
+        return list(islice(recent, max(0, seq + 1 - recent[0].seq), None))
+
     def _on_event(self, session_id: str, event: Event) -> None:
         self.counters["events_emitted"] += 1
-        for subscription in self.subscriptions.get(session_id, ()):
+        subscribers = self.subscriptions.get(session_id, ())
+        for subscription in subscribers:
             if subscription.put(event):
                 self.counters["events_conflated"] += 1
+        if subscribers:
+            self._remember(session_id, event)
+
+    def _remember(self, session_id: str, event: Event) -> None:
+        recent = self.recent.setdefault(session_id, deque(maxlen=RECENT_EVENTS))
+        if recent and event.seq <= recent[-1].seq:
+            return  # already held
+        if recent and event.seq != recent[-1].seq + 1:
+            recent.clear()  # a hole (the bus resyncs the streams from the log): start again here
+        recent.append(event)
 
     def metrics(self) -> dict[str, Any]:
         """Counters for ``GET /api/ingest/metrics``."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 KEEPALIVE = b": keepalive\n\n"
 #: Queued events written together in one chunk when a stream wakes up (one send, not one each).
 MAX_BATCH = 64
+CATCH_UP_BATCH = 500  # events per chunk of a catch-up (as ``eventlog.events_after`` reads them)
 _READ = 1  # libev's EV_READ
 
 
@@ -185,9 +186,17 @@ class EventStream:
         return b"".join(frames), terminal
 
     def _catch_up(self) -> Iterator[list[Event]]:
-        """Batches of the persisted events after ``last_sent``; afterwards the live queue takes over."""
+        """Batches of the events after ``last_sent``, from the broker's memory when it holds them
+        all, else from the persisted log; afterwards the live queue takes over."""
         self.subscription.overflowed = False
         self.subscription.drop_pending()
+        recent = self.broker.recent_after(self.session_id, self.last_sent)
+        if recent is not None:  # taken at once: what comes later goes to the live queue
+            for start in range(0, len(recent), CATCH_UP_BATCH):
+                batch = recent[start:start + CATCH_UP_BATCH]
+                self.broker.counters["events_replayed"] += len(batch)
+                yield batch
+            return
         # Events are committed before they are published: the log holds every one sent live.
         for batch in events_after(self.registry.engine, self.session_id, self.last_sent):
             self.broker.counters["events_replayed"] += len(batch)

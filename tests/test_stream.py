@@ -12,8 +12,8 @@ import gevent
 import pytest
 
 from ingestapp import create_app, shutdown
-from ingestapp.broker import Subscription
-from ingestapp.events import make_event
+from ingestapp.broker import Broker, Subscription
+from ingestapp.events import job_event, make_event
 from tests.factories import start, wait_for, write_jpegs
 
 
@@ -256,3 +256,27 @@ def test_streams_opened_during_shutdown_end_after_their_snapshot(slow_app, media
         response.close()
     assert [f.get("event") for f in frames] == [None, "snapshot"]
     assert slow_app.extensions["ingest_jobs"].state(session_id)["status"] in ("queued", "scanning", "processing")
+
+
+def test_the_broker_keeps_recent_events_for_streams_that_fell_behind() -> None:
+    """One in-memory copy of a watched session's latest consecutive events serves every stream that
+    overflowed; a hole in seq, a resync or the last viewer leaving drops it (then: the SQL log)."""
+    broker = Broker(queue_size=10)
+    try:
+        subscription = broker.subscribe("s")
+        for seq in range(1, 8):
+            job_event.send("s", event=make_event("s", seq, "progress", {}))
+        job_event.send("s", event=make_event("s", 7, "progress", {}))  # a duplicate is not kept twice
+        assert [e.seq for e in broker.recent_after("s", 4)] == [5, 6, 7]
+        assert [e.seq for e in broker.recent_after("s", 0)] == list(range(1, 8))
+        assert broker.recent_after("s", 7) == []
+        job_event.send("s", event=make_event("s", 9, "progress", {}))  # 8 never arrived here
+        assert broker.recent_after("s", 4) is None and [e.seq for e in broker.recent_after("s", 8)] == [9]
+        broker.resync("s")
+        assert broker.recent_after("s", 8) is None
+        job_event.send("other", event=make_event("other", 1, "progress", {}))  # nobody watches it
+        assert broker.recent_after("other", 0) is None
+        broker.unsubscribe(subscription)
+        assert "s" not in broker.recent
+    finally:
+        broker.disconnect()
