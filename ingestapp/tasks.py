@@ -67,6 +67,9 @@ def celery_init_app(app: Flask) -> Celery:
             "visibility_timeout": app.config["TASK_VISIBILITY_TIMEOUT"],
             # Look for the unacknowledged tasks of dead workers on every poll, not every tenth.
             "unacked_restore_throttle": 1,
+            # The lock a worker holds while it looks: a worker killed holding it would stop every
+            # other from restoring anything until it expires (kombu's default: 300 s).
+            "unacked_mutex_expire": min(60, app.config["TASK_VISIBILITY_TIMEOUT"]),
         },
         "task_default_queue": QUEUE,
         "task_acks_late": True,

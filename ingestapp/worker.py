@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     registry = app.extensions["ingest_jobs"]
     registry.use_work_tier(redis, tasks.send_session, tasks.send_files)
     registry.pool.start()
-    heartbeat = gevent.spawn(_beat, redis)
     celery = app.extensions["celery"]
+    helpers = [gevent.spawn(_beat, redis), gevent.spawn(_restore_unacked, celery)]
     worker = celery.Worker(
         pool="gevent", concurrency=args.concurrency, queues=[tasks.QUEUE], hostname=f"ingestapp@{worker_name()}",
         loglevel=args.loglevel.upper(), without_gossip=True, without_mingle=True, without_heartbeat=True,
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         worker.start()
     finally:
-        heartbeat.kill()
+        gevent.killall(helpers)
         redis.zrem(WORKERS_KEY, worker_name())
         _hand_over(app, shutdown)
     sys.exit(worker.exitcode)
@@ -73,6 +73,22 @@ def _beat(redis: Any) -> None:
         except Exception:
             log.exception("worker heartbeat failed; retrying")
         gevent.sleep(HEARTBEAT)
+
+
+def _restore_unacked(celery: Any) -> None:
+    """Deliver again, every quarter of the visibility timeout (1 to 30 s), the tasks whose worker
+    died. kombu's Redis transport looks for them only when a poll finds nothing, which never
+    happens while a gevent worker with room for tasks waits in BRPOP (celery#4968): without this,
+    a dead worker's tasks stay unacknowledged for good."""
+    every = min(30.0, max(1.0, celery.conf.broker_transport_options["visibility_timeout"] / 4))
+    with celery.connection_for_write() as connection:
+        qos = connection.default_channel.qos
+        while True:
+            gevent.sleep(every)
+            try:
+                qos.restore_visible(num=None, interval=1)  # num: all of them; interval 1: no throttle
+            except Exception:
+                log.exception("restoring the tasks of dead workers failed; retrying")
 
 
 def _hand_over(app: Flask, shutdown: Callable[[Flask], None]) -> None:
