@@ -145,3 +145,19 @@ def _wait_for(check, message: str, timeout: float = 10) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(message)
+
+
+def lease_owner_pid(database_url: str, session_id: str) -> int | None:
+    """The pid of the process holding the session's lease (``JobRegistry.owner`` is
+    ``host:pid:random``), or None when no process holds it."""
+    from sqlalchemy import create_engine, select
+
+    from ingestapp.models import IngestSession
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            owner = conn.scalar(select(IngestSession.lease_owner).where(IngestSession.id == session_id))
+    finally:
+        engine.dispose()
+    return int(owner.split(":")[-2]) if owner else None

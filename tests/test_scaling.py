@@ -15,12 +15,10 @@ from typing import Any
 import gevent
 import psutil
 import pytest
-from sqlalchemy import create_engine, select
 
-from ingestapp.models import IngestSession
 from tests.factories import write_jpegs
 from tests.servers import GUNICORN, REPO, Server, SSEClient, free_port, gunicorn
-from tests.services import RedisServer
+from tests.services import RedisServer, lease_owner_pid
 
 pytestmark = pytest.mark.server
 
@@ -131,23 +129,13 @@ def assert_every_event_once_in_order(results: list[dict[str, Any]]) -> None:
     assert all(r["paths"] == results[0]["paths"] for r in results)
 
 
-def job_owner_pid(database_url: str, session_id: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            owner = conn.scalar(select(IngestSession.lease_owner).where(IngestSession.id == session_id))
-    finally:
-        engine.dispose()
-    return int(owner.split(":")[-2])  # JobRegistry.owner: "host:pid:random"
-
-
 def test_viewers_on_every_worker_get_every_event(cluster: Server, media: Path, shared_database: str) -> None:
     write_jpegs(media, FILES)
     session_id = start(cluster, media)
     clients = open_spread(cluster, session_id, 32)
     try:
         spread = connections_by_worker(cluster)
-        owner = job_owner_pid(shared_database, session_id)
+        owner = lease_owner_pid(shared_database, session_id)
         assert sum(1 for n in spread.values() if n) >= 2, spread  # viewers on several workers
         assert any(n for pid, n in spread.items() if pid != owner), "no viewer on a worker other than the job's"
         assert open_streams(cluster) == 32  # /metrics sums the workers' live gauges
@@ -170,7 +158,7 @@ def test_a_killed_worker_s_viewers_resume_on_the_others(cluster: Server, media: 
     session_id = start(cluster, media)
     clients = open_spread(cluster, session_id, 32)
     try:
-        owner = job_owner_pid(shared_database, session_id)
+        owner = lease_owner_pid(shared_database, session_id)
         spread = connections_by_worker(cluster)
         victim = max((pid for pid in spread if pid != owner), key=lambda pid: spread[pid])
         assert spread[victim] > 0, spread

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import create_engine, select
 
-from ingestapp.models import IngestSession
 from tests.factories import write_jpegs
 from tests.servers import REPO, Server, gunicorn
-from tests.services import RedisServer
+from tests.services import RedisServer, lease_owner_pid
 
 pytestmark = pytest.mark.server
 
@@ -102,16 +100,6 @@ def items(server: Server, session_id: str) -> list[dict]:
     status, body = server.request("GET", f"/api/ingest/{session_id}/items?limit=500")
     assert status == 200, body
     return body["items"]
-
-
-def lease_owner_pid(database: str, session_id: str) -> int | None:
-    engine = create_engine(database)
-    try:
-        with engine.connect() as conn:
-            owner = conn.scalar(select(IngestSession.lease_owner).where(IngestSession.id == session_id))
-    finally:
-        engine.dispose()
-    return int(owner.split(":")[1]) if owner else None
 
 
 def wait_until(condition, timeout: float = 60) -> None:
