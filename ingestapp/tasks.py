@@ -33,6 +33,7 @@ from typing import Any
 import gevent
 from celery import Celery, Task, shared_task
 from flask import Flask, current_app
+from redis.exceptions import RedisError
 
 from .ids import new_id
 from .parameters import IngestParameters
@@ -129,7 +130,7 @@ class FilesTask(FlaskTask):
             })
 
 
-@shared_task(name="ingestapp.run_files", base=FilesTask, bind=True, autoretry_for=(OSError,),
+@shared_task(name="ingestapp.run_files", base=FilesTask, bind=True, autoretry_for=(RedisError, OSError),
              max_retries=3, retry_backoff=True)
 def run_files(self: Task, session_id: str, run_id: str, chunk: dict[str, Any]) -> None:
     """Run a task's files one after another on this process's work pool, each only while its
