@@ -1097,12 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
                                "work_tier_cpus": args.work_tier_cpus, "connect_concurrency": CONNECT_CONCURRENCY,
                                "pipeline": METADATA_ONLY},
                   "results": results}
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"stream-scaled-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
-        path.write_text(json.dumps(report, indent=2))
-        print(scaled_markdown(results))
-        print(f"\nresults: {path}")
-        return 0
+        return write_report(args.out, "stream-scaled", started_at, report, scaled_markdown(results))
     with tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp:
         bench = prepare(Path(tmp), args.files, args.job_timeout)
         cases = [("sse", int(k)) for k in args.clients.split(",") if k]
@@ -1131,10 +1126,15 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "targets": targets(results),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"stream-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    return write_report(args.out, "stream", started_at, report, markdown(results))
+
+
+def write_report(out: Path, name: str, started_at: datetime, report: dict[str, Any], table: str) -> int:
+    """Write ``report`` to ``out/<name>-<UTC time>.json``, print the Markdown ``table``; exit status 0."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(report, indent=2))
-    print(markdown(results))
+    print(table)
     print(f"\nresults: {path}")
     return 0
 
