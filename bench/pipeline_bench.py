@@ -13,7 +13,7 @@ worker processes, at ``INGEST_WORKER_NICE``), and the table gives each size's ra
 process's. One unmeasured warm-up run per (pool size, mode) comes first (it starts the pool's
 processes, which load the NSFW model once each). The
 directory defaults to ``/work/shared/corpus/camera-samples`` (read in place, never copied), else
-the generated sample set (``ingestapp.samples.write_samples``). Like the CLI, no monkey-patching.
+the generated sample set (``ingestapp.cli.samples.write_samples``). Like the CLI, no monkey-patching.
 
 Each run also records every event's publish delay: from its ``emitted_at`` (stamped when the job
 emits it) to its publication on the ``job-event`` signal, which waits for the commit that makes it
@@ -45,9 +45,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingestapp import create_app, shutdown  # noqa: E402
-from ingestapp.events import job_event  # noqa: E402
-from ingestapp.parameters import parse_parameters  # noqa: E402
-from ingestapp.workpool import close_all  # noqa: E402
+from ingestapp.core.parameters import parse_parameters  # noqa: E402
+from ingestapp.events.model import job_event  # noqa: E402
+from ingestapp.work.pool import close_all  # noqa: E402
 
 CORPUS = Path("/work/shared/corpus/camera-samples")
 TICK = 0.005  # seconds the ticker sleeps between lag samples
@@ -188,7 +188,7 @@ def corpus(arg: Path | None, tmp: Path) -> Path:
         return arg.resolve()
     if CORPUS.is_dir():
         return CORPUS
-    from ingestapp.samples import write_samples
+    from ingestapp.cli.samples import write_samples
 
     write_samples(tmp / "samples")
     return tmp / "samples"

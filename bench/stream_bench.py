@@ -976,7 +976,8 @@ def run_scaled(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     global SUMMED_METRICS
     import redis as redis_client
 
-    from ingestapp import create_app, schema
+    from ingestapp import create_app
+    from ingestapp.store import revision as schema
     from tests.services import postgres_server, redis_server
     from tests.test_worktier import Worker, wait_for_heartbeats
 

@@ -8,7 +8,7 @@ processes: ``tasks.py``, ``remote.py``) → ``eventlog.py`` (commits each event)
 
 The application factory is ``factory.create_app``, reached as ``ingestapp.create_app`` (what
 ``flask --app ingestapp`` and ``wsgi.py`` use). It is imported on first use (PEP 562) so that the
-stage processes, which import ``ingestapp.workpool`` and the stage modules only, do not load Flask,
+stage processes, which import ``ingestapp.work.pool`` and the stage modules only, do not load Flask,
 SQLAlchemy, Alembic and the rest of the web app.
 """
 
@@ -21,7 +21,7 @@ __all__ = ["create_app", "shutdown"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import factory
+        from ingestapp import factory
 
         return getattr(factory, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,11 +6,16 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import accounts, api, auth, cli, contract, db, pages, schema, security
-from .broker import Broker
-from .bus import create_bus
-from .config import load_config
-from .jobs import JobRegistry
+from ingestapp.accounts import auth, security
+from ingestapp.accounts import users as accounts
+from ingestapp.cli import commands as cli
+from ingestapp.core.config import load_config
+from ingestapp.events.broker import Broker
+from ingestapp.events.bus import create_bus
+from ingestapp.jobs.run import JobRegistry
+from ingestapp.store import db
+from ingestapp.store import revision as schema
+from ingestapp.web import api, contract, pages, prometheus
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -32,7 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     bus = app.extensions["ingest_bus"] = create_bus(app.config, on_gap=broker.resync)
     bus.start()
     if bus.status()["bus"] == "redis":  # REDIS_URL, in a gevent-patched process: the work tier too
-        from . import tasks
+        from ingestapp.work import tasks
 
         tasks.celery_init_app(app)
         redis = app.extensions["ingest_redis"] = tasks.redis_client(app.config["REDIS_URL"])
@@ -45,7 +50,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api.bp)
-    app.register_blueprint(api.prometheus)
+    app.register_blueprint(prometheus.bp)
     app.register_blueprint(contract.bp)
     app.register_blueprint(pages.bp)
     cli.init_app(app)

@@ -26,7 +26,7 @@ from typing import Any
 import gevent
 from flask import Flask
 
-from .remote import HEARTBEAT, WORKER_FRESH, WORKERS_KEY, worker_name
+from ingestapp.work.remote import HEARTBEAT, WORKER_FRESH, WORKERS_KEY, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from . import create_app, shutdown, tasks
+    from ingestapp.factory import create_app, shutdown
+    from ingestapp.work import tasks
 
     app = create_app({"WORKERS": args.concurrency})
     problem = app.extensions["ingest_schema_problem"]

@@ -21,9 +21,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, inspect, select
 
 from ingestapp import create_app, shutdown
-from ingestapp.accounts import PASSWORD_HASHER, create_token
-from ingestapp.config import load_config
-from ingestapp.models import User
+from ingestapp.accounts.users import PASSWORD_HASHER, create_token
+from ingestapp.core.config import load_config
+from ingestapp.store.models import User
 
 ADMIN = "admin"
 PASSWORD = "correct horse battery staple"

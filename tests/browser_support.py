@@ -71,7 +71,7 @@ def write_media(directory: Path, copies: int = 1, hostile: bool = True, broken_p
     Every broken file gets unique bytes, so duplicate detection never hides its error. Returns
     the number of media files written.
     """
-    from ingestapp.samples import write_samples  # imported late: it pulls in av and numpy
+    from ingestapp.cli.samples import write_samples  # imported late: it pulls in av and numpy
 
     count = 0
     for n in range(copies):

@@ -17,7 +17,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from ingestapp import create_app, schema, shutdown
+from ingestapp import create_app, shutdown
+from ingestapp.store import revision as schema
 from tests.auth_support import AuthClient, csrf_token, prepare_instance, sign_in
 from tests.services import POSTGRES_BIN, REDIS_SERVER, PostgresServer, RedisServer, postgres_server, redis_server
 

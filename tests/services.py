@@ -152,7 +152,7 @@ def lease_owner_pid(database_url: str, session_id: str) -> int | None:
     ``host:pid:random``), or None when no process holds it."""
     from sqlalchemy import create_engine, select
 
-    from ingestapp.models import IngestSession
+    from ingestapp.store.models import IngestSession
 
     engine = create_engine(database_url)
     try:

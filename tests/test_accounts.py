@@ -15,8 +15,8 @@ from flask import Flask
 from sqlalchemy import select
 
 from ingestapp import create_app, shutdown
-from ingestapp.accounts import authenticate, find_user
-from ingestapp.models import IngestSession
+from ingestapp.accounts.users import authenticate, find_user
+from ingestapp.store.models import IngestSession
 from tests.factories import write_jpegs
 
 REPO = Path(__file__).resolve().parents[1]

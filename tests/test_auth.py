@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from ingestapp import create_app, shutdown
-from ingestapp.accounts import create_token, revoke_token
+from ingestapp.accounts.users import create_token, revoke_token
 from tests.auth_support import ADMIN, PASSWORD, add_user, csrf_token, new_token, sign_in
 from tests.factories import start, wait_for, write_jpegs
 
@@ -85,7 +85,7 @@ def test_a_bad_token_is_not_rescued_by_a_valid_cookie(cookie_client, finished) -
 
 
 def test_a_new_password_or_a_deleted_user_ends_cookie_sign_ins(app: Flask, cookie_client) -> None:
-    from ingestapp.accounts import delete_user, set_password
+    from ingestapp.accounts.users import delete_user, set_password
 
     engine = app.extensions["ingest_db"]
     assert cookie_client.get("/api/ingest/sessions").status_code == 200
@@ -132,7 +132,7 @@ def test_untrusted_host_is_400_even_with_a_matching_origin(client, anon_client, 
 def test_trusted_hosts_setting(app_config: dict, monkeypatch) -> None:
     monkeypatch.setenv("INGEST_BIND", "192.168.1.5:8000")
     monkeypatch.delenv("INGEST_TRUSTED_HOSTS", raising=False)
-    from ingestapp.config import load_config
+    from ingestapp.core.config import load_config
 
     assert load_config(app_config)["TRUSTED_HOSTS"] == ["localhost", "127.0.0.1", "[::1]", "192.168.1.5"]
     monkeypatch.setenv("INGEST_TRUSTED_HOSTS", "ingest.example.com, .lan")
@@ -273,7 +273,7 @@ def test_sessions_belong_to_their_user(app: Flask, media: Path) -> None:
 
 
 def test_setup_link_creates_the_first_admin_once(tmp_path: Path, media: Path) -> None:
-    from ingestapp.accounts import setup_token
+    from ingestapp.accounts.users import setup_token
 
     app = create_app({"TESTING": True, "INSTANCE_PATH": tmp_path / "fresh", "MEDIA_ROOTS": [media]})
     try:
@@ -311,7 +311,7 @@ def test_password_hashing_never_runs_on_the_hub(app: Flask, monkeypatch) -> None
     argon2 releases the GIL), never on the hub thread that serves every request and stream."""
     import threading
 
-    from ingestapp import accounts
+    from ingestapp.accounts import users as accounts
 
     threads: list[int] = []
     verify = accounts._verify

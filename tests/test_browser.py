@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ingestapp.paths import display_path
+from ingestapp.core.paths import display_path
 from tests.browser_support import (
     ARTIFACTS,
     CHROMIUM,

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from ingestapp.bus import RedisStreamBus
-from ingestapp.events import Event, job_event, make_event
+from ingestapp.events.bus import RedisStreamBus
+from ingestapp.events.model import Event, job_event, make_event
 from tests.factories import start, wait_for, write_jpegs
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from ingestapp import schemas
+from ingestapp.web import schemas
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.factories import start, wait_for, write_jpegs
 from tests.servers import Server, SSEClient, auth_headers, gunicorn

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ingestapp.parameters import IngestParameters
+from ingestapp.core.parameters import IngestParameters
 from ingestapp.stages import enabled_stages, nsfw
 from ingestapp.stages.base import FileContext, StageError
 

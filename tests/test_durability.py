@@ -218,8 +218,8 @@ def test_an_owner_that_lost_its_lease_writes_nothing_more(app_config: dict, medi
     """A stalled owner whose lease was reaped stops at its next commit; the resume finishes the job."""
     from sqlalchemy import update
 
-    from ingestapp.leases import reap_expired
-    from ingestapp.models import IngestSession
+    from ingestapp.jobs.leases import reap_expired
+    from ingestapp.store.models import IngestSession
 
     stalled = create_app({**app_config, "FILE_DELAY": 0.05})
     other = create_app(app_config)
@@ -259,10 +259,10 @@ def test_a_session_waiting_for_the_work_tier_is_not_reaped_and_cancels_at_once(
 ) -> None:
     """Queued for ``flask --app ingestapp worker`` processes that have not taken it yet: it has no
     lease to expire, and a cancel stops it by itself, with its ``cancelled`` event in the log."""
-    from ingestapp.jobs import Job
-    from ingestapp.leases import reap_expired
-    from ingestapp.models import IngestSession
-    from ingestapp.parameters import IngestParameters
+    from ingestapp.core.parameters import IngestParameters
+    from ingestapp.jobs.leases import reap_expired
+    from ingestapp.jobs.run import Job
+    from ingestapp.store.models import IngestSession
 
     registry = app.extensions["ingest_jobs"]
     job = Job(registry, "waiting0000000000000000000000000", IngestParameters(directory=str(media)))

@@ -13,8 +13,8 @@ import gevent
 import pytest
 from flask import Flask
 
-from ingestapp.paths import printable
-from ingestapp.workpool import error_message as _message
+from ingestapp.core.paths import printable
+from ingestapp.work.pool import error_message as _message
 from tests.factories import start, wait_for, write_jpeg
 from tests.servers import SSEClient, gunicorn
 

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from ingestapp import create_app, shutdown
-from ingestapp.events import job_event
+from ingestapp.events.model import job_event
 from tests.factories import start, wait_for, write_jpeg, write_jpegs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,7 +175,7 @@ def wait_for_items(database_url: str, at_least: int, timeout: float = 30) -> Non
 @pytest.mark.parametrize("nsfw", [True])
 def test_hub_stays_responsive_during_a_full_pipeline_ingest(client, app, media: Path, nsfw: bool) -> None:
     """A ticker greenlet sleeping 5 ms must never wake more than 50 ms late."""
-    from ingestapp.samples import write_samples
+    from ingestapp.cli.samples import write_samples
 
     write_samples(media)
     write_jpegs(media / "more", 30)

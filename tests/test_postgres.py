@@ -17,9 +17,9 @@ from sqlalchemy import create_engine, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from ingestapp import create_app, shutdown
-from ingestapp.models import CatalogEntry, IngestSession, Item
-from ingestapp.schema import MIGRATIONS, UPGRADE_COMMAND, current_revision, head_revision
 from ingestapp.stages.base import new_item_fields
+from ingestapp.store.models import CatalogEntry, IngestSession, Item
+from ingestapp.store.revision import MIGRATIONS, UPGRADE_COMMAND, current_revision, head_revision
 from tests.conftest import TEMPLATE_DATABASE
 from tests.servers import GUNICORN, REPO, free_port
 from tests.services import PostgresServer

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingestapp.parameters import MEDIA_EXTENSIONS, IngestParameters
-from ingestapp.samples import write_samples
+from ingestapp.cli.samples import write_samples
+from ingestapp.core.parameters import MEDIA_EXTENSIONS, IngestParameters
 from ingestapp.stages import enabled_stages, nsfw
 from ingestapp.stages.base import FileContext
 

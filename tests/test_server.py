@@ -12,7 +12,7 @@ import gevent
 import psutil
 import pytest
 
-from ingestapp.samples import write_samples
+from ingestapp.cli.samples import write_samples
 from tests.factories import write_jpegs
 from tests.servers import Server, SSEClient, gunicorn
 

@@ -17,7 +17,7 @@ from iptcinfo3 import IPTCInfo
 from PIL import ExifTags, Image, PngImagePlugin
 from PIL.TiffImagePlugin import IFDRational
 
-from ingestapp.parameters import IngestParameters
+from ingestapp.core.parameters import IngestParameters
 from ingestapp.stages import (
     STAGES,
     enabled_stages,

@@ -12,8 +12,8 @@ import gevent
 import pytest
 
 from ingestapp import create_app, shutdown
-from ingestapp.broker import Broker, Subscription
-from ingestapp.events import job_event, make_event
+from ingestapp.events.broker import Broker, Subscription
+from ingestapp.events.model import job_event, make_event
 from tests.factories import start, wait_for, write_jpegs
 
 
@@ -115,7 +115,7 @@ def test_resume_from_last_event_id_yields_exactly_the_missing_events(slow_app, m
 
 
 def all_events(app, session_id: str) -> list[dict]:
-    from ingestapp.eventlog import events_after
+    from ingestapp.events.log import events_after
 
     return [json.loads(e.data) for batch in events_after(app.extensions["ingest_db"], session_id, 0) for e in batch]
 
@@ -175,7 +175,7 @@ def test_keepalive_while_idle_and_stale_streams_end(app_config: dict, media: Pat
         # An interrupted session stays open (it may be resumed): only keepalives flow.
         from sqlalchemy import update
 
-        from ingestapp.models import IngestSession
+        from ingestapp.store.models import IngestSession
 
         with app.extensions["ingest_db"].begin() as conn:
             conn.execute(update(IngestSession).values(status="interrupted"))

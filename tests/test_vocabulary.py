@@ -7,8 +7,8 @@ import re
 from dataclasses import fields
 
 from ingestapp import stages
-from ingestapp.parameters import IngestParameters
-from ingestapp.vocabulary import LABELS, OPTION_FLAGS, STAGE_NAMES, STATUSES, for_scripts
+from ingestapp.core.parameters import IngestParameters
+from ingestapp.core.vocabulary import LABELS, OPTION_FLAGS, STAGE_NAMES, STATUSES, for_scripts
 
 
 def test_the_vocabulary_names_what_the_code_has() -> None:

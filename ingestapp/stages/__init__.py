@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..parameters import IngestParameters
-from . import identify, keywords, metadata, nsfw, scores, thumbnail
+from ingestapp.core.parameters import IngestParameters
+from ingestapp.stages import identify, keywords, metadata, nsfw, scores, thumbnail
 
 #: All stages, in the order they run for every file.
 STAGES: list[ModuleType] = [identify, metadata, keywords, scores, nsfw, thumbnail]

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..parameters import IngestParameters
-from ..paths import fd_path, inside
+from ingestapp.core.parameters import IngestParameters
+from ingestapp.core.paths import fd_path, inside
 
 
 class StageError(Exception):

@@ -16,8 +16,8 @@ import av
 import av.error
 from PIL import Image
 
-from .base import FileContext, StageError
-from .media import IMAGE_ERRORS, IMAGE_FORMATS
+from ingestapp.stages.base import FileContext, StageError
+from ingestapp.stages.media import IMAGE_ERRORS, IMAGE_FORMATS
 
 NAME = "identify"
 

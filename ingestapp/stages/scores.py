@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..paths import OutsideMediaRoots, display_path, is_file, open_confined
-from .base import FileContext, StageError
-from .xmp import XmpSources, read_sidecar, xmp_sources
+from ingestapp.core.paths import OutsideMediaRoots, display_path, is_file, open_confined
+from ingestapp.stages.base import FileContext, StageError
+from ingestapp.stages.xmp import XmpSources, read_sidecar, xmp_sources
 
 NAME = "scores"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .base import FileContext
-from .identify import sha256_file
-from .media import preview
+from ingestapp.stages.base import FileContext
+from ingestapp.stages.identify import sha256_file
+from ingestapp.stages.media import preview
 
 NAME = "thumbnail"
 

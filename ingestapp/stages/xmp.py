@@ -19,9 +19,9 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from PIL.TiffImagePlugin import TiffImageFile
 
-from ..paths import OutsideMediaRoots, display_path, is_file, open_confined
-from .base import FileContext, StageError
-from .media import kind, open_image
+from ingestapp.core.paths import OutsideMediaRoots, display_path, is_file, open_confined
+from ingestapp.stages.base import FileContext, StageError
+from ingestapp.stages.media import kind, open_image
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC = "http://purl.org/dc/elements/1.1/"

@@ -1,0 +1,269 @@
+"""Who is asking: browser sign-in (Flask-Login session cookie), API tokens (RFC 6750 Bearer),
+CSRF for cookie-authenticated changes (Flask-WTF), failed sign-in limits (Flask-Limiter), the
+first-start setup page, and who may see which session.
+
+- ``/api/...`` without valid credentials: 401 JSON ``{error, field}`` with ``WWW-Authenticate:
+  Bearer`` (RFC 6750 §3). Pages redirect to ``/login?next=...``.
+- A request with an ``Authorization`` header is judged by it alone (a bad token is a 401 even
+  with a valid cookie). Token requests need no CSRF token: a cross-site page cannot attach one.
+- Cookie requests that change state need ``X-CSRFToken`` (from ``<meta name="csrf-token">``).
+- A non-admin sees only the sessions they started (others' are 404, as if they did not exist);
+  admins see all. The catalog is shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import Engine, exists, select
+
+from ingestapp.accounts import users as accounts
+from ingestapp.accounts.users import Account, AccountError
+from ingestapp.core.errors import JobNotFound
+from ingestapp.store.models import CatalogEntry, IngestSession, Item
+
+bp = Blueprint("auth", __name__)
+login_manager = LoginManager()
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def init_app(app: Flask) -> None:
+    app.config.update(
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked in the blueprints' guards: token requests are exempt
+        WTF_CSRF_TIME_LIMIT=None,  # valid as long as the sign-in session (a page may stay open for days)
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+    app.before_request(_forget_identity)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    app.register_blueprint(bp)
+
+
+def _forget_identity() -> None:
+    """Judge every request afresh. ``g`` lives as long as the app context, which a request reuses
+    when one is already pushed (tests, ``flask shell``): the last request's user must not stick."""
+    for name in ("_login_user", "auth_method", "login_failed", "csrf_token", "csrf_valid"):
+        g.pop(name, None)
+
+
+def _engine() -> Engine:
+    return current_app.extensions["ingest_db"]
+
+
+def _offload(function: Any, *args: Any) -> Any:
+    """Run a password hash (~0.15 s) in gevent's own threadpool: argon2 releases the GIL, so the
+    hub goes on serving; sign-ins never queue behind the files of a running ingest."""
+    return gevent.get_hub().threadpool.apply(function, args)
+
+
+@login_manager.user_loader
+def _load_from_session(session_id: str) -> Account | None:
+    """The cookie's user, if it still exists and its password is the one signed in with."""
+    if "Authorization" in request.headers:
+        return None  # the header decides alone (see _load_from_header)
+    user_id, _, fingerprint = session_id.partition(":")
+    account = accounts.find_user(_engine(), user_id=int(user_id)) if user_id.isdigit() else None
+    if account is None or account.password_fingerprint != fingerprint:
+        return None
+    g.auth_method = "cookie"
+    return account
+
+
+@login_manager.request_loader
+def _load_from_header(req: object) -> Account | None:
+    """``Authorization: Bearer <token>`` (RFC 6750 §2.1)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    account = accounts.user_for_token(_engine(), token.strip())
+    if account is not None:
+        g.auth_method = "token"
+    return account
+
+
+def _json_error(status: int, message: str, field: str | None) -> Response:
+    response = jsonify(error=message, field=field)
+    response.status_code = status
+    return response
+
+
+def require_api_user() -> Response | None:
+    """``before_request`` of the API: 401 without valid credentials, 403 for a cookie-authenticated
+    change without a valid CSRF token."""
+    if not current_user.is_authenticated:
+        sent = "Authorization" in request.headers
+        response = _json_error(
+            401,
+            "the token is invalid, expired or revoked" if sent else "sign in, or send Authorization: Bearer <token>",
+            "Authorization",
+        )
+        challenge = 'Bearer realm="ingestapp"' + (', error="invalid_token"' if sent else "")
+        response.headers["WWW-Authenticate"] = challenge  # RFC 6750 §3
+        return response
+    if request.method not in SAFE_METHODS and g.get("auth_method") != "token":
+        try:
+            csrf.protect()
+        except CSRFError as exc:
+            return _json_error(403, f"CSRF check failed: {exc.description}", "X-CSRFToken")
+    return None
+
+
+def require_page_user() -> Response | None:
+    """``before_request`` of the pages: to the sign-in form (coming back here) when signed out."""
+    if current_user.is_authenticated:
+        return None
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def safe_next(target: str | None) -> str:
+    """``target`` if it is a path on this site (``/x``, not ``//host`` or ``/\\host``), else ``/``."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return url_for("pages.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(c in target for c in "\r\n\t"):
+        return url_for("pages.index")
+    return target
+
+
+# -- ownership ------------------------------------------------------------------------------------
+
+
+def owner_filter() -> int | None:
+    """The user id a listing is limited to: None (everything) for admins, else the user's own."""
+    return None if current_user.is_admin else current_user.id
+
+
+def check_session_access(session_id: str) -> None:
+    """Raise JobNotFound unless the session exists and the current user may see it (theirs, or
+    any for an admin)."""
+    with _engine().connect() as conn:
+        row = conn.execute(select(IngestSession.user_id).where(IngestSession.id == session_id)).first()
+    if row is None or not (current_user.is_admin or row.user_id == current_user.id):
+        raise JobNotFound(session_id)
+
+
+def item_visible(item_id: str) -> bool:
+    """An item (its thumbnail) is visible to admins, the session's owner, and everyone once it
+    is in the shared catalog."""
+    if current_user.is_admin:
+        return True
+    with _engine().connect() as conn:
+        owner = conn.scalar(
+            select(IngestSession.user_id).join(Item, Item.session_id == IngestSession.id).where(Item.id == item_id)
+        )
+        return owner == current_user.id or bool(
+            conn.scalar(select(exists().where(CatalogEntry.item_id == item_id)))
+        )
+
+
+# -- sign in, sign out, first start ---------------------------------------------------------------
+
+
+@bp.before_request
+def _check_csrf() -> None:
+    if request.method not in SAFE_METHODS:
+        csrf.protect()  # a CSRFError: the form is re-shown by _csrf_failed
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_failed(exc: CSRFError) -> tuple[str, int]:
+    return render_template("message.html", title="Try again", message=f"The form expired or was not ours "
+                           f"({exc.description}). Go back, reload the page and try again."), 400
+
+
+def _login_address_key() -> str:
+    return "address:" + (get_remote_address() or "")
+
+
+def _login_username_key() -> str:
+    return "username:" + request.form.get("username", "").strip().lower()
+
+
+def _failed(response: Response) -> bool:
+    return bool(g.get("login_failed"))
+
+
+def _login_limit() -> str:
+    return current_app.config["LOGIN_LIMIT"]
+
+
+@bp.app_context_processor
+def _no_users_yet() -> dict[str, Any]:
+    """``no_users``: the sign-in page then explains the first start (only that page asks)."""
+    return {"no_users": lambda: accounts.count_users(_engine()) == 0}
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _too_many_attempts(exc: RateLimitExceeded) -> tuple[str, int, dict[str, str]]:
+    error = f"Too many failed sign-ins ({exc.description}). Wait a minute, then try again."
+    return render_template("login.html", error=error, next=request.args.get("next", "")), 429, {"Retry-After": "60"}
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, key_func=_login_address_key, methods=["POST"], deduct_when=_failed)
+@limiter.limit(_login_limit, key_func=_login_username_key, methods=["POST"], deduct_when=_failed)
+def login() -> Response | str | tuple[str, int]:
+    """The sign-in form; on success a session cookie and a redirect to ``next`` (same site only)."""
+    next_url = request.args.get("next", "")
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return redirect(safe_next(next_url))
+        return render_template("login.html", error=None, next=next_url)
+    username = request.form.get("username", "").strip()
+    account = accounts.authenticate(_engine(), username, request.form.get("password", ""), _offload)
+    if account is None:
+        g.login_failed = True
+        return render_template("login.html", error="Wrong username or password.", next=next_url), 401
+    login_user(account)
+    return redirect(safe_next(next_url))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    logout_user()
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def setup() -> Response | str | tuple[str, int]:
+    """Create the first admin, with the one-time token printed at first start."""
+    instance = Path(current_app.instance_path)
+    token = request.values.get("token", "")
+    if accounts.count_users(_engine()) or not accounts.setup_token_matches(instance, token):
+        message = "This setup link is not valid: it was used already, or an account exists. Sign in instead."
+        return render_template("message.html", title="Setup link not valid", message=message), 404
+    if request.method == "GET":
+        return render_template("setup.html", token=token, error=None)
+    password = request.form.get("password", "")
+    try:
+        if password != request.form.get("confirm", ""):
+            raise AccountError("the passwords differ", "confirm")
+        username = request.form.get("username", "").strip()
+        account = accounts.create_user(_engine(), username, password, is_admin=True, offload=_offload)
+    except AccountError as exc:
+        return render_template("setup.html", token=token, error=exc.message), 400
+    accounts.finish_setup(instance)
+    login_user(account)
+    return redirect(url_for("pages.index"))

@@ -1,0 +1,422 @@
+"""Accounts: users with argon2id password hashes, API tokens of which only a SHA-256 is stored,
+the one-time first-start setup token, and the ``flask --app ingestapp users|tokens ...`` commands.
+
+Passwords are hashed with argon2-cffi's defaults (argon2id, RFC 9106's low-memory profile).
+API tokens are 256-bit random strings, so a fast SHA-256 suffices to store them (no dictionary to
+guess from); the token itself is printed once and never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from flask_login import UserMixin
+from sqlalchemy import Engine, delete, func, select, update
+
+from ingestapp.store.models import ApiToken, User
+
+PASSWORD_HASHER = PasswordHasher()
+#: Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = PASSWORD_HASHER.hash(secrets.token_hex(16))
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MIN_PASSWORD_LENGTH = 8  # NIST SP 800-63B §5.1.1.2
+TOKEN_PREFIX = "ingest_"
+#: Seconds between writes of a token's ``last_used_at`` (every request would be a write).
+LAST_USED_RESOLUTION = 60.0
+SETUP_TOKEN_FILE = "setup-token"
+#: Runs a CPU-heavy call (an argon2 hash takes ~0.15 s): the web app passes its threadpool, so the
+#: gevent hub never waits on it; the CLI calls directly.
+Offload = Callable[..., Any]
+
+
+def _call(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)
+
+
+class AccountError(Exception):
+    """A refused account operation: ``message`` says why, ``field`` which input (as in API errors)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+@dataclass(frozen=True)
+class Account(UserMixin):
+    """The signed-in user as Flask-Login sees it (detached from the database).
+
+    ``get_id()`` (what the session cookie holds) is ``"<id>:<password fingerprint>"``, so a new
+    password signs out every browser signed in with the old one (Flask-Login's alternative id).
+    """
+
+    id: int
+    username: str
+    is_admin: bool
+    password_fingerprint: str = ""
+
+    @classmethod
+    def of(cls, row: Any) -> Account:
+        """From a row with the ``users`` columns."""
+        return cls(row.id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash))
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.password_fingerprint}"
+
+
+def password_fingerprint(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+# -- users ----------------------------------------------------------------------------------------
+
+
+def check_username(username: str) -> str:
+    """``username`` if it is 1-64 of ``A-Z a-z 0-9 . _ -`` (starting alphanumeric); else AccountError."""
+    if not USERNAME_RE.fullmatch(username):
+        raise AccountError("a username is 1 to 64 letters, digits, '.', '_' or '-'", "username")
+    return username
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"a password has at least {MIN_PASSWORD_LENGTH} characters", "password")
+    return password
+
+
+def create_user(
+    engine: Engine, username: str, password: str, is_admin: bool = False, offload: Offload = _call
+) -> Account:
+    """Add a user. Raises AccountError for a bad or taken name or a short password."""
+    check_username(username)
+    password_hash = offload(PASSWORD_HASHER.hash, check_password(password))
+    with engine.begin() as conn:
+        if conn.scalar(select(User.id).where(User.username == username)) is not None:
+            raise AccountError(f"user {username!r} already exists", "username")
+        user_id = conn.execute(
+            User.__table__.insert().values(
+                username=username, password_hash=password_hash, is_admin=is_admin, created_at=time.time()
+            )
+        ).inserted_primary_key[0]
+    return Account(user_id, username, is_admin, password_fingerprint(password_hash))
+
+
+def find_user(engine: Engine, username: str | None = None, user_id: int | None = None) -> Account | None:
+    """The user by name or id, or None."""
+    condition = User.username == username if username is not None else User.id == user_id
+    query = select(User).where(condition)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return Account.of(row) if row else None
+
+
+def list_users(engine: Engine) -> list[dict]:
+    """Every user: ``{id, username, is_admin, created_at, tokens}`` (active token count)."""
+    now = time.time()
+    active = (
+        select(func.count())
+        .where(ApiToken.user_id == User.id, ApiToken.revoked_at.is_(None))
+        .where((ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now))
+        .scalar_subquery()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(User.id, User.username, User.is_admin, User.created_at, active.label("tokens")).order_by(User.id)
+        ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def count_users(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(User)) or 0
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return PASSWORD_HASHER.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def authenticate(engine: Engine, username: str, password: str, offload: Offload = _call) -> Account | None:
+    """The user if ``password`` is theirs, else None (taking as long either way)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(User).where(User.username == username)).first()
+    if not offload(_verify, row.password_hash if row else _DUMMY_HASH, password) or row is None:
+        return None
+    if PASSWORD_HASHER.check_needs_rehash(row.password_hash):  # the library's parameters changed
+        set_password(engine, username, password, offload)
+        return find_user(engine, username=username)
+    return Account.of(row)
+
+
+def set_password(engine: Engine, username: str, password: str, offload: Offload = _call) -> None:
+    """Replace a user's password. Raises AccountError for an unknown user or a short password."""
+    password_hash = offload(PASSWORD_HASHER.hash, check_password(password))
+    with engine.begin() as conn:
+        if not conn.execute(update(User).where(User.username == username).values(password_hash=password_hash)).rowcount:
+            raise AccountError(f"no user {username!r}", "username")
+
+
+def delete_user(engine: Engine, username: str) -> None:
+    """Remove a user and their tokens; their sessions stay (visible to admins only)."""
+    with engine.begin() as conn:
+        user_id = conn.scalar(select(User.id).where(User.username == username))
+        if user_id is None:
+            raise AccountError(f"no user {username!r}", "username")
+        conn.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+        conn.execute(delete(User).where(User.id == user_id))
+
+
+def default_cli_user(engine: Engine, username: str | None) -> Account:
+    """The user the CLI acts as: ``username``, else the only admin. Raises AccountError."""
+    if username is not None:
+        account = find_user(engine, username=username)
+        if account is None:
+            raise AccountError(f"no user {username!r}", "user")
+        return account
+    with engine.connect() as conn:
+        admins = conn.execute(select(User).where(User.is_admin.is_(True)).limit(2)).all()
+    if not admins:
+        raise AccountError("no admin user exists: create one with 'flask --app ingestapp users create NAME --admin'")
+    if len(admins) > 1:
+        raise AccountError("there are several admins: say which user acts with --user NAME", "user")
+    return Account.of(admins[0])
+
+
+# -- API tokens -----------------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(engine: Engine, username: str, name: str = "", expires_days: float | None = None) -> tuple[int, str]:
+    """A new API token for ``username``: ``(token id, token)``. Only its hash is stored."""
+    account = find_user(engine, username=username)
+    if account is None:
+        raise AccountError(f"no user {username!r}", "username")
+    if expires_days is not None and expires_days <= 0:
+        raise AccountError("--expires-days must be positive", "expires_days")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = time.time()
+    with engine.begin() as conn:
+        token_id = conn.execute(
+            ApiToken.__table__.insert().values(
+                user_id=account.id,
+                token_hash=token_hash(token),
+                name=name[:100],
+                created_at=now,
+                expires_at=now + expires_days * 86400 if expires_days is not None else None,
+            )
+        ).inserted_primary_key[0]
+    return token_id, token
+
+
+def user_for_token(engine: Engine, token: str) -> Account | None:
+    """The owner of a valid (known, not revoked, not expired) token, else None; notes its use."""
+    now = time.time()
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                ApiToken.id, ApiToken.expires_at, ApiToken.revoked_at, ApiToken.last_used_at,
+                User.id.label("user_id"), User.username, User.is_admin, User.password_hash,
+            )
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_hash == token_hash(token))
+        ).first()
+    if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        with engine.begin() as conn:
+            conn.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+    return Account(row.user_id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash))
+
+
+def list_tokens(engine: Engine) -> list[dict]:
+    """Every token: ``{id, username, name, created_at, expires_at, revoked_at, last_used_at}``."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                ApiToken.id, User.username, ApiToken.name, ApiToken.created_at, ApiToken.expires_at,
+                ApiToken.revoked_at, ApiToken.last_used_at,
+            ).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id)
+        ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+def revoke_token(engine: Engine, token_id: int) -> None:
+    """Revoke a token now (kept, for the record). Raises AccountError for an unknown id."""
+    with engine.begin() as conn:
+        active = (ApiToken.id == token_id) & ApiToken.revoked_at.is_(None)
+        result = conn.execute(update(ApiToken).where(active).values(revoked_at=time.time()))
+        if not result.rowcount and conn.scalar(select(ApiToken.id).where(ApiToken.id == token_id)) is None:
+            raise AccountError(f"no token {token_id}", "id")
+
+
+# -- first start ----------------------------------------------------------------------------------
+
+
+def setup_token(instance: Path, engine: Engine) -> str | None:
+    """The one-time token of ``/setup?token=...`` while no user exists (created on first call,
+    kept in ``instance/setup-token`` with mode 0600 until the first admin is made); else None."""
+    path = instance / SETUP_TOKEN_FILE
+    if count_users(engine):
+        path.unlink(missing_ok=True)
+        return None
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token)
+    return token
+
+
+def setup_token_matches(instance: Path, token: str) -> bool:
+    """Whether ``token`` is the current setup token (constant-time compare)."""
+    path = instance / SETUP_TOKEN_FILE
+    if not token or not path.exists():
+        return False
+    return hmac.compare_digest(path.read_text().strip().encode(), token.encode())
+
+
+def finish_setup(instance: Path) -> None:
+    (instance / SETUP_TOKEN_FILE).unlink(missing_ok=True)
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+users = AppGroup("users", help="Manage user accounts.")
+tokens = AppGroup("tokens", help="Manage API tokens (Authorization: Bearer).")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(users)
+    app.cli.add_command(tokens)
+
+
+def _engine() -> Engine:
+    return current_app.extensions["ingest_db"]
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _fail(exc: AccountError) -> click.ClickException:
+    return click.ClickException(exc.message)
+
+
+def _when(timestamp: float | None) -> str:
+    return "-" if timestamp is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="Make the user an admin (sees and controls every session).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_create(username: str, admin: bool, password_stdin: bool) -> None:
+    """Create user USERNAME (prompts for the password unless --password-stdin)."""
+    try:
+        check_username(username)  # before the password prompt, not after it
+        create_user(_engine(), username, _read_password(password_stdin), admin)
+    except AccountError as exc:
+        raise _fail(exc) from None
+    finish_setup(Path(current_app.instance_path))
+    click.echo(f"created {'admin' if admin else 'user'} {username}")
+
+
+@users.command("list")
+def users_list() -> None:
+    """List users: id, name, role, active tokens, created."""
+    for user in list_users(_engine()):
+        role = "admin" if user["is_admin"] else "user"
+        click.echo(f"{user['id']}\t{user['username']}\t{role}\ttokens={user['tokens']}\t{_when(user['created_at'])}")
+
+
+@users.command("delete")
+@click.argument("username")
+def users_delete(username: str) -> None:
+    """Delete user USERNAME and their tokens (their sessions stay, for admins)."""
+    try:
+        delete_user(_engine(), username)
+    except AccountError as exc:
+        raise _fail(exc) from None
+    click.echo(f"deleted user {username}")
+
+
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_set_password(username: str, password_stdin: bool) -> None:
+    """Set the password of USERNAME (prompts unless --password-stdin)."""
+    try:
+        if find_user(_engine(), username=username) is None:
+            raise AccountError(f"no user {username!r}", "username")
+        set_password(_engine(), username, _read_password(password_stdin))
+    except AccountError as exc:
+        raise _fail(exc) from None
+    click.echo(f"password of {username} changed")
+
+
+@users.command("setup-link")
+def users_setup_link() -> None:
+    """Print the one-time link that creates the first admin (only while no user exists)."""
+    token = setup_token(Path(current_app.instance_path), _engine())
+    if token is None:
+        return
+    bind = os.environ.get("INGEST_BIND", "127.0.0.1:8000")
+    click.echo(f"ingestapp: no user yet. Create the first admin at http://{bind}/setup?token={token}")
+    click.echo("  (or: flask --app ingestapp users create NAME --admin)")
+
+
+@tokens.command("create")
+@click.argument("username")
+@click.option("--name", default="", help="A label, e.g. where the token is used.")
+@click.option("--expires-days", type=float, help="Days until the token stops working (default: never).")
+def tokens_create(username: str, name: str, expires_days: float | None) -> None:
+    """Create an API token for USERNAME; the token alone is the last line printed (shown once)."""
+    try:
+        token_id, token = create_token(_engine(), username, name, expires_days)
+    except AccountError as exc:
+        raise _fail(exc) from None
+    click.echo(f"token {token_id} for {username} (send it as 'Authorization: Bearer <token>'; it is not shown again):")
+    click.echo(token)
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    """List tokens: id, user, label, created, expires, revoked, last used (never the token)."""
+    for t in list_tokens(_engine()):
+        click.echo(
+            f"{t['id']}\t{t['username']}\t{t['name'] or '-'}\tcreated={_when(t['created_at'])}\t"
+            f"expires={_when(t['expires_at'])}\trevoked={_when(t['revoked_at'])}\tlast_used={_when(t['last_used_at'])}"
+        )
+
+
+@tokens.command("revoke")
+@click.argument("token_id", metavar="ID", type=int)
+def tokens_revoke(token_id: int) -> None:
+    """Revoke token ID at once."""
+    try:
+        revoke_token(_engine(), token_id)
+    except AccountError as exc:
+        raise _fail(exc) from None
+    click.echo(f"revoked token {token_id}")

@@ -1,0 +1,165 @@
+"""Server-rendered pages: the ingest form, a session's live progress, sessions, the catalog.
+
+Every page is complete HTML before any script runs (the progress view renders the current
+state); the scripts in ``static/`` then keep it live. Jinja2 autoescaping covers all server data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from flask import Blueprint, abort, current_app, render_template, request
+
+from ingestapp.accounts.auth import check_session_access, owner_filter, require_page_user
+from ingestapp.catalog.service import CATALOG_SORTS, parse_catalog_query, query_catalog
+from ingestapp.core.errors import JobNotFound
+from ingestapp.core.parameters import DEFAULT_PATTERN, ParameterError
+from ingestapp.core.paths import display_path
+from ingestapp.core.vocabulary import LABELS, for_scripts
+from ingestapp.jobs.run import JobRegistry
+
+bp = Blueprint("pages", __name__)
+bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
+bp.before_request(require_page_user)  # signed-out visitors go to /login?next=...
+
+CATALOG_PAGE_SIZE = 24
+#: Pages past this would need an offset beyond a 64-bit integer (the database's limit).
+MAX_CATALOG_PAGE = (2**63 - 1) // CATALOG_PAGE_SIZE
+
+
+def registry() -> JobRegistry:
+    """The app's job registry."""
+    return current_app.extensions["ingest_jobs"]
+
+
+@bp.app_context_processor
+def _labels() -> dict[str, Any]:
+    """Every template gets ``labels`` (status, stage and counter names) and ``vocabulary`` (for the
+    scripts, see vocabulary.py)."""
+    return {"labels": LABELS, "vocabulary": for_scripts()}
+
+
+# -- formatting (static/common.js formats the same way) ---------------------------------------------
+
+
+@bp.app_template_filter("duration")
+def format_duration(ms: float | None) -> str:
+    """``m:ss`` or ``h:mm:ss``; an em dash for None."""
+    if ms is None:
+        return "—"
+    seconds = max(0, round(ms / 1000))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@bp.app_template_filter("percent")
+def format_percent(value: float | None) -> str:
+    """One decimal, rounded down so that only a finished session reads 100%."""
+    if value is None:
+        return "—"
+    if value >= 100:
+        return "100%"
+    return f"{math.floor(value * 10) / 10:.1f}%"
+
+
+@bp.app_template_filter("clock")
+def format_clock(timestamp: float | None) -> str:
+    """``HH:MM:SS`` in the server's local time (the script re-renders it in the browser's)."""
+    return "" if timestamp is None else time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+@bp.app_template_filter("datetime")
+def format_datetime(timestamp: float | None) -> str:
+    """``YYYY-MM-DD HH:MM`` in the server's local time; an em dash for None."""
+    return "—" if timestamp is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+@bp.app_template_filter("taken")
+def format_taken(iso: str) -> str:
+    """``2023-12-28T19:42:10-03:00`` → ``2023-12-28 19:42`` (the camera's local time, as recorded)."""
+    return str(iso).replace("T", " ")[:16]
+
+
+@bp.app_template_global("camera")
+def format_camera(make: str | None, model: str | None) -> str | None:
+    """``Canon`` + ``Canon EOS R6`` → ``Canon EOS R6``: the model usually repeats the maker."""
+    if not make or not model:
+        return make or model
+    return model if model.lower().startswith(make.split(" ")[0].lower()) else f"{make} {model}"
+
+
+@bp.app_template_filter("isotime")
+def format_isotime(timestamp: float | None) -> str:
+    """The ``datetime`` attribute of a ``<time>`` element (UTC)."""
+    return "" if timestamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+# -- pages ------------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index() -> str:
+    """The ingest form."""
+    return render_template("index.html", roots=registry().media_roots)
+
+
+@bp.get("/ingest/<session_id>")
+def session(session_id: str) -> str:
+    """The progress view, rendered with the current state so it is right before any script runs."""
+    try:
+        check_session_access(session_id)
+        state = registry().state(session_id)
+    except JobNotFound:
+        abort(404)
+    return render_template("session.html", state=state, default_pattern=DEFAULT_PATTERN)
+
+
+@bp.get("/sessions")
+def sessions() -> str:
+    """Recent sessions, as ``GET /api/ingest/sessions`` lists them (``?limit=``, 1 to 500, too)."""
+    limit = min(500, max(1, _int(request.args.get("limit"), 50)))
+    return render_template("sessions.html", sessions=registry().sessions(limit, user_id=owner_filter()))
+
+
+#: The catalog search form's fields (``GET /catalog``, as ``GET /api/catalog`` takes them).
+CATALOG_FIELDS = ("q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort")
+
+
+@bp.get("/catalog")
+def catalog() -> str:
+    """The catalog search (a plain GET form; see ``parse_catalog_query`` for the fields)."""
+    filters, error = catalog_filters(request.args)
+    page = min(max(1, _int(request.args.get("page"), 1)), MAX_CATALOG_PAGE)
+    query = parse_catalog_query(filters)
+    result = query_catalog(registry().engine, query, (page - 1) * CATALOG_PAGE_SIZE, CATALOG_PAGE_SIZE)
+    pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))
+    narrowed = any(value for name, value in filters.items() if name != "sort")
+    return render_template(
+        "catalog.html", result=result, filters=filters, error=error, page=page, pages=pages, narrowed=narrowed,
+        sorts=CATALOG_SORTS,
+    )
+
+
+def catalog_filters(args: Any) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The search form's values, and ``{"field", "error"}`` for the first invalid one (cleared,
+    so the page still shows a result)."""
+    filters = {name: args.get(name, "").strip() for name in CATALOG_FIELDS}
+    error = None
+    while True:
+        try:
+            parse_catalog_query(filters)
+            return filters, error
+        except ParameterError as exc:
+            error = error or {"field": exc.field, "error": exc.message}
+            filters[exc.field or "q"] = ""
+
+
+def _int(raw: str | None, default: int) -> int:
+    """``raw`` as an integer, ``default`` when it is missing or not one."""
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default

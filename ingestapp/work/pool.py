@@ -1,0 +1,296 @@
+"""The work tier's embedded default: worker processes that run every stage of a file.
+
+A ``WorkPool`` holds ``size`` worker processes, started once (lazily, at the first file) with the
+``spawn`` start method: each is a fresh interpreter, never a fork of the gevent-patched web
+process, so stage code runs on plain native threads with plain locks (Pillow, PyAV, onnxruntime,
+``datetime.strptime``, ``tempfile``: no workaround needed). Each process lowers its CPU priority
+(``os.nice(INGEST_WORKER_NICE)``: serving comes first) and loads the NSFW model once, in
+:func:`serve`, before its first file.
+
+One file is one task: the job greenlet sends a :class:`FileTask` over the process's pipe and the
+process runs all the file's stages, sending a small message after each stage (its name, error
+message if any, and seconds taken) so the job counts stages and reports errors as they happen, then
+the item fields.
+The hub waits on the pipe with ``gevent.socket.wait_read``: it never blocks and never decodes,
+hashes, classifies or thumbnails. A process that dies mid-file (a decoder segfault) closes its end
+of the pipe: the file's wait raises :class:`WorkerDied` and a new process takes its place. A file
+still running after ``time_limit`` seconds (a decoder stuck on a hostile file) has its process
+killed the same way (:class:`FileTimedOut`).
+
+Pools are per web process and shared by its apps (:func:`shared_pool`), like gevent's hub
+threadpool: starting interpreters costs about a second of CPU each. The server starts its pool at
+boot (``gunicorn.conf.py``); the CLI and tests at their first file. Worker processes are daemonic
+(terminated when the web process exits) and end on their own when the pipe closes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import gevent.queue
+import gevent.socket
+
+from ingestapp.core.parameters import IngestParameters
+from ingestapp.core.paths import display_path, scrub_paths
+from ingestapp.stages.base import FileContext
+
+#: Never ``fork``: a fork of a monkey-patched process inherits the hub and patched locks.
+CONTEXT = multiprocessing.get_context("spawn")
+
+WORKER_DIED = "worker process died"
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running a file exited (crashed or was killed) before finishing it; the
+    message is the error entry's, ``worker`` the process's ``host:pid`` when known."""
+
+    def __init__(self, message: str, worker: str | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
+
+
+class FileTimedOut(WorkerDied):
+    """A file ran past the time limit; its worker process was killed."""
+
+
+class FileAbandoned(RuntimeError):
+    """The job gave up waiting for a file (it was cancelled); its process was killed."""
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file to process, as sent to a worker process (pickled).
+
+    ``stages`` are the stage modules' import names (``ingestapp.stages.identify`` ...), in order;
+    a worker imports each by name. ``check_duplicates``: after identify, ask the job whether the
+    SHA-256 is a duplicate (the job holds the catalog's and the session's hashes) and stop if so.
+    The other fields are those of :class:`~ingestapp.stages.base.FileContext`.
+    """
+
+    path: Path
+    relpath: str
+    parameters: IngestParameters
+    thumbnail_dir: Path
+    real_path: str | Path | None
+    identity: tuple[int, int] | None
+    media_roots: tuple[Path, ...]
+    stages: tuple[str, ...]
+    check_duplicates: bool
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What a file's run produced: the item fields (``new_item_fields`` shape) and the work-tier
+    process that ran its stages (``host:pid``)."""
+
+    item: dict[str, Any]
+    worker: str
+
+
+#: Called in the hub for each stage a worker ran: (stage name, error message or None, seconds).
+OnStage = Callable[[str, "str | None", float], None]
+#: Called in the hub after identify (with ``check_duplicates``): is this SHA-256 a duplicate?
+IsDuplicate = Callable[[str], bool]
+#: Called in the hub every POLL_INTERVAL while a file is in a process: give up on it now?
+Abandon = Callable[[], bool]
+
+POLL_INTERVAL = 0.1  # seconds
+STARTUP = 60  # seconds a new worker process may take to start before its first file counts
+
+
+class WorkPool:
+    """``size`` worker processes at CPU priority ``nice``; files wait for an idle one and may run
+    ``time_limit`` seconds each."""
+
+    def __init__(self, size: int, nice: int, time_limit: float) -> None:
+        self.size = max(1, size)
+        self.nice = nice
+        self.time_limit = time_limit
+        self._idle: gevent.queue.Queue[_Worker] = gevent.queue.Queue()
+        self._workers: set[_Worker] = set()
+        self.replaced = 0  # processes started to replace dead or abandoned ones
+
+    def run_file(
+        self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon
+    ) -> FileResult:
+        """Run ``task`` in an idle worker process. Call from a greenlet: it waits for an idle
+        process and for the result without blocking the hub. Raises WorkerDied (FileTimedOut
+        after ``time_limit`` seconds), or FileAbandoned once ``abandon()`` is true (the process is
+        replaced in every case)."""
+        self.start()  # at the first file, and after a replacement
+        worker = self._idle.get()
+        try:
+            item = worker.run(task, on_stage, is_duplicate, abandon, self.time_limit)
+        except BaseException as exc:
+            # Dead, or abandoned mid-file (the job was killed): a process still busy with a file,
+            # or waiting for an answer, must not get the next one.
+            self._replace(worker)
+            if isinstance(exc, WorkerDied):
+                exc.worker = worker.name
+            raise
+        self._idle.put(worker)
+        return FileResult(item, worker.name)
+
+    def close(self) -> None:
+        """Kill every worker process (a file being processed is abandoned)."""
+        for worker in list(self._workers):
+            worker.kill()
+        self._workers.clear()
+        self._idle = gevent.queue.Queue()
+
+    def start(self) -> None:
+        """Start the processes missing (all of them at first; they load in the background, about
+        a second of CPU each). ``run_file`` calls it; a server calls it at boot to be warm."""
+        for _ in range(self.size - len(self._workers)):
+            worker = _Worker(self.nice)
+            self._workers.add(worker)
+            self._idle.put(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        """Kill ``worker``; the next file starts a new process in its place."""
+        worker.kill()
+        if worker in self._workers:
+            self._workers.discard(worker)
+            self.replaced += 1
+
+
+class _Worker:
+    """One worker process and the web process's end of its pipe."""
+
+    def __init__(self, nice: int) -> None:
+        self.conn, child = CONTEXT.Pipe()
+        for end in (self.conn, child):  # a monkey-patched socketpair is non-blocking; these block
+            os.set_blocking(end.fileno(), True)
+        self.process = CONTEXT.Process(target=serve, args=(child, nice), daemon=True, name="ingest-worker")
+        self.process.start()  # spawn: fork+exec of a new interpreter; does not wait for it
+        child.close()  # the child holds the only other end: its death is EOF here
+        self.name = f"{socket.gethostname()}:{self.process.pid}"
+
+    def run(
+        self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon, time_limit: float
+    ) -> dict[str, Any]:
+        self._send(task)
+        deadline = time.monotonic() + time_limit + STARTUP  # a new process first loads the model
+        while True:
+            kind, *payload = self._receive(abandon, deadline, time_limit)
+            if kind == "started":
+                deadline = time.monotonic() + time_limit
+            elif kind == "stage":
+                on_stage(*payload)
+            elif kind == "identified":
+                self._send(is_duplicate(*payload))
+            else:  # "done"
+                return payload[0]
+
+    def _send(self, message: Any) -> None:
+        try:
+            self.conn.send(message)  # small; the pipe buffers it
+        except OSError:
+            raise WorkerDied(WORKER_DIED) from None
+
+    def _receive(self, abandon: Abandon, deadline: float, time_limit: float) -> tuple[Any, ...]:
+        while True:
+            try:
+                gevent.socket.wait_read(self.conn.fileno(), POLL_INTERVAL, _Waiting)
+                return self.conn.recv()  # readable: a whole small message is there (or EOF)
+            except _Waiting:
+                if abandon():
+                    raise FileAbandoned("abandoned after a cancel") from None
+                if time.monotonic() > deadline:
+                    raise FileTimedOut(f"took longer than {time_limit:g} s (INGEST_FILE_TIME_LIMIT)") from None
+            except (EOFError, OSError):
+                raise WorkerDied(WORKER_DIED) from None
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
+
+
+class _Waiting(Exception):
+    """No message within POLL_INTERVAL (gevent's ``wait_read`` timeout)."""
+
+
+_pools: dict[tuple[int, int, float], WorkPool] = {}
+
+
+def shared_pool(size: int, nice: int, time_limit: float) -> WorkPool:
+    """This process's pool of ``size`` workers at ``nice`` with a per-file ``time_limit``
+    (seconds), made on first request."""
+    key = (max(1, size), nice, time_limit)
+    if key not in _pools:
+        _pools[key] = WorkPool(*key)
+    return _pools[key]
+
+
+def close_all() -> None:
+    """Kill the worker processes of every shared pool (e.g. between benchmark runs)."""
+    for pool in _pools.values():
+        pool.close()
+
+
+# --- in the worker process ----------------------------------------------------------------
+
+
+def serve(conn: Connection, nice: int) -> None:
+    """A worker process's main loop: lower the priority, load the NSFW model, then run files
+    until the pipe closes (the web process exited or closed the pool)."""
+    from ingestapp.stages import nsfw
+
+    os.nice(nice)
+    nsfw.load_model()
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        conn.send(("started",))  # the file's time limit counts from here
+        conn.send(("done", run_file(task, conn)))
+
+
+def run_file(task: FileTask, conn: Connection) -> dict[str, Any]:
+    """Run the task's stages in order, stopping at the first error (or a duplicate), sending
+    ``("stage", name, message, seconds)`` after each; return the item fields."""
+    ctx = FileContext(
+        task.path, task.relpath, task.parameters, task.thumbnail_dir,
+        real_path=task.real_path, identity=task.identity, media_roots=task.media_roots,
+    )
+    try:
+        for module in (importlib.import_module(name) for name in task.stages):
+            started = time.perf_counter()
+            try:
+                module.run(ctx)
+                message = None
+            except Exception as exc:
+                message = error_message(exc, ctx.path_replacements(), task.media_roots)
+            conn.send(("stage", module.NAME, message, time.perf_counter() - started))
+            if message is not None:
+                break
+            if module.NAME == "identify" and task.check_duplicates:
+                conn.send(("identified", ctx.item["sha256"]))
+                if conn.recv():
+                    break
+    finally:
+        ctx.close()
+    return ctx.item
+
+
+def error_message(exc: BaseException, replacements: dict[str, str], media_roots: Sequence[Path]) -> str:
+    """A one-line, user-facing description of an exception (never a traceback), naming paths
+    relative to their media root (``replacements``: see ``scrub_paths``) in display form."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, OSError) and exc.strerror:
+        return display_path(exc.strerror)  # without the absolute file name(s) OSError carries
+    lines = str(exc).strip().replace("\r", "\n").split("\n")  # not splitlines: U+2028 may be in a name
+    text = scrub_paths(lines[0], replacements, list(media_roots)) if lines[0] else type(exc).__name__
+    return display_path(text)[:500]

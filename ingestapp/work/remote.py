@@ -1,0 +1,236 @@
+"""A job's files in the scale-out work tier: sent as Celery tasks of a few files, answered on Redis.
+
+With ``REDIS_URL`` a job runs in a ``flask --app ingestapp worker`` process (``worker.py``), and
+its files run on every such process, on any host: ``RemoteFiles`` gathers the files its job hands
+it into tasks of ``INGEST_TASK_FILES`` (``tasks.run_files``) and waits for each file's result on
+the run's Redis stream. A worker sends one message per file when it is done (every stage's outcome
+and the item fields, or why it died), and asks the job, after identify, whether the file is a
+duplicate; the job answers on a list only that worker waits on. The job replays a result through
+the same calls as a file of its local pool, so counting, events and the log are the same code.
+
+Keys (all under ``ingestapp:``):
+
+- ``run:<session>``: the id of the session's current run. Workers run a task's files only while it
+  holds their run id: a cancel, the job's end or its process's death (the key expires unless the
+  job renews it) stops them before their next file.
+- ``work:<session>:<run>``: the results stream, workers → job (one per run, deleted at its end).
+- ``control:<session>``: web → job (``cancel``), heard at once rather than at the next commit.
+- ``reply:<token>``: the job's answer to one duplicate question.
+- ``workers``: a sorted set of live workers (``host:pid`` → last heartbeat, Unix seconds).
+
+A task is delivered again when its worker died (Celery's late acks): the job records the first
+result of each file and drops the others, so every file is recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+
+from ingestapp.core.ids import new_id
+from ingestapp.work.pool import (
+    POLL_INTERVAL,
+    Abandon,
+    FileAbandoned,
+    FileResult,
+    FileTask,
+    IsDuplicate,
+    OnStage,
+    WorkerDied,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_KEY = "ingestapp:run:{session_id}"
+RESULTS_KEY = "ingestapp:work:{session_id}:{run_id}"
+CONTROL_KEY = "ingestapp:control:{session_id}"
+REPLY_KEY = "ingestapp:reply:{token}"
+ATTEMPTS_KEY = "ingestapp:attempts:{run_id}"
+WORKERS_KEY = "ingestapp:workers"
+
+#: Seconds a worker's heartbeat counts: a web process sends jobs to the work tier only while one
+#: is this fresh (else the job runs in the web process's own pool, as without REDIS_URL).
+WORKER_FRESH = 15
+HEARTBEAT = 5
+#: Seconds the first file of a task waits for more before the task is sent.
+BATCH_WAIT = 0.02
+#: Seconds a worker waits for the job's answer to a duplicate question (then it goes on).
+REPLY_WAIT = 30
+KEY_TTL = 3600  # seconds the results stream and answers outlive their last use
+
+
+def worker_name() -> str:
+    """This process's ``host:pid``: the ``worker`` of the items it produces."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def file_key(path: Path) -> str:
+    """A file's key in tasks and results: its absolute path's exact bytes, in hex (JSON-safe)."""
+    return os.fsencode(path).hex()
+
+
+def workers_alive(redis: Any) -> int:
+    """How many ``flask --app ingestapp worker`` processes sent a heartbeat lately."""
+    return int(redis.zcount(WORKERS_KEY, time.time() - WORKER_FRESH, "+inf"))
+
+
+def request_cancel(redis: Any, session_id: str) -> None:
+    """Tell the session's job, wherever it runs, to stop now, and its workers to start no new file."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.xadd(CONTROL_KEY.format(session_id=session_id), {"m": json.dumps({"kind": "cancel"})}, maxlen=10)
+    pipe.expire(CONTROL_KEY.format(session_id=session_id), KEY_TTL)
+    pipe.delete(RUN_KEY.format(session_id=session_id))
+    pipe.execute()
+
+
+#: Sends one task: (session id, run id, the task's files, as ``RemoteFiles._describe`` makes them).
+SendFiles = Callable[[str, str, dict[str, Any]], None]
+
+
+class RemoteFiles:
+    """One job run's files in the work tier (see the module docstring).
+
+    ``is_duplicate(sha256, path)`` is the job's decision (the same answer for the same file every
+    time it is asked); ``on_cancel()`` is called when a cancel arrives on the control stream.
+    ``ttl``: seconds the run key lives unless ``renew`` is called (the job's lease).
+    """
+
+    def __init__(
+        self, redis: Any, session_id: str, send: SendFiles, task_files: int, ttl: float,
+        is_duplicate: Callable[[str, Path], bool], on_cancel: Callable[[], None],
+    ) -> None:
+        self.redis = redis
+        self.session_id = session_id
+        self.run_id = new_id()
+        self.send = send
+        self.task_files = max(1, task_files)
+        self.ttl = ttl
+        self.is_duplicate = is_duplicate
+        self.on_cancel = on_cancel
+        self.run_key = RUN_KEY.format(session_id=session_id)
+        self.results_key = RESULTS_KEY.format(session_id=session_id, run_id=self.run_id)
+        self.control_key = CONTROL_KEY.format(session_id=session_id)
+        self._waiting: dict[str, gevent.event.AsyncResult] = {}
+        self._batch: list[dict[str, Any]] = []
+        self._reader: gevent.Greenlet | None = None
+        self._renewed = 0.0
+
+    def start(self) -> None:
+        """Open the run (workers may take its files) and start reading results."""
+        self.redis.set(self.run_key, self.run_id, px=int(self.ttl * 1000))
+        self._renewed = time.monotonic()
+        newest = self.redis.xrevrange(self.control_key, count=1)  # only cancels sent from now on
+        self._reader = gevent.spawn(self._read, newest[0][0] if newest else "0-0")
+
+    def renew(self) -> None:
+        """Keep the run open for another ``ttl`` (at most every fifth of it); a cancelled run
+        (its key deleted) stays closed."""
+        if time.monotonic() - self._renewed > self.ttl / 5:
+            self.redis.pexpire(self.run_key, int(self.ttl * 1000))
+            self._renewed = time.monotonic()
+
+    def stop(self) -> None:
+        """Close the run: workers drop its remaining files; its results stream is deleted."""
+        if self._reader is not None:
+            self._reader.kill()
+        try:
+            if self.redis.get(self.run_key) == self.run_id.encode():
+                self.redis.delete(self.run_key)
+            self.redis.delete(self.results_key, ATTEMPTS_KEY.format(run_id=self.run_id))
+        except Exception:
+            log.exception("session %s: closing run %s on Redis failed (its keys expire)", self.session_id, self.run_id)
+
+    def run_file(self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon) -> FileResult:
+        """Run ``task`` in the work tier; the same contract as ``WorkPool.run_file``. The stage
+        outcomes are replayed through ``on_stage`` when the file's result arrives."""
+        key = file_key(task.path)
+        waiter = self._waiting[key] = gevent.event.AsyncResult()
+        try:
+            self._add(key, task)
+            while True:
+                try:
+                    result = waiter.get(timeout=POLL_INTERVAL)
+                    break
+                except gevent.Timeout:
+                    if abandon():
+                        raise FileAbandoned("abandoned after a cancel") from None
+        finally:
+            self._waiting.pop(key, None)
+        for name, message, seconds in result["stages"]:
+            on_stage(name, message, seconds)
+            if message is not None:
+                break
+            if name == "identify" and task.check_duplicates and is_duplicate(result["sha256"]):
+                break
+        if result["kind"] == "died":
+            raise WorkerDied(result["message"], result["worker"])
+        return FileResult(result["item"], result["worker"])
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    def _add(self, key: str, task: FileTask) -> None:
+        """Add a file to the task being filled; the file that opens a task sends it once it is
+        full or BATCH_WAIT later (in this greenlet, so a failing send fails the job)."""
+        batch = self._batch
+        batch.append({"key": key, "relpath": task.relpath, "identity": task.identity,
+                      "real": None if task.real_path is None else os.fsencode(task.real_path).hex()})
+        if len(batch) >= self.task_files:
+            self._send(batch, task)
+        elif len(batch) == 1:
+            gevent.sleep(BATCH_WAIT)
+            if self._batch is batch:
+                self._send(batch, task)
+
+    def _send(self, batch: list[dict[str, Any]], task: FileTask) -> None:
+        """Send ``batch``: the files, and what they share (``task``'s parameters and stages, and
+        this host's name: a worker on another host cannot compare ``st_dev``)."""
+        self._batch = []
+        self.send(self.session_id, self.run_id, {
+            "files": batch,
+            "parameters": task.parameters.to_dict(),
+            "stages": list(task.stages),
+            "check_duplicates": task.check_duplicates,
+            "host": socket.gethostname(),
+        })
+
+    # -- receiving ----------------------------------------------------------------------------------
+
+    def _read(self, control_from: bytes | str) -> None:
+        """The reader greenlet: results and control messages, in order, as they arrive; what was
+        read is trimmed from the results stream."""
+        last: dict[str, bytes | str] = {self.results_key: "0-0", self.control_key: control_from}
+        while True:
+            try:
+                reply = self.redis.xread(last, count=200, block=1000)
+                for stream, entries in reply or ():
+                    for entry_id, fields in entries:
+                        last[stream.decode()] = entry_id
+                        self._handle(json.loads(fields[b"m"]))
+                if reply:
+                    self.redis.xtrim(self.results_key, minid=last[self.results_key])
+            except Exception:  # Redis unreachable: the files wait; a cancel still reaches the job by SQL
+                log.exception("session %s: reading the work tier's results failed; retrying", self.session_id)
+                gevent.sleep(1)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["kind"]
+        if kind == "identified":
+            path = Path(os.fsdecode(bytes.fromhex(message["key"])))
+            answer = "1" if self.is_duplicate(message["sha256"], path) else "0"
+            reply = REPLY_KEY.format(token=message["reply"])
+            self.redis.pipeline(transaction=False).lpush(reply, answer).expire(reply, REPLY_WAIT).execute()
+        elif kind == "cancel":
+            self.on_cancel()
+        else:  # "done" or "died": the first result of a file counts, a redelivered task's is dropped
+            waiter = self._waiting.get(message["key"])
+            if waiter is not None and not waiter.ready():
+                waiter.set(message)
