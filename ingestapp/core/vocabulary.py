@@ -1,54 +1,136 @@
-"""The shared vocabulary: session statuses, event types, stage names and their labels, option
-flags. The server imports it, every template gets it (``vocabulary``, and ``labels`` for the human
-names), and the scripts read it from the page (``window.Ingest.vocabulary``, base.html), so each
-word is written once.
+"""The shared vocabulary, each word defined once: session, stage and item statuses, event types,
+stage names, parameter names and their human labels.
+
+Every word is a member of a ``StrEnum``: it compares and serialises as its plain string (JSON, the
+database, SSE ``event`` names), so the enums are used by name everywhere and the strings are
+written only here. The templates get the vocabulary as ``vocabulary`` (and ``labels``), and the
+scripts read it from the page (``window.Ingest.vocabulary``, base.html: ``for_scripts``).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
-RUNNING_STATUSES = ("queued", "scanning", "processing")
+
+class SessionStatus(StrEnum):
+    """A session's ``status`` (README, "State")."""
+
+    QUEUED = "queued"
+    SCANNING = "scanning"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: Its process died or stopped mid-run: neither running nor finished, it can be resumed.
+    INTERRUPTED = "interrupted"
+
+
+class StageStatus(StrEnum):
+    """A stage's ``status`` within a session's state."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class ItemStatus(StrEnum):
+    """An item's ``status``: processed (``ok``) or an error entry (``error``)."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+class EventType(StrEnum):
+    """The SSE ``event`` names a stream sends (WHATWG HTML §9.2; README, "Live progress")."""
+
+    SNAPSHOT = "snapshot"
+    PROGRESS = "progress"
+    STAGE = "stage"
+    FILE = "file"
+    ERROR = "error"
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class StageName(StrEnum):
+    """Stage names in pipeline order (``scanning`` is the job's own; the rest are ``stages.*.NAME``)."""
+
+    SCANNING = "scanning"
+    IDENTIFY = "identify"
+    METADATA = "metadata"
+    KEYWORDS = "keywords"
+    SCORES = "scores"
+    NSFW = "nsfw"
+    THUMBNAIL = "thumbnail"
+
+
+class Parameter(StrEnum):
+    """The ingest parameters' names (``core.parameters.IngestParameters``, the form, the CLI)."""
+
+    DIRECTORY = "directory"
+    PATTERN = "pattern"
+    EXTRACT_METADATA = "extract_metadata"
+    EXTRACT_KEYWORDS = "extract_keywords"
+    IMPORT_SCORES = "import_scores"
+    ENABLE_NSFW_DETECTION = "enable_nsfw_detection"
+    NSFW_THRESHOLD = "nsfw_threshold"
+    MAX_FILES = "max_files"
+    SKIP_DUPLICATES = "skip_duplicates"
+
+
+RUNNING_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING)
 #: Statuses after a terminal event; ``interrupted`` is neither running nor finished (resumable).
-FINISHED_STATUSES = ("completed", "failed", "cancelled")
-STATUSES = (*RUNNING_STATUSES, *FINISHED_STATUSES, "interrupted")
+FINISHED_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED)
+STATUSES = tuple(SessionStatus)
 #: The event that ends a session's stream, by the status it leaves.
-TERMINAL_EVENT_OF = {"completed": "complete", "cancelled": "cancelled", "failed": "failed"}
+TERMINAL_EVENT_OF = {
+    SessionStatus.COMPLETED: EventType.COMPLETE,
+    SessionStatus.CANCELLED: EventType.CANCELLED,
+    SessionStatus.FAILED: EventType.FAILED,
+}
 TERMINAL_EVENTS = tuple(TERMINAL_EVENT_OF.values())
-#: The SSE ``event`` names a stream sends (WHATWG HTML §9.2); README, "Live progress".
-EVENT_TYPES = ("snapshot", "progress", "stage", "file", "error", *TERMINAL_EVENTS)
-#: Stage names in pipeline order (``scanning`` is the job's own; the rest are ``stages.*.NAME``).
-STAGE_NAMES = ("scanning", "identify", "metadata", "keywords", "scores", "nsfw", "thumbnail")
+EVENT_TYPES = tuple(EventType)
+STAGE_NAMES = tuple(StageName)
 #: The boolean ingest parameters (the form's checkboxes), all true by default.
-OPTION_FLAGS = ("extract_metadata", "extract_keywords", "import_scores", "enable_nsfw_detection", "skip_duplicates")
+OPTION_FLAGS = (
+    Parameter.EXTRACT_METADATA, Parameter.EXTRACT_KEYWORDS, Parameter.IMPORT_SCORES,
+    Parameter.ENABLE_NSFW_DETECTION, Parameter.SKIP_DUPLICATES,
+)
+#: Stage statuses a stopped session replaces with its own final status.
+UNFINISHED_STAGE_STATUSES = (StageStatus.PENDING, StageStatus.RUNNING)
 
 #: Human names, shared by the templates and the scripts.
 LABELS: dict[str, dict[str, str]] = {
     "status": {
-        "queued": "Queued",
-        "scanning": "Scanning",
-        "processing": "Processing",
-        "completed": "Completed",
-        "failed": "Failed",
-        "cancelled": "Cancelled",
-        "interrupted": "Interrupted",
+        SessionStatus.QUEUED: "Queued",
+        SessionStatus.SCANNING: "Scanning",
+        SessionStatus.PROCESSING: "Processing",
+        SessionStatus.COMPLETED: "Completed",
+        SessionStatus.FAILED: "Failed",
+        SessionStatus.CANCELLED: "Cancelled",
+        SessionStatus.INTERRUPTED: "Interrupted",
     },
     "stage": {
-        "scanning": "Scanning",
-        "identify": "Identify",
-        "metadata": "Metadata",
-        "keywords": "Keywords",
-        "scores": "Scores",
-        "nsfw": "NSFW",
-        "thumbnail": "Thumbnails",
+        StageName.SCANNING: "Scanning",
+        StageName.IDENTIFY: "Identify",
+        StageName.METADATA: "Metadata",
+        StageName.KEYWORDS: "Keywords",
+        StageName.SCORES: "Scores",
+        StageName.NSFW: "NSFW",
+        StageName.THUMBNAIL: "Thumbnails",
     },
     "stage_status": {
-        "pending": "Pending",
-        "running": "Running",
-        "completed": "Done",
-        "cancelled": "Cancelled",
-        "failed": "Failed",
-        "interrupted": "Interrupted",
+        StageStatus.PENDING: "Pending",
+        StageStatus.RUNNING: "Running",
+        StageStatus.COMPLETED: "Done",
+        StageStatus.CANCELLED: "Cancelled",
+        StageStatus.FAILED: "Failed",
+        StageStatus.INTERRUPTED: "Interrupted",
     },
     "stats": {
         "processed_files": "Processed",
@@ -62,9 +144,20 @@ LABELS: dict[str, dict[str, str]] = {
 }
 
 
+def _members(enum: type[StrEnum]) -> dict[str, str]:
+    return {member.name: member.value for member in enum}
+
+
 def for_scripts() -> dict[str, Any]:
-    """The vocabulary as the page hands it to the scripts (JSON)."""
+    """The vocabulary as the page hands it to the scripts (JSON): each enum as ``{NAME: value}``
+    (``vocabulary.session_status.INTERRUPTED``), the groups as lists, and the labels."""
     return {
+        "session_status": _members(SessionStatus),
+        "stage_status": _members(StageStatus),
+        "item_status": _members(ItemStatus),
+        "event_type": _members(EventType),
+        "stage_name": _members(StageName),
+        "parameter": _members(Parameter),
         "running_statuses": RUNNING_STATUSES,
         "finished_statuses": FINISHED_STATUSES,
         "terminal_events": TERMINAL_EVENTS,

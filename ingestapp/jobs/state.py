@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ingestapp.core.vocabulary import RUNNING_STATUSES
+from ingestapp.core.vocabulary import RUNNING_STATUSES, UNFINISHED_STAGE_STATUSES
 
 if TYPE_CHECKING:
     from ingestapp.core.parameters import IngestParameters
@@ -24,8 +24,6 @@ STATS_KEYS = (
 ERRORS_KEPT = 50  # errors carried in the state; all are in the errors table
 
 
-#: Stage statuses a stopped session replaces with its own final status.
-UNFINISHED_STAGE_STATUSES = ("pending", "running")
 
 
 @dataclass
