@@ -16,6 +16,7 @@ from ingestapp.jobs.run import JobRegistry
 from ingestapp.store import db
 from ingestapp.store import revision as schema
 from ingestapp.web import api, contract, pages, prometheus
+from ingestapp.web.slow_clients import SlowClientGuard
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -48,6 +49,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.before_request(_refuse_out_of_date_schema)
 
     security.init_app(app)
+    app.wsgi_app = SlowClientGuard(  # type: ignore[method-assign]  # outermost: it sees every request
+        app.wsgi_app, app.config["BODY_TIMEOUT"], app.config["BODY_MIN_RATE"], app.config["MAX_ANONYMOUS"],
+        app.config["SESSION_COOKIE_NAME"],
+    )
     auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(prometheus.bp)
