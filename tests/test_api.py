@@ -1,4 +1,5 @@
-"""The JSON API: every bad input gets a 400 {error, field}; sessions, items, commit, catalog."""
+"""The JSON API: malformed input gets a 400 {error, field}, a well-formed request for a directory
+outside the media roots a 403 {error, field}; sessions, items, commit, catalog."""
 
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ def post(client, url, body, **kwargs):
         ({"directory": 42}, "directory"),
         ({"directory": "{media}/missing"}, "directory"),
         ({"directory": "{media}/file.jpg"}, "directory"),
-        ({"directory": "/etc"}, "directory"),
-        ({"directory": "{media}/../"}, "directory"),
+        ({"directory": "{media}/a\x00b"}, "directory"),
         ({"directory": "{media}", "nsfw_threshold": 1.5}, "nsfw_threshold"),
         ({"directory": "{media}", "nsfw_threshold": -0.1}, "nsfw_threshold"),
         ({"directory": "{media}", "nsfw_threshold": "0.5"}, "nsfw_threshold"),
@@ -79,14 +79,49 @@ def test_state_changes_need_json_and_same_origin(client, media: Path) -> None:
     assert response.status_code == 202
 
 
-def test_symlink_escaping_the_root_is_refused(client, media: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("directory", ["/etc", "{media}/../", "{outside}", "{media}/link", "{media}/link/deeper"])
+def test_a_directory_outside_the_media_roots_is_403(client, media: Path, tmp_path: Path, directory: str) -> None:
+    """Well-formed but not allowed: outside the roots, or inside them only by name (a symlink that
+    resolves outside). A 403 naming the field, flat or wrapped, and no session is started."""
     outside = tmp_path / "outside"
-    write_jpeg(outside / "secret.jpg")
+    write_jpeg(outside / "deeper" / "secret.jpg")
     os.symlink(outside, media / "link")
-    response = post(client, "/api/ingest/process", {"directory": str(media / "link")})
-    assert response.status_code == 400 and response.get_json()["field"] == "directory"
-    response = client.get("/api/ingest/browse", query_string={"path": str(media / "link")})
-    assert response.status_code == 400 and response.get_json()["field"] == "path"
+    named = directory.format(media=media, outside=outside)
+    for body in ({"directory": named}, {"parameters": {"directory": named}}):
+        response = post(client, "/api/ingest/process", body)
+        assert response.status_code == 403, (named, response.get_json())
+        assert response.get_json() == {"error": "directory is outside the configured media roots",
+                                       "field": "directory"}
+    assert client.get("/api/ingest/sessions").get_json()["sessions"] == []
+
+
+@pytest.mark.parametrize("path", ["/etc", "{media}/..", "{outside}", "{media}/link", "{media}/link/deeper"])
+def test_a_browse_path_outside_the_media_roots_is_403(client, media: Path, tmp_path: Path, path: str) -> None:
+    outside = tmp_path / "outside"
+    (outside / "deeper" / "hidden").mkdir(parents=True)
+    os.symlink(outside, media / "link")
+    response = client.get("/api/ingest/browse", query_string={"path": path.format(media=media, outside=outside)})
+    assert response.status_code == 403
+    assert response.get_json() == {"error": "path is outside the configured media roots", "field": "path"}
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({}, "path"), ({"path": ""}, "path"), ({"path": "relative/dir"}, "path"), ({"path": "{media}/a\x00b"}, "path")],
+)
+def test_a_malformed_browse_path_is_400(client, media: Path, query: dict, field: str) -> None:
+    """Malformed stays 400, even when it names nothing outside the roots."""
+    response = client.get("/api/ingest/browse", query_string={k: v.format(media=media) for k, v in query.items()})
+    assert response.status_code == 400 and response.get_json()["field"] == field and response.get_json()["error"]
+
+
+def test_malformed_input_is_400_before_the_directory_is_judged(client, media: Path) -> None:
+    """A body that is malformed anywhere is a 400, even when its directory is also outside the roots."""
+    for body in ({"directory": "/etc", "colour": "blue"}, {"directory": "/etc", "max_files": "10"},
+                 {"directory": 42}, {"directory": "etc"}, {"directory": "/etc\x00"}):
+        response = post(client, "/api/ingest/process", body)
+        assert response.status_code == 400, (body, response.get_json())
+        assert set(response.get_json()) == {"error", "field"}
 
 
 def test_symlinked_file_escaping_the_root_is_not_ingested(client, app, media: Path, tmp_path: Path) -> None:
@@ -198,7 +233,7 @@ def test_roots_and_browse(client, media: Path) -> None:
     assert listing["directories"] == [{"name": "photos", "path": str(media / "photos"), "media_count": 1}]
     sub = client.get("/api/ingest/browse", query_string={"path": str(media / "photos")}).get_json()
     assert sub["parent"] == str(media) and sub["directories"][0]["name"] == "2024"
-    assert client.get("/api/ingest/browse", query_string={"path": "/etc"}).status_code == 400
+    assert client.get("/api/ingest/browse", query_string={"path": "/etc"}).status_code == 403  # not allowed
     assert client.get("/api/ingest/browse", query_string={"path": "rel"}).status_code == 400
 
 

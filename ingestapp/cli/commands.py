@@ -1,4 +1,8 @@
-"""``flask --app ingestapp ingest ...``: run an ingest in the terminal, write sample media."""
+"""``flask --app ingestapp ingest ...``: run an ingest in the terminal, write sample media; and the
+registration of every command group (``ingest``, ``worker``, ``users``, ``tokens``).
+
+A new ``ingest`` subcommand is one more ``@ingest.command(...)`` function (here or in a module this
+one imports)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from flask.cli import AppGroup
 from tqdm import tqdm
 
 from ingestapp.accounts.users import AccountError, default_cli_user
-from ingestapp.catalog.service import commit_session
+from ingestapp.catalog.commit import commit_session
+from ingestapp.cli import accounts
 from ingestapp.core.parameters import ParameterError, parse_parameters
 from ingestapp.core.paths import printable
 from ingestapp.events.model import Event, job_event
@@ -26,8 +31,8 @@ ingest = AppGroup("ingest", help="Ingest media from the command line.")
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(ingest)
-    app.cli.add_command(worker_command)
+    for command in (ingest, worker_command, accounts.users, accounts.tokens):
+        app.cli.add_command(command)
 
 
 class ProgressBar:
