@@ -311,3 +311,25 @@ def test_catalog_search_ignores_case_and_matches_substrings(client, app, media: 
     suggestions = client.get("/api/catalog/keywords", query_string={"prefix": "p"}).get_json()
     assert suggestions == {"keywords": ["Pine"]}
     assert client.get("/api/catalog/keywords", query_string={"prefix": "%"}).get_json() == {"keywords": []}
+
+
+def test_every_error_body_has_error_and_field(client, anon_client, media: Path) -> None:
+    """One helper builds every JSON error: unknown route, wrong method, no credentials, untrusted
+    Host, not allowed, malformed, unknown session, conflict: always both keys."""
+    write_jpegs(media, 1)
+    finished = start(client, media)
+    answers = [
+        client.get("/api/nope"),
+        client.delete("/api/catalog"),
+        anon_client.get("/api/ingest/sessions"),
+        client.get("/api/ingest/sessions", headers={"Host": "evil.example"}),
+        post(client, "/api/ingest/process", {"directory": "/etc"}),
+        post(client, "/api/ingest/process", {"directory": 1}),
+        client.get("/api/ingest/status/nope"),
+        post(client, f"/api/ingest/{finished}/resume", {}),
+    ]
+    assert [a.status_code for a in answers] == [404, 405, 401, 400, 403, 400, 404, 409]
+    for answer in answers:
+        body = answer.get_json()
+        assert set(body) == {"error", "field"} and body["error"], body
+    assert answers[1].headers["Allow"] and answers[2].headers["WWW-Authenticate"].startswith("Bearer")

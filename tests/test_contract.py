@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from ingestapp.web import schemas
+from ingestapp.web.schemas.events import EVENT_MODELS
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.factories import start, wait_for, write_jpegs
 from tests.servers import Server, SSEClient, auth_headers, gunicorn
@@ -65,7 +65,7 @@ def test_stream_is_documented_as_event_stream_with_one_schema_per_event_type(cli
     assert set(frames) == {"snapshot", "progress", "stage", "file", "error", "complete", "cancelled", "failed"}
     for event_type, frame in frames.items():
         ref = frame["properties"]["data"]["contentSchema"]["$ref"]
-        assert ref == f"#/components/schemas/{schemas.EVENT_MODELS[event_type].__name__}"
+        assert ref == f"#/components/schemas/{EVENT_MODELS[event_type].__name__}"
         assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
     assert "Last-Event-ID" in {p["name"] for p in operation["parameters"]}
     assert "image/jpeg" in doc["paths"]["/api/ingest/items/{item_id}/thumbnail"]["get"]["responses"]["200"]["content"]
@@ -99,7 +99,7 @@ def stream_events(server: Server, session_id: str, **headers: str) -> Iterator[d
 
 
 def assert_valid(event: dict) -> None:
-    model = schemas.EVENT_MODELS[event["event"]]
+    model = EVENT_MODELS[event["event"]]
     model.model_validate(event["data"])
     if event["event"] != "snapshot":
         assert event["data"]["type"] == event["event"] and int(event["id"]) == event["data"]["seq"]

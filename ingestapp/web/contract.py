@@ -26,6 +26,7 @@ from spectree.plugins.flask_plugin import FlaskPlugin
 from spectree.utils import get_multidict_items
 
 from ingestapp.core.errors import ApiError
+from ingestapp.core.vocabulary import EventType
 from ingestapp.web.body import json_body
 from ingestapp.web.errors import error_response
 from ingestapp.web.schemas.events import EVENT_MODELS
@@ -195,7 +196,7 @@ def _frame_schema(event_type: str, model: type[BaseModel]) -> dict[str, Any]:
     return {
         "title": event_type,
         "type": "object",
-        "required": ["event", "data"] + ([] if event_type == "snapshot" else ["id"]),
+        "required": ["event", "data"] + ([] if event_type == EventType.SNAPSHOT else ["id"]),
         "properties": {
             "event": {"const": event_type},
             "id": {"type": "string", "pattern": "^[0-9]+$"},

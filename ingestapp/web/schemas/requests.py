@@ -51,6 +51,15 @@ INT64_MAX = 2**63 - 1
 #: byte that is not UTF-8; the filesystem checks below apply it.
 ABSOLUTE_PATH = {"pattern": "^/[^\\u0000]*$"}
 
+#: What a ``pattern`` may be (JSON Schema, ECMA-262 regex; the server checks it too, with ``re``):
+#: 1 to 1000 comma-separated globs, each relative (no leading ``/``, no ``..`` name), with spaces only
+#: around and inside them, ``[...]`` classes unnested, and no control character. Every pattern it
+#: matches passes ``core.parameters.split_pattern``, so schema-valid is accepted and the rest is a 400.
+_CHAR = r"[^\s\u0000-\u001f\u007f-\u009f\ufeff,\[\]]"
+_CLASS = r"\[[^\u0000-\u001f\u007f-\u009f\ufeff,\[\]]*\]"
+_GLOB = rf"(?!/)(?!(?:[^,]*/)?\.\.(?:/| *(?:,|$)))(?:{_CHAR}|{_CLASS})(?: *(?:{_CHAR}|{_CLASS}))*"
+PATTERN_SYNTAX = rf"^ *{_GLOB} *(?:, *{_GLOB} *){{0,999}}$"
+
 ReviewView = Literal[REVIEW_VIEWS]
 CatalogSort = Literal[tuple(CATALOG_SORTS)]
 T = TypeVar("T")
@@ -85,7 +94,22 @@ def _query_integer(value: Any) -> Any:
     return value
 
 
+def _query_date(value: Any) -> Any:
+    """A query-string date is ISO 8601's ``YYYY-MM-DD`` only (pydantic alone would also take a
+    number as Unix time, which the documented ``date`` format does not)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("must be a date, YYYY-MM-DD")
+    return value
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON number with no fraction is an integer (JSON Schema 2020-12 §6.1.1: ``1.0`` is an
+    ``integer``); strict validation would refuse it as a float."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 QueryInt = Annotated[int, BeforeValidator(_query_integer)]
+QueryDate = Annotated[datetime.date, BeforeValidator(_query_date)]
 
 
 def _optional(description: str) -> Any:
@@ -127,8 +151,8 @@ class CatalogQueryIn(PageQuery):
     nsfw: Literal["true", "false"] | SkipJsonSchema[None] = _optional("only NSFW, or only safe")
     has_gps: Literal["true", "false"] | SkipJsonSchema[None] = _optional("only with, or only without, GPS")
     media_type: Literal["image", "video"] | SkipJsonSchema[None] = _optional("only images, or only videos")
-    taken_from: datetime.date | SkipJsonSchema[None] = _optional("taken on or after this date (YYYY-MM-DD)")
-    taken_to: datetime.date | SkipJsonSchema[None] = _optional("taken on or before this date (YYYY-MM-DD)")
+    taken_from: QueryDate | SkipJsonSchema[None] = _optional("taken on or after this date (YYYY-MM-DD)")
+    taken_to: QueryDate | SkipJsonSchema[None] = _optional("taken on or before this date (YYYY-MM-DD)")
     sort: CatalogSort = Field("added", description="newest or highest first: added, taken, rating, score")
 
     def catalog_query(self) -> CatalogQuery:
@@ -188,19 +212,23 @@ class IngestParametersIn(BaseModel):
         description="absolute directory inside a media root (symlinks resolved); 403 outside them",
         json_schema_extra=ABSOLUTE_PATH,
     )
-    pattern: str = Field(DEFAULT_PATTERN, description="comma-separated globs relative to directory; ** spans dirs")
+    pattern: str = Field(DEFAULT_PATTERN, description="comma-separated globs relative to directory; ** spans dirs",
+                         json_schema_extra={"pattern": PATTERN_SYNTAX})
     extract_metadata: bool = True
     extract_keywords: bool = True
     import_scores: bool = True
     enable_nsfw_detection: bool = True
     nsfw_threshold: float = Field(0.7, ge=0.0, le=1.0, allow_inf_nan=False)
-    max_files: Annotated[int, Field(ge=1)] | None = None
+    max_files: Annotated[int, Field(ge=1), BeforeValidator(_json_integer)] | None = None
     skip_duplicates: bool = True
 
     @model_validator(mode="after")
     def _check_directory_and_pattern(self, info: ValidationInfo) -> IngestParametersIn:
         self.directory = str(refused(resolve_directory, self.directory, media_roots(info)))
         refused(split_pattern, self.pattern)
+        if not re.fullmatch(PATTERN_SYNTAX, self.pattern):
+            raise ApiError(400, "pattern must be comma-separated relative globs: no control characters, "
+                           "no nested [ ]", "pattern")
         self.pattern = self.pattern.strip()
         return self
 
