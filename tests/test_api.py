@@ -37,6 +37,8 @@ def post(client, url, body, **kwargs):
         ({"directory": "{media}", "pattern": "[abc.jpg"}, "pattern"),
         ({"directory": "{media}", "pattern": "../*.jpg"}, "pattern"),
         ({"directory": "{media}", "pattern": 7}, "pattern"),
+        ({"directory": "{media}", "pattern": "a]b[.jpg"}, "pattern"),  # brackets balanced in count only
+        ({"directory": "{media}", "pattern": "*.jpg\x01"}, "pattern"),  # a control character
         ({"directory": "{media}", "extract_metadata": "yes"}, "extract_metadata"),
         ({"directory": "{media}", "skip_duplicates": 1}, "skip_duplicates"),
         ({"directory": "{media}", "colour": "blue"}, "colour"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
+from ingestapp.core.parameters import DEFAULT_PATTERN
 from ingestapp.web.schemas.events import EVENT_MODELS
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.factories import start, wait_for, write_jpegs
@@ -55,6 +56,25 @@ def test_document_covers_every_api_route_with_security_and_error_shapes(client, 
             assert responses[status]["content"]["application/json"]["schema"] == error_ref, (path, method, status)
         success = next(code for code in responses if code.startswith("2"))
         assert responses[success]["content"] or path.endswith("thumbnail"), (path, method)
+
+
+def test_not_allowed_is_documented_as_403_and_the_schema_says_what_is_well_formed(client) -> None:
+    """A directory or browse path outside the media roots is a documented 403; the documented
+    forms of a path and a pattern are the ones the server accepts (positive data acceptance)."""
+    doc = client.get("/api/openapi.json").get_json()
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, method in (("/api/ingest/process", "post"), ("/api/ingest/browse", "get")):
+        response = doc["paths"][path][method]["responses"]["403"]
+        assert response["content"]["application/json"]["schema"] == error_ref, path
+    (browse_path,) = doc["paths"]["/api/ingest/browse"]["get"]["parameters"]
+    parameters = doc["components"]["schemas"]["IngestParametersIn"]["properties"]
+    assert browse_path["schema"]["pattern"] == parameters["directory"]["pattern"] == "^/[^\\u0000]*$"
+    pattern = re.compile(parameters["pattern"]["pattern"])
+    for accepted in (DEFAULT_PATTERN, "*.jpg, **/*.png", "My Photos/[ab]*.jpg"):
+        assert pattern.fullmatch(accepted), accepted
+    for refused in ("", "[abc.jpg", "../*.jpg", "/abs/*.jpg", "*.jpg,,*.png", "a\x00b"):
+        assert not pattern.fullmatch(refused), refused
+    assert not {"Item", "CatalogEntry", "ErrorEntry", "CatalogQuery"} & set(doc["components"]["schemas"])
 
 
 def test_stream_is_documented_as_event_stream_with_one_schema_per_event_type(client) -> None:
