@@ -3,11 +3,16 @@ outside the media roots a 403 {error, field}; sessions, items, commit, catalog."
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.auth_support import prepare_instance
 from tests.factories import start, wait_for, write_jpeg, write_jpegs
 
 
@@ -335,3 +340,38 @@ def test_every_error_body_has_error_and_field(client, anon_client, media: Path) 
         body = answer.get_json()
         assert set(body) == {"error", "field"} and body["error"], body
     assert answers[1].headers["Allow"] and answers[2].headers["WWW-Authenticate"].startswith("Bearer")
+
+
+UNREADABLE_CHECK = """
+import json, sys
+from pathlib import Path
+from ingestapp import create_app, shutdown
+instance, media, token = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+app = create_app({"INSTANCE_PATH": instance, "MEDIA_ROOTS": [media]})
+headers = {"Authorization": "Bearer " + token}
+client = app.test_client()
+answers = [client.post("/api/ingest/process", json={"directory": str(media / "locked")}, headers=headers),
+           client.get("/api/ingest/browse", query_string={"path": str(media / "locked")}, headers=headers)]
+print(json.dumps([[answer.status_code, answer.get_json()] for answer in answers]))
+shutdown(app)
+"""
+
+
+def test_a_directory_the_server_may_not_read_is_403(tmp_path: Path, media: Path) -> None:
+    """Inside the roots but unreadable (mode 000): well-formed, not allowed. Root reads anything, so
+    as root the server runs without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH (util-linux setpriv)."""
+    (media / "locked").mkdir()
+    (media / "locked").chmod(0)
+    token = prepare_instance(tmp_path / "instance")
+    command = [sys.executable, "-c", UNREADABLE_CHECK, str(tmp_path / "instance"), str(media), token]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("as root this needs setpriv (util-linux) to drop the file-permission override")
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    (process, process_body), (browse, browse_body) = json.loads(result.stdout.strip().splitlines()[-1])
+    assert process == 403 and process_body["field"] == "directory" and "permission" in process_body["error"]
+    assert browse == 403 and browse_body == {"error": "permission denied", "field": "path"}
