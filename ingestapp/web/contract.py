@@ -86,6 +86,7 @@ class ApiFlaskPlugin(FlaskPlugin):
 
 
 def _query_items(request: Any, model: Any) -> dict[str, Any]:
+    """The query string as ``model`` reads it: text, but its ``file_name_fields`` as file names."""
     items = get_multidict_items(request.args, model)
     if model.file_name_fields:
         query = request.query_string.decode("utf-8", "surrogateescape")
