@@ -33,6 +33,8 @@ import gevent
 from werkzeug.exceptions import RequestTimeout
 from werkzeug.wsgi import ClosingIterator
 
+from ingestapp.web.errors import error_body
+
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -138,7 +140,7 @@ class SlowClientGuard:
 
 
 def _refuse(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    body = json.dumps({"error": "too many connections without credentials; try again", "field": None}).encode()
+    body = json.dumps(error_body("too many connections without credentials; try again")).encode()
     start_response("503 Service Unavailable", [
         ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Retry-After", "1"),
     ])
