@@ -24,6 +24,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("slow")
     (base / "media").mkdir()
     with gunicorn(base / "instance", base / "media", SLOW) as running:
+        running.request("GET", "/login", anonymous=True)  # warm: the first request imports lazily
         yield running
 
 
@@ -55,7 +56,7 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_closed(server: Server) -
     finally:
         conn.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-    assert 0.8 <= waited < 5
+    assert 0.8 <= waited < 8  # the 1 s deadline, and room for a loaded machine
 
 
 @pytest.mark.server
