@@ -177,7 +177,7 @@ def test_the_scan_waits_for_the_workers(app_config: dict, media: Path) -> None:
         depths, ahead = [], []
         while session_id in app.extensions["ingest_jobs"].jobs:
             depths.append(job.queue.qsize())
-            ahead.append(job.stages["scanning"].processed - job.run_done)
+            ahead.append(job.state.stages["scanning"].processed - job.state.timing.run_done)
             gevent.sleep(0.005)
         state = app.extensions["ingest_jobs"].state(session_id)
     finally:
@@ -260,8 +260,8 @@ def test_a_session_waiting_for_the_work_tier_is_not_reaped_and_cancels_at_once(
     """Queued for ``flask --app ingestapp worker`` processes that have not taken it yet: it has no
     lease to expire, and a cancel stops it by itself, with its ``cancelled`` event in the log."""
     from ingestapp.core.parameters import IngestParameters
+    from ingestapp.jobs.job import Job
     from ingestapp.jobs.leases import reap_expired
-    from ingestapp.jobs.run import Job
     from ingestapp.store.models import IngestSession
 
     registry = app.extensions["ingest_jobs"]

@@ -19,7 +19,7 @@ from ingestapp.catalog.service import commit_session
 from ingestapp.core.parameters import ParameterError, parse_parameters
 from ingestapp.core.paths import printable
 from ingestapp.events.model import Event, job_event
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 from ingestapp.store.revision import SchemaOutOfDate, require_current
 
 ingest = AppGroup("ingest", help="Ingest media from the command line.")

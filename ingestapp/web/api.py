@@ -38,7 +38,7 @@ from ingestapp.core.errors import JobConflict, JobNotFound
 from ingestapp.core.parameters import MEDIA_EXTENSIONS, ParameterError, parse_parameters
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_error
 from ingestapp.events.sse import EventStream, StreamSettings, is_finished, parse_last_event_id
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 from ingestapp.store.models import Item
 from ingestapp.web import schemas
 from ingestapp.web.body import json_body
