@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -280,3 +281,82 @@ def test_a_session_waiting_for_the_work_tier_is_not_reaped_and_cancels_at_once(
     finally:
         events.close()
     assert b"id: 1\nevent: cancelled\n" in body
+
+
+def write_noise_jpegs(directory: Path, count: int) -> list[Path]:
+    """``count`` distinct JPEGs of random pixels: their thumbnail takes a while (~0.1-0.5 s), so a
+    file spends long between its identify report and its item."""
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"noise_{i:03d}.jpg" for i in range(count)]
+    for path in paths:
+        Image.frombytes("RGB", (1000, 750), os.urandom(1000 * 750 * 3)).save(path, quality=85)
+    return paths
+
+
+def persisted(database: Path) -> tuple[dict[str, Any], list[tuple[str, str, list[dict[str, str]]]], list[tuple]]:
+    """The session's committed state, its items ``(path, status, errors)`` and its error entries."""
+    with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
+        state = json.loads(conn.execute("SELECT state FROM ingest_sessions").fetchone()[0])
+        items = [(p, s, json.loads(e)) for p, s, e in conn.execute("SELECT path, status, errors FROM items")]
+        errors = conn.execute("SELECT file, stage, message FROM errors").fetchall()
+    return state, items, errors
+
+
+def stage_counts_of(items: list[tuple[str, str, list[dict[str, str]]]], names: list[str]) -> dict[str, dict]:
+    """What the items say of each stage: every item passed it once; it failed the item when an error
+    names it; it was skipped after the item's first failed stage, or after identify for a duplicate."""
+    counts = {name: {"processed": len(items), "errors": 0, "skipped": 0} for name in names}
+    for _, status, errors in items:
+        for error in errors:
+            counts[error["stage"]]["errors"] += 1
+        last_run = names.index(errors[0]["stage"]) if errors else 0 if status == "skipped" else len(names)
+        for name in names[last_run + 1:]:
+            counts[name]["skipped"] += 1
+    return counts
+
+
+@pytest.mark.server
+def test_kill_9_mid_file_then_resume_counts_every_file_once(tmp_path: Path, media: Path) -> None:
+    """The process dies while a file has been through identify but not recorded: the persisted
+    stage counters are ahead of the items. After the resume every stage's counters are what the
+    items say, skipped and duration_ms went on from their saved values, and no error is counted twice."""
+    originals = write_noise_jpegs(media, 24)
+    for i, original in enumerate(originals[:4]):  # duplicates: identify runs, the later stages are skipped
+        (media / f"z_copy_{i}.jpg").write_bytes(original.read_bytes())
+    for i in range(4):  # corrupt: a stage fails, the later ones are skipped
+        (media / f"z_broken_{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    instance = tmp_path / "instance"
+    database = instance / "ingestapp.sqlite3"
+    with gunicorn(instance, media, {"INGEST_WORKERS": "2"}) as server:
+        session_id = server_start(server, media)
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "no commit ever had a file between identify and its item"
+            state, items, _ = persisted(database)
+            if len(items) >= 4 and state["stages"]["identify"]["processed"] > len(items):
+                server.kill_group()  # a file is in its thumbnail stage: no shutdown code runs
+                break
+            time.sleep(0.005)
+    before, items_before, _ = persisted(database)
+    assert before["stages"]["identify"]["processed"] > len(items_before), "not killed mid-file"
+    assert len(items_before) < 32
+    names = [name for name in before["stages"] if name != "scanning"]
+
+    with gunicorn(instance, media, {"INGEST_WORKERS": "2"}) as server:
+        server.wait_for_status(session_id, {"interrupted"}, timeout=30)
+        assert server.request("POST", f"/api/ingest/{session_id}/resume", {})[0] == 202
+        after = server.wait_for_status(session_id, {"completed"})
+    state, items, errors = persisted(database)
+    assert state == {**after, "status": state["status"]}
+    assert len(items) == len({path for path, _, _ in items}) == after["total_files"] == 32
+    expected = stage_counts_of(items, names)
+    for name in names:
+        stage = after["stages"][name]
+        assert {key: stage[key] for key in ("processed", "errors", "skipped")} == expected[name], name
+        assert stage["duration_ms"] >= before["stages"][name]["duration_ms"], name
+        assert stage["skipped"] >= before["stages"][name]["skipped"], name
+    assert expected["thumbnail"]["skipped"] >= 8  # the duplicates' and the broken files'
+    assert len(errors) == len(set(errors)) == after["stats"]["errors"] == sum(len(e) for _, _, e in items)
+    assert after["stats"]["processed_files"] + after["stats"]["skipped_duplicates"] == 32
