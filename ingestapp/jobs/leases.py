@@ -2,7 +2,7 @@
 
 A session has one owner at a time: a lease in its row (``lease_owner``, ``lease_expires_at``) taken
 and renewed by conditional UPDATEs, so it holds across processes and hosts. A new session is created
-leased to its registry (``jobs.JobRegistry.start``); a resume takes an ``interrupted`` session's
+leased to its registry (``registry.JobRegistry.start``); a resume takes an ``interrupted`` session's
 lease here (``take_interrupted``); the job's every commit renews it and its last one releases it
 (``events.log.SessionLog.commit``). ``reap_expired`` (run periodically by every registry) marks
 sessions whose lease expired, i.e. whose process died, ``interrupted``.

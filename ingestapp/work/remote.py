@@ -3,8 +3,8 @@
 With ``REDIS_URL`` a job runs in a ``flask --app ingestapp worker`` process (``worker.py``), and
 its files run on every such process, on any host: ``RemoteFiles`` gathers the files its job hands
 it into tasks of ``INGEST_TASK_FILES`` (``tasks.run_files``) and waits for each file's result on
-the run's Redis stream. A worker sends one message per file when it is done (every stage's outcome
-and the item fields, or why it died), and asks the job, after identify, whether the file is a
+the run's Redis stream. A worker sends one message per file when it is done (a ``protocol.FileResult``:
+every stage's report and the item fields, or why it died), and asks the job, after identify, whether the file is a
 duplicate; the job answers on a list only that worker waits on. The job replays a result through
 the same calls as a file of its local pool, so counting, events and the log are the same code.
 
