@@ -15,6 +15,7 @@ from typing import Any
 import gevent
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from ingestapp import create_app, shutdown
 from tests.factories import start, wait_for, write_jpegs
@@ -360,3 +361,41 @@ def test_kill_9_mid_file_then_resume_counts_every_file_once(tmp_path: Path, medi
     assert expected["thumbnail"]["skipped"] >= 8  # the duplicates' and the broken files'
     assert len(errors) == len(set(errors)) == after["stats"]["errors"] == sum(len(e) for _, _, e in items)
     assert after["stats"]["processed_files"] + after["stats"]["skipped_duplicates"] == 32
+
+
+def test_a_resume_drops_the_errors_of_files_without_an_item(app: Flask, media: Path) -> None:
+    """A file that failed a stage and died before its item was written runs again on resume: its
+    error entry goes, the scan's and the recorded files' stay, and the counts are the items'."""
+    from ingestapp.core.parameters import IngestParameters
+    from ingestapp.jobs import recorded
+    from ingestapp.jobs.job import Job
+    from ingestapp.jobs.state import StageCount
+    from ingestapp.store.models import ErrorEntry, IngestSession, Item
+
+    registry = app.extensions["ingest_jobs"]
+    job = Job(registry, "resumed000000000000000000000000", IngestParameters(directory=str(media)))
+    error = {"session_id": job.session_id, "message": "bad", "time": 1.0}
+    with registry.engine.begin() as conn:
+        conn.execute(IngestSession.__table__.insert().values(
+            id=job.session_id, status="interrupted", parameters=job.parameters.to_dict(), state=job.committed_state,
+            created_at=time.time(), last_event_id=9,
+        ))
+        conn.execute(Item.__table__.insert().values(
+            id="item", session_id=job.session_id, seq=1, root=str(media), path="a.jpg", path_bytes=b"a.jpg",
+            status="error", sha256="ab" * 32, fields={}, errors=[{"stage": "metadata", "message": "bad"}],
+        ))
+        conn.execute(ErrorEntry.__table__.insert(), [
+            {**error, "file": "a.jpg", "stage": "metadata"},  # recorded with its item
+            {**error, "file": "b.jpg", "stage": "metadata"},  # its file died before its item: it runs again
+            {**error, "file": "gone.jpg", "stage": "scanning"},  # the scan's own
+        ])
+        earlier = recorded.read(conn, job.session_id)
+    assert earlier.done_paths == {b"a.jpg"} and earlier.last_event_id == 9
+    assert earlier.seen_hashes == {"ab" * 32: media / "a.jpg"}
+    assert earlier.recorded.stages["metadata"] == StageCount(processed=1, errors=1)
+    assert earlier.recorded.stages["thumbnail"] == StageCount(processed=1, errors=0)
+    assert earlier.recorded.error_count == 2
+    assert [(e["file"], e["stage"]) for e in earlier.recorded.recent_errors] == [("a.jpg", "metadata"),
+                                                                               ("gone.jpg", "scanning")]
+    with registry.engine.connect() as conn:
+        assert sorted(conn.scalars(select(ErrorEntry.file))) == ["a.jpg", "gone.jpg"]

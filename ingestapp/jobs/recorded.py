@@ -10,7 +10,6 @@ the items and drops the error entries of files that have none.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,12 +45,15 @@ def read(conn: Connection, session_id: str) -> Earlier:
     ).one()
     drop_unfinished_errors(conn, session_id)
     items = conn.execute(
-        select(Item.root, Item.path_bytes, Item.sha256, Item.errors).where(Item.session_id == session_id)
+        select(Item.root, Item.path_bytes, Item.sha256).where(Item.session_id == session_id)
     ).all()
-    errors_by_stage = Counter(error["stage"] for item in items for error in item.errors)
-    stages = {name: StageCount(processed=len(items), errors=errors_by_stage[name])
+    # Each stage error is an entry in the errors table and in its item's ``errors``: after the drop
+    # above, counting the entries (in SQL) counts what the items say.
+    errors_by_stage = dict(conn.execute(
+        select(ErrorEntry.stage, func.count()).where(ErrorEntry.session_id == session_id).group_by(ErrorEntry.stage)
+    ).all())
+    stages = {name: StageCount(processed=len(items), errors=errors_by_stage.get(name, 0))
               for name in session.state["stages"] if name != StageName.SCANNING}
-    error_count = conn.scalar(select(func.count()).select_from(ErrorEntry).where(ErrorEntry.session_id == session_id))
     recent = conn.execute(
         select(ErrorEntry.file, ErrorEntry.stage, ErrorEntry.message, ErrorEntry.time)
         .where(ErrorEntry.session_id == session_id)
@@ -64,7 +66,7 @@ def read(conn: Connection, session_id: str) -> Earlier:
         last_event_id=session.last_event_id,
         done_paths={item.path_bytes for item in items},
         seen_hashes={item.sha256: Path(item.root) / os.fsdecode(item.path_bytes) for item in items if item.sha256},
-        recorded=Recorded(stages=stages, error_count=error_count or 0,
+        recorded=Recorded(stages=stages, error_count=sum(errors_by_stage.values()),
                           recent_errors=[row._asdict() for row in reversed(recent)]),
     )
 
