@@ -67,9 +67,11 @@ class SessionLog:
         self._events.append(make_event(self.session_id, seq, event_type, fields))
 
     def add_item(self, row: dict[str, Any]) -> None:
+        """Buffer an item row (``store.models.Item`` columns but ``session_id``) for the next ``commit``."""
         self._items.append({"session_id": self.session_id, **row})
 
     def add_error(self, entry: dict[str, Any]) -> None:
+        """Buffer an error entry (``{file, stage, message, time}``) for the next ``commit``."""
         self._errors.append({"session_id": self.session_id, **entry})
 
     def commit(self, state: dict[str, Any], release: bool = False) -> tuple[list[Event], bool]:

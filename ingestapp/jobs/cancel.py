@@ -31,6 +31,7 @@ class CancelFlag:
         self.requested = False
 
     def request(self) -> None:
+        """Raise the flag (hub thread; idempotent)."""
         self.requested = True
 
     def __bool__(self) -> bool:
@@ -46,6 +47,8 @@ class Cancellable(Protocol):
 
 
 class CancelChannel(Protocol):
+    """One way a cancel request travels to a job."""
+
     def send(self, session_id: str) -> bool:
         """Ask the session's job to stop; True when the request is on its way to a running job."""
         ...
@@ -105,9 +108,11 @@ class Canceller:
         self.redis: RedisChannel | None = None
 
     def use_redis(self, redis: Any) -> None:
+        """Also send on the work tier's control stream (``redis``: its client)."""
         self.redis = RedisChannel(redis)
 
     def send(self, session_id: str) -> bool:
+        """Ask the session's job to stop through the first channel that reaches it (``CancelChannel``)."""
         if self.local.send(session_id):
             return True
         if not self.row.send(session_id):

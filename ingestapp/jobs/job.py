@@ -107,6 +107,7 @@ class Job:
         self.state.concurrency = concurrency
 
     def is_running(self) -> bool:
+        """Whether the session's status is a running one (queued, scanning, processing)."""
         return self.state.running
 
     # -- events -----------------------------------------------------------------------------------
@@ -120,13 +121,17 @@ class Job:
         self._progress.request()
 
     def emit_stage(self, name: str) -> None:
+        """Emit stage ``name``'s entry (a ``stage`` event): it started or finished."""
         self.emit(EventType.STAGE, stage=name, **self.state.stage_dict(name))
 
     def finish_stage(self, name: str) -> None:
+        """Mark stage ``name`` completed (every file is done with it), announcing it once."""
         if self.state.stages[name].finish():
             self.emit_stage(name)
 
     def record_error(self, file: str, stage: str, message: str) -> None:
+        """An error entry for ``file`` (display form) in ``stage``: counted, buffered for the errors
+        table and announced (an ``error`` event)."""
         entry = {"file": file, "stage": stage, "message": message, "time": time.time()}
         self.state.add_error(entry)
         self.writer.log.add_error(entry)

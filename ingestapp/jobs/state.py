@@ -162,10 +162,13 @@ class Timing:
     run_done: int = 0  # files done by this run (a resumed session's earlier runs not counted)
 
     def start_run(self) -> None:
+        """A run starts now (the session's first sets ``started_at``)."""
         self.started_at = self.started_at or time.time()
         self.run_started = time.monotonic()
 
     def to_dict(self, total: int, done: int, running: bool) -> dict[str, Any]:
+        """The state's ``timing`` (milliseconds, files per second) with ``done`` of ``total`` files;
+        an ETA only while ``running``."""
         run_seconds = (self.run_ended or time.monotonic()) - self.run_started
         rate = self.run_done / run_seconds if run_seconds > 0 else 0.0
         remaining = total - done
@@ -216,10 +219,12 @@ class JobState:
 
     @property
     def done_files(self) -> int:
+        """Files recorded as items: processed (ok or error) and skipped duplicates."""
         return self.stats["processed_files"] + self.stats["skipped_duplicates"]
 
     @property
     def running(self) -> bool:
+        """Whether the status is a running one (queued, scanning, processing)."""
         return self.status in RUNNING_STATUSES
 
     def count_file(self, status: ItemStatus, item: dict[str, Any]) -> None:
@@ -237,6 +242,7 @@ class JobState:
         self.stats["nsfw_detected"] += bool(item["nsfw"])
 
     def add_error(self, entry: dict[str, Any]) -> None:
+        """Count an error entry (``{file, stage, message, time}``) and keep it among the newest."""
         self.errors.append(entry)
         self.stats["errors"] += 1
 

@@ -56,6 +56,7 @@ class FileTask:
 
     @property
     def key(self) -> str:
+        """The file's key in tasks and results (``path_key`` of its absolute path)."""
         return path_key(self.path)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,10 +103,12 @@ class StageReport:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{stage, message, seconds}``."""
         return {"stage": self.stage, "message": self.message, "seconds": self.seconds}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageReport:
+        """The report of a ``to_dict`` form."""
         return cls(stage=data["stage"], message=data["message"], seconds=data["seconds"])
 
 
@@ -139,6 +142,7 @@ class FileResult:
     died: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the fields by name, ``stages`` as ``StageReport.to_dict`` forms."""
         return {
             "key": self.key, "worker": self.worker, "stages": [r.to_dict() for r in self.stages],
             "sha256": self.sha256, "item": self.item, "died": self.died,
@@ -146,6 +150,7 @@ class FileResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FileResult:
+        """The result of a ``to_dict`` form."""
         return cls(
             key=data["key"], worker=data["worker"], stages=tuple(StageReport.from_dict(r) for r in data["stages"]),
             sha256=data["sha256"], item=data["item"], died=data["died"],

@@ -126,6 +126,7 @@ class FilesTask(FlaskTask):
     so the job is never left waiting for them."""
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        """Celery's hook after the last retry: a ``died`` result for each of the task's files."""
         session_id, run_id, files = args
         redis = self.app.flask_app.extensions["ingest_redis"]
         for file in files:
