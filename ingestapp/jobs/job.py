@@ -72,7 +72,8 @@ class Job:
         self.parameters = parameters
         self.stage_modules = stages.enabled_stages(parameters)
         self.names = [module.NAME for module in self.stage_modules]
-        self.state = JobState(session_id, parameters, [StageName.SCANNING, *self.names], registry.workers)
+        self.state = JobState(session_id=session_id, parameters=parameters,
+                              stage_names=[StageName.SCANNING, *self.names], concurrency=registry.workers)
         self.cancel = CancelFlag()
         self.done_paths: set[bytes] = set()  # path_bytes of the items already stored
         #: Content hashes met by this session: SHA-256 → the file that has it (a duplicate is
