@@ -26,7 +26,8 @@ from typing import Any
 import gevent
 from flask import Flask
 
-from ingestapp.work.remote import HEARTBEAT, WORKER_FRESH, WORKERS_KEY, worker_name
+from ingestapp.work.protocol import worker_name
+from ingestapp.work.remote import HEARTBEAT, WORKER_FRESH, WORKERS_KEY
 
 log = logging.getLogger(__name__)
 

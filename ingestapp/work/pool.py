@@ -10,7 +10,8 @@ process, so stage code runs on plain native threads with plain locks (Pillow, Py
 One file is one task: the job greenlet sends a :class:`~ingestapp.work.protocol.FileTask` over the
 process's pipe and the process runs all the file's stages, sending a
 :class:`~ingestapp.work.protocol.StageReport` after each so the job counts stages and reports errors
-as they happen, then the item fields (``protocol.py`` defines every message, for the work tier too).
+as they happen, then the file's ``FileResult`` (``protocol.py`` defines every message, for the work
+tier too).
 The hub waits on the pipe with ``gevent.socket.wait_read``: it never blocks and never decodes,
 hashes, classifies or thumbnails. A process that dies mid-file (a decoder segfault) closes its end
 of the pipe: the file's wait raises :class:`WorkerDied` and a new process takes its place. A file
@@ -40,7 +41,7 @@ import gevent.socket
 
 from ingestapp.core.paths import display_path, scrub_paths
 from ingestapp.stages.base import FileContext
-from ingestapp.work.protocol import FileResult, FileTask, Identified, StageReport, Started, stops_after
+from ingestapp.work.protocol import FileResult, FileTask, Identified, StageReport, Started, stops_after, worker_name
 
 #: Never ``fork``: a fork of a monkey-patched process inherits the hub and patched locks.
 CONTEXT = multiprocessing.get_context("spawn")
@@ -151,26 +152,23 @@ class _Worker:
         self.process = CONTEXT.Process(target=serve, args=(child, nice), daemon=True, name="ingest-worker")
         self.process.start()  # spawn: fork+exec of a new interpreter; does not wait for it
         child.close()  # the child holds the only other end: its death is EOF here
-        self.name = f"{socket.gethostname()}:{self.process.pid}"
+        self.name = f"{socket.gethostname()}:{self.process.pid}"  # its worker_name()
 
     def run(
         self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon, time_limit: float
     ) -> FileResult:
         self._send(task)
         deadline = time.monotonic() + time_limit + STARTUP  # a new process first loads the model
-        reports: list[StageReport] = []
         while True:
             message = self._receive(abandon, deadline, time_limit)
             if isinstance(message, Started):
                 deadline = time.monotonic() + time_limit
             elif isinstance(message, StageReport):
-                reports.append(message)
                 on_stage(message)
             elif isinstance(message, Identified):
                 self._send(is_duplicate(message.sha256))
-            else:  # the item fields: the file is done
-                return FileResult(key=task.key, worker=self.name, stages=tuple(reports), sha256=message["sha256"],
-                                  item=message)
+            else:  # a FileResult: the file is done
+                return message
 
     def _send(self, message: Any) -> None:
         try:
@@ -238,15 +236,16 @@ def serve(conn: Connection, nice: int) -> None:
         conn.send(run_file(task, conn))
 
 
-def run_file(task: FileTask, conn: Connection) -> dict[str, Any]:
+def run_file(task: FileTask, conn: Connection) -> FileResult:
     """Wait the task's ``delay``, then run its stages in order until ``stops_after`` says so (an
-    error, or a duplicate), sending a ``StageReport`` after each; return the item fields."""
+    error, or a duplicate), sending a ``StageReport`` after each; return the file's result."""
     if task.delay:
         time.sleep(task.delay)  # a plain sleep: this process has no hub
     ctx = FileContext(
         task.path, task.relpath, task.parameters, task.thumbnail_dir,
         real_path=task.real_path, identity=task.identity, media_roots=task.media_roots,
     )
+    reports: list[StageReport] = []
     try:
         for module in (importlib.import_module(name) for name in task.stages):
             started = time.perf_counter()
@@ -256,12 +255,14 @@ def run_file(task: FileTask, conn: Connection) -> dict[str, Any]:
             except Exception as exc:
                 message = error_message(exc, ctx.path_replacements(), task.media_roots)
             report = StageReport(module.NAME, message, time.perf_counter() - started)
+            reports.append(report)
             conn.send(report)
             if stops_after(report, task, lambda: _ask_duplicate(conn, ctx.item["sha256"])):
                 break
     finally:
         ctx.close()
-    return ctx.item
+    return FileResult(key=task.key, worker=worker_name(), stages=tuple(reports), sha256=ctx.item["sha256"],
+                      item=ctx.item)
 
 
 def _ask_duplicate(conn: Connection, sha256: str) -> bool:

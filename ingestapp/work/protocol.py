@@ -21,6 +21,12 @@ from ingestapp.core.parameters import IngestParameters
 from ingestapp.core.vocabulary import StageName
 
 
+def worker_name() -> str:
+    """This process's ``host:pid``: the ``worker`` of a result (a stage process, or a work-tier
+    worker for the files it ran) and a work-tier worker's name in its heartbeats."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def path_key(path: str | Path) -> str:
     """A path's exact bytes in hex (JSON-safe): a file's key in tasks and results."""
     return os.fsencode(path).hex()

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,11 +64,6 @@ BATCH_WAIT = 0.02
 #: Seconds a worker waits for the job's answer to a duplicate question (then it goes on).
 REPLY_WAIT = 30
 KEY_TTL = 3600  # seconds the results stream and answers outlive their last use
-
-
-def worker_name() -> str:
-    """This process's ``host:pid``: the ``worker`` of the items it produces."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def workers_alive(redis: Any) -> int:

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from ingestapp.core.ids import new_id
 from ingestapp.work.pool import FileAbandoned, WorkerDied, WorkPool
-from ingestapp.work.protocol import FileResult, FileTask, StageReport
+from ingestapp.work.protocol import FileResult, FileTask, StageReport, worker_name
 from ingestapp.work.remote import (
     ATTEMPTS_KEY,
     KEY_TTL,
@@ -42,7 +42,6 @@ from ingestapp.work.remote import (
     RUN_KEY,
     send_message,
     send_result,
-    worker_name,
 )
 
 log = logging.getLogger(__name__)
