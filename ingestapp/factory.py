@@ -11,7 +11,7 @@ from ingestapp.cli import commands as cli
 from ingestapp.core.config import load_config
 from ingestapp.events.broker import Broker
 from ingestapp.events.bus import create_bus
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 from ingestapp.store import db
 from ingestapp.store import revision as schema
 from ingestapp.web import api, contract, errors, pages, prometheus

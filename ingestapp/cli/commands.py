@@ -25,7 +25,7 @@ from ingestapp.core.parameters import ParameterError, parse_parameters
 from ingestapp.core.paths import printable
 from ingestapp.core.vocabulary import EventType, SessionStatus
 from ingestapp.events.model import Event, job_event
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 from ingestapp.store.revision import SchemaOutOfDate, require_current
 
 ingest = AppGroup("ingest", help="Ingest media from the command line.")

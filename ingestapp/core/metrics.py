@@ -32,7 +32,8 @@ BUS_RECONNECTS = Counter("ingest_bus_reconnects", "Event-bus reconnections to Re
 BUS_GAPS = Counter("ingest_bus_gaps", "Gaps in a session's seq seen by a bus reader (backfilled from SQL).")
 FILES = Counter("ingest_files", "Files through a stage, by outcome (ok | error).", ["stage", "outcome"])
 STAGE_SECONDS = Histogram(
-    "ingest_stage_duration_seconds", "Wall time of one stage on one file, threadpool hand-off included.",
+    "ingest_stage_duration_seconds", "Wall time of one stage's run on one file, measured in the stage process "
+    "(the pipe, the Redis hop and waiting for a process not included).",
     ["stage"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 

@@ -38,8 +38,8 @@ class StageStatus(StrEnum):
 
 
 class ItemStatus(StrEnum):
-    """An item's ``status``: processed (``ok``), an error entry (``error``), or a duplicate not
-    processed again (``skipped``, with ``skip_duplicates``)."""
+    """An item's ``status``: processed (``ok``), an error entry (``error``), or a duplicate whose
+    later stages did not run (``skipped``)."""
 
     OK = "ok"
     ERROR = "error"

@@ -18,7 +18,7 @@ from ingestapp.core.errors import JobNotFound
 from ingestapp.core.parameters import DEFAULT_PATTERN, ParameterError
 from ingestapp.core.paths import display_path
 from ingestapp.core.vocabulary import LABELS, for_scripts
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, request, url_for
 from ingestapp.accounts.auth import require_api_user
 from ingestapp.accounts.security import same_origin
 from ingestapp.core.errors import ApiError
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 
 bp = Blueprint("api", __name__)
 
