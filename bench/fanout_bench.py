@@ -1,12 +1,12 @@
 """Broker fan-out micro-benchmark: the hub time one event costs per subscribed SSE stream.
 
-In one process, as in a gunicorn gevent worker (monkey-patched, Prometheus multiprocess mode on),
-K ``EventStream``s are subscribed to one session through a real ``Broker``, each on one end of a
-Unix socket pair whose writes a greenlet does the way gunicorn does them (``sendall`` of one HTTP/1.1
-chunk per yielded body chunk). The bench then publishes N events, ``--burst`` at a time as the job's
-writer greenlet does after a commit (``ingestapp.jobs.run.Job.commit``: ``publish`` per event), and
-waits after each burst until every stream has written it. It reports, per delivery (one event to
-one stream):
+In one process, as in a gunicorn gevent worker (monkey-patched, Prometheus multiprocess mode on, the
+app's modules loaded and frozen out of the collector's reach), K ``EventStream``s are subscribed to
+one session through a real ``Broker``, each on one end of a Unix socket pair whose writes a
+greenlet does the way gunicorn does them (``sendall`` of one HTTP/1.1 chunk per yielded body chunk).
+The bench then publishes N events, ``--burst`` at a time as the job's writer greenlet does after a
+commit (``ingestapp.jobs.run.Job.commit``: ``publish`` per event), and waits after each burst until
+every stream has written it. It reports, per delivery (one event to one stream):
 
 * ``publish_us``: the publisher's own time in ``deliver`` (``Broker._on_event``: the fan-out loop,
   what the writer greenlet, and so the next commit and every other greenlet, waits for);
@@ -34,6 +34,7 @@ monkey.patch_all()  # as gunicorn's gevent worker does before it loads the app
 
 # ruff: noqa: E402 (imports after the monkey-patching and the Prometheus directory, on purpose)
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -57,6 +58,7 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 
 from prometheus_client import values
 
+import ingestapp.factory  # noqa: F401 (the worker's modules: its heap is what a collection walks)
 from ingestapp.events.broker import Broker
 from ingestapp.events.model import deliver, make_event
 from ingestapp.events.sse import EventStream, StreamSettings
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best is kept")
     parser.add_argument("--check", action="store_true", help="exit 1 when a figure exceeds its budget")
     args = parser.parse_args(argv)
+    gc.collect()
+    gc.freeze()  # as gunicorn.conf.py's post_worker_init does once the app is loaded
     try:
         rounds = [run_round(args.streams, args.events, args.burst, False) for _ in range(args.repeat)]
         counts = run_round(args.streams, args.events, args.burst, True)
