@@ -93,11 +93,18 @@ def post_worker_init(worker):
     gunicorn's gevent worker waits up to ``graceful_timeout`` for open connections; an SSE
     stream never finishes on its own, so it is closed here instead (browsers reconnect).
     """
+    import gc
+
     import gevent
 
     from ingestapp import shutdown
 
     worker.wsgi.extensions["ingest_jobs"].pool.start()  # warm before the first ingest
+    # The app's ~140,000 objects from its start live as long as the worker: move them out of the
+    # collector's reach (gc.freeze), so a full collection, which pauses the hub and so every stream,
+    # walks only what came later (bench/fanout_bench.py: -1.5 us per delivery at 1,000 streams).
+    gc.collect()
+    gc.freeze()
 
     def watch() -> None:
         while worker.alive:

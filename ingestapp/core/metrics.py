@@ -39,12 +39,23 @@ STAGE_SECONDS = Histogram(
 
 
 class MirroredCounts(Counts):
-    """A ``collections.Counter`` that adds each increase of a known key to its Prometheus counter
-    (so ``broker.counters["events_delivered"] += 1`` feeds both metrics endpoints)."""
+    """A ``collections.Counter`` whose increases of known keys also go to their Prometheus counters,
+    batched: ``flush()`` adds what accumulated since the last flush (the broker calls it once a
+    second and on ``metrics()``). ``broker.counters["events_delivered"] += n`` runs for every chunk of
+    every stream, and a Prometheus increment in multiprocess mode is a lock and an mmap write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unflushed: Counts[str] = Counts()
 
     def __setitem__(self, key: str, value: int) -> None:
         increase = value - self[key]
         super().__setitem__(key, value)
-        counter = STREAM_COUNTERS.get(key)
-        if counter is not None and increase > 0:
-            counter.inc(increase)
+        if increase > 0 and key in STREAM_COUNTERS:
+            self.unflushed[key] += increase
+
+    def flush(self) -> None:
+        """Add the increases since the last flush to the Prometheus counters."""
+        unflushed, self.unflushed = self.unflushed, Counts()
+        for key, increase in unflushed.items():
+            STREAM_COUNTERS[key].inc(increase)
