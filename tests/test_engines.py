@@ -30,6 +30,7 @@ pytestmark = pytest.mark.browser
 FILE_DELAY = 0.15  # seconds per file with one worker: a 30-file job takes about 5 s
 ENV = {"INGEST_FILE_DELAY": str(FILE_DELAY), "INGEST_WORKERS": "1"}
 RUNNING = {str(status) for status in RUNNING_STATUSES}
+PREVIEW_PAGE = 24  # items per preview page (static/preview.js)
 
 #: What a test reads off the progress view, in one round trip.
 SNAPSHOT = """const $ = (id) => document.getElementById(id);
@@ -41,6 +42,13 @@ return {
   connection: $('connection').dataset.connection,
   stats: Object.fromEntries([...document.querySelectorAll('[id^="stat-"]')].map((e) => [e.id.slice(5), e.textContent])),
 };"""
+
+
+#: Record every value the overall bar shows from now on (window.__values), whatever the driver's
+#: round trips cost: a slow driver on a busy machine would miss values a person saw.
+RECORD_VALUES = """window.__values = [document.getElementById('overall-bar').getAttribute('aria-valuenow')];
+new MutationObserver(() => window.__values.push(document.getElementById('overall-bar').getAttribute('aria-valuenow')))
+  .observe(document.getElementById('overall-bar'), {attributes: true, attributeFilter: ['aria-valuenow']});"""
 
 
 @dataclass
@@ -67,7 +75,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     media = tmp_path_factory.mktemp("engines-media")
     for engine in ENGINES:
         write_media(media / engine / "flow", hostile=False)  # the sample set: 15 files, one corrupt
-        write_jpegs(media / engine / "watch", 30)
+        write_jpegs(media / engine / "flow" / "more", 15)  # about 4.5 s in all: long enough to watch
+        write_jpegs(media / engine / "watch", 60)  # about 9 s: a reload and a second tab fit in
+        write_jpegs(media / engine / "short", 20)
     with gunicorn(tmp_path_factory.mktemp("engines-instance"), media, ENV) as server:
         yield Site(server, media)
 
@@ -134,13 +144,19 @@ def test_sign_in_start_live_progress_review_and_import(site: Site, browser: Brow
              " && document.getElementById('connection').dataset.connection === 'live'",
              timeout=5, what="live progress")
     shown = time.monotonic() - clicked
-    assert shown < 2.0, f"{tab.engine}: progress showed {shown:.2f} s after Start"  # 1 s goal; CI is shared
+    print(f"\n{tab.engine}: Start click → live progress seen by the test: {shown * 1000:.0f} ms")
+    # A guard against a stuck page, not the 1 s goal: this includes the driver's round trips and
+    # waits (WebKitWebDriver's click returns after the next page loaded); bench/page_latency.py
+    # measures the time to paint inside the page.
+    assert shown < 3.0, f"{tab.engine}: progress showed {shown:.2f} s after Start"
     session_id = tab.url.rsplit("/", 1)[1]
+    tab.evaluate(RECORD_VALUES)
 
     [samples] = watch(tab)
-    running = [s for s in samples if s["status"] in RUNNING]
-    assert len({s["value"] for s in running}) >= 3, f"{tab.engine}: the bar did not move while running"
-    done = [s["done"] for s in running]
+    values = [float(v) for v in tab.evaluate("return window.__values") if v is not None]
+    assert len(set(values)) >= 4, f"{tab.engine}: the bar did not move while running: {values}"
+    assert values == sorted(values), f"{tab.engine}: the bar went back: {values}"
+    done = [s["done"] for s in samples]
     assert done == sorted(done), f"{tab.engine}: the count went back: {done}"
     final = site.state(session_id)
     assert final["status"] == SessionStatus.COMPLETED
@@ -149,8 +165,10 @@ def test_sign_in_start_live_progress_review_and_import(site: Site, browser: Brow
 
     ok = final["stats"]["processed_files"] - final["stats"]["errors"]
     tab.wait_for_text("#import", f"Import {ok}")
-    tab.wait(f"return document.querySelectorAll('#preview-grid .item').length === {final['total_files']}",
-             what="every file in the preview")
+    tab.wait_for_selector("#import")
+    shown = min(final["total_files"], PREVIEW_PAGE)
+    tab.wait(f"return document.querySelectorAll('#preview-grid .item').length === {shown}",
+             what="the first preview page full")
     tab.screenshot("review")
     tab.click("#import")
     result = tab.wait_for_text("#import-result", "Imported")
@@ -187,7 +205,7 @@ def test_reload_mid_job_and_a_second_tab(site: Site, browser: Browser, tab: Tab)
 
 def test_cancel(site: Site, browser: Browser, tab: Tab) -> None:
     """Cancel stops the running job; the page ends on Cancelled with its stream closed."""
-    session_id = site.start(site.media / tab.engine / "watch")
+    session_id = site.start(site.media / tab.engine / "short")
     tab.goto(f"{site.base}/ingest/{session_id}")
     done_at_least(tab, 2)
     tab.click("#cancel")
@@ -204,23 +222,32 @@ def test_crash_and_recovery(site: Site, browser: Browser, tab: Tab, tmp_path: Pa
     session interrupted, offers Resume, and follows the resumed job to the end."""
     # "localhost", not 127.0.0.1: cookies ignore ports, so this keeps the module site's sign-in.
     instance = tmp_path / "instance"
-    with gunicorn(instance, site.media, ENV) as first:
+    env = {**ENV, "INGEST_JOB_LEASE": "2"}  # the dead server's lease expires 2 s after its last renewal
+    with gunicorn(instance, site.media, env) as first:
         base = f"http://localhost:{first.port}"
         sign_in(tab, base, first.username, first.password)
-        body = {"parameters": {"directory": str(site.media / tab.engine / "watch"), "enable_nsfw_detection": False,
+        body = {"parameters": {"directory": str(site.media / tab.engine / "short"), "enable_nsfw_detection": False,
                                "skip_duplicates": False}}
         session_id = first.request("POST", "/api/ingest/process", body)[1]["session_id"]
         tab.goto(f"{base}/ingest/{session_id}")
         done_at_least(tab, 3)
+        started = time.monotonic()
         first.kill_group()  # master and worker at once: no shutdown code runs
-    with gunicorn(instance, site.media, ENV, port=first.port) as second:
+        killed = time.monotonic()
+    with gunicorn(instance, site.media, env, port=first.port) as second:
+        restarted = time.monotonic()
         tab.wait_for_selector(f"#status[data-status='{SessionStatus.INTERRUPTED}']", timeout=30)
+        print(f"\n{tab.engine}: restarted {restarted - killed:.1f} s after the kill, "
+              f"interrupted shown {time.monotonic() - restarted:.1f} s after that")
         tab.wait_for_selector("#resume")
         tab.screenshot("interrupted")
         tab.click("#resume")
         tab.wait(f"return document.getElementById('status').dataset.status !== '{SessionStatus.INTERRUPTED}'",
                  what="the resumed job")
+        resumed = time.monotonic()
         watch(tab)
+        ended = time.monotonic() - resumed
+        print(f"{tab.engine}: resumed {resumed - started:.1f} s after the kill, ended {ended:.1f} s later")
         final = second.request("GET", f"/api/ingest/status/{session_id}")[1]
         assert final["status"] == SessionStatus.COMPLETED
         assert_matches_server(tab, final)
