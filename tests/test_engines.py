@@ -2,10 +2,10 @@
 
 Sign in, start from the form, live progress, review and import; reload mid-job and a second tab;
 cancel; a crash (kill -9 of the server, restarted on the same port) the open page recovers from
-with Resume. One gunicorn serves the module (each engine gets its own media folders, so an import
-in one engine does not turn the next engine's import into updates); each engine's browser signs
-in once. Chromium-only checks (axe, CSP, keyboard paths, layouts) stay in tests/test_browser.py.
-Screenshots go to test-artifacts/<engine>-<name>.png.
+with Resume. Each engine gets its own gunicorn and media (what one engine imported would be
+duplicates in the next) shared by its tests, and its browser signs in once. Chromium-only checks
+(axe, CSP, keyboard paths, layouts) stay in tests/test_browser.py. Screenshots go to
+test-artifacts/<engine>-<name>.png.
 """
 
 from __future__ import annotations
@@ -70,23 +70,28 @@ class Site:
         return self.server.request("GET", f"/api/ingest/status/{session_id}")[1]
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    media = tmp_path_factory.mktemp("engines-media")
-    for engine in ENGINES:
-        write_media(media / engine / "flow", hostile=False)  # the sample set: 15 files, one corrupt
-        write_jpegs(media / engine / "flow" / "more", 15)  # about 4.5 s in all: long enough to watch
-        write_jpegs(media / engine / "watch", 60)  # about 9 s: a reload and a second tab fit in
-        write_jpegs(media / engine / "short", 20)
-    with gunicorn(tmp_path_factory.mktemp("engines-instance"), media, ENV) as server:
+def site(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A server per engine: the same sample files imported by one engine would be duplicates in the next."""
+    media = tmp_path_factory.mktemp(f"{engine}-media")
+    write_media(media / "flow", hostile=False)  # the sample set: 15 files, one corrupt
+    write_jpegs(media / "flow" / "more", 15)  # about 4.5 s in all: long enough to watch
+    write_jpegs(media / "watch", 60)  # about 9 s: a reload and a second tab fit in
+    write_jpegs(media / "short", 20)
+    with gunicorn(tmp_path_factory.mktemp(f"{engine}-instance"), media, ENV) as server:
         yield Site(server, media)
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def browser(request: pytest.FixtureRequest, site: Site) -> Iterator[Browser]:
+@pytest.fixture(scope="module")
+def browser(engine: str, site: Site) -> Iterator[Browser]:
     """The engine's browser, signed in to the site through /login in its first tab (kept open: a
     WebDriver session ends with its last window)."""
-    with launch(request.param) as browser:
+    with launch(engine) as browser:
         sign_in(browser.new_tab(), site.base, site.server.username, site.server.password)
         yield browser
 
@@ -133,7 +138,7 @@ def test_sign_in_start_live_progress_review_and_import(site: Site, browser: Brow
     """Signed in (the fixture used /login), start from the form, watch it live, import."""
     tab.goto(site.base + "/")
     assert tab.evaluate("return location.pathname") == "/", "the signed-in browser was sent to /login"
-    directory = site.media / tab.engine / "flow"
+    directory = site.media / "flow"
     tab.fill("#directory", str(directory))
     tab.click("#enable_nsfw_detection")  # off: keeps the test fast
     assert tab.evaluate("return document.getElementById('enable_nsfw_detection').checked") is False
@@ -179,7 +184,7 @@ def test_sign_in_start_live_progress_review_and_import(site: Site, browser: Brow
 
 def test_reload_mid_job_and_a_second_tab(site: Site, browser: Browser, tab: Tab) -> None:
     """A reload never goes back in time and stays live; a second tab follows the same job to the end."""
-    session_id = site.start(site.media / tab.engine / "watch")
+    session_id = site.start(site.media / "watch")
     url = f"{site.base}/ingest/{session_id}"
     tab.goto(url)
     done_at_least(tab, 4)
@@ -205,7 +210,7 @@ def test_reload_mid_job_and_a_second_tab(site: Site, browser: Browser, tab: Tab)
 
 def test_cancel(site: Site, browser: Browser, tab: Tab) -> None:
     """Cancel stops the running job; the page ends on Cancelled with its stream closed."""
-    session_id = site.start(site.media / tab.engine / "short")
+    session_id = site.start(site.media / "watch")
     tab.goto(f"{site.base}/ingest/{session_id}")
     done_at_least(tab, 2)
     tab.click("#cancel")
@@ -226,7 +231,7 @@ def test_crash_and_recovery(site: Site, browser: Browser, tab: Tab, tmp_path: Pa
     with gunicorn(instance, site.media, env) as first:
         base = f"http://localhost:{first.port}"
         sign_in(tab, base, first.username, first.password)
-        body = {"parameters": {"directory": str(site.media / tab.engine / "short"), "enable_nsfw_detection": False,
+        body = {"parameters": {"directory": str(site.media / "short"), "enable_nsfw_detection": False,
                                "skip_duplicates": False}}
         session_id = first.request("POST", "/api/ingest/process", body)[1]["session_id"]
         tab.goto(f"{base}/ingest/{session_id}")
