@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -228,13 +229,21 @@ def machine() -> dict[str, Any]:
 
 
 def browser_versions() -> dict[str, str]:
+    """The engines' versions as their packages report them, and the driver packages'."""
     from importlib.metadata import version
 
-    from tests.engines import minibrowser
+    def run(*command: str) -> str:
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
+        except OSError:
+            return "absent"
 
-    webkit = minibrowser()
-    return {"playwright": version("playwright"), "marionette-driver": version("marionette-driver"),
-            "selenium": version("selenium"), "webkit2gtk": webkit.parent.name if webkit else "absent"}
+    return {
+        "chromium": run("/usr/bin/chromium", "--version"), "firefox": run("/usr/bin/firefox-esr", "--version"),
+        "webkit2gtk": "libwebkit2gtk-4.1-0 " + run("dpkg-query", "-W", "-f=${Version}", "libwebkit2gtk-4.1-0"),
+        "drivers": f"playwright {version('playwright')}, marionette-driver {version('marionette-driver')}, "
+                   f"selenium {version('selenium')}",
+    }
 
 
 def markdown(results: dict[str, Any], out: Path) -> str:
@@ -259,7 +268,7 @@ def markdown(results: dict[str, Any], out: Path) -> str:
         f"--file-delay {results['file_delay']} --docs",
         "```", "",
         f"Run {results['started']} on {m['nproc']} cores ({m['cpu']}), Python {m['python']}, kernel {m['kernel']}; "
-        f"{', '.join(f'{k} {v}' for k, v in m['browsers'].items())}. The machine was shared with other "
+        f"{'; '.join(m['browsers'].values())}. The machine was shared with other "
         f"engineers' test runs (1-minute load before → after in the table). Raw: `{out.relative_to(REPO)}`. "
         "Method: the docstring of `bench/page_latency.py`. Targets: painted p99 ≤ 100 ms (50 ms goal), "
         "Start → first progress painted ≤ 300 ms.", "",
