@@ -153,7 +153,7 @@ def test_sign_in_start_live_progress_review_and_import(site: Site, browser: Brow
     # A guard against a stuck page, not the 1 s goal: this includes the driver's round trips and
     # waits (WebKitWebDriver's click returns after the next page loaded); bench/page_latency.py
     # measures the time to paint inside the page.
-    assert shown < 3.0, f"{tab.engine}: progress showed {shown:.2f} s after Start"
+    assert shown < 5.0, f"{tab.engine}: progress showed {shown:.2f} s after Start"
     session_id = tab.url.rsplit("/", 1)[1]
     tab.evaluate(RECORD_VALUES)
 
@@ -188,22 +188,23 @@ def test_reload_mid_job_and_a_second_tab(site: Site, browser: Browser, tab: Tab)
     url = f"{site.base}/ingest/{session_id}"
     tab.goto(url)
     done_at_least(tab, 4)
-    before = tab.evaluate(SNAPSHOT)["done"]
-    tab.reload()
-    assert tab.evaluate(SNAPSHOT)["done"] >= before, "the reload went back in time"
-    done_at_least(tab, before + 1)
-    tab.screenshot("progress")
-
-    second = browser.new_tab()
+    second = browser.new_tab()  # opened first: a slow engine on a busy machine must still see the job run
     try:
         second.goto(url)
         second.wait("return document.getElementById('connection').dataset.connection === 'live'", what="live")
-        runs = watch(tab, second)
+        second.evaluate(RECORD_VALUES)
+        before = tab.evaluate(SNAPSHOT)["done"]
+        tab.reload()
+        assert tab.evaluate(SNAPSHOT)["done"] >= before, "the reload went back in time"
+        done_at_least(tab, before + 1)
+        tab.screenshot("progress")
+        watch(tab, second)
         final = site.state(session_id)
         assert final["status"] == SessionStatus.COMPLETED
-        for page, run in zip((tab, second), runs, strict=True):
+        for page in (tab, second):
             assert_matches_server(page, final)
-            assert len({s["done"] for s in run}) >= 2, f"{page.engine}: a tab did not follow the job"
+        values = [float(v) for v in second.evaluate("return window.__values") if v is not None]
+        assert len(set(values)) >= 3 and values == sorted(values), f"{tab.engine}: the second tab did not follow"
     finally:
         second.close()
 
