@@ -114,7 +114,8 @@ def main() -> None:
             with gunicorn(Path(work) / f"instance-{engine}", media, env) as server, launch(engine) as browser:
                 raw = measure(server, browser, media / "burst", timeout=60 + args.files * args.file_delay * 4)
             results["engines"][engine] = {**analyse(raw), "load_1min": [load_before, os.getloadavg()[0]]}
-            print(f"{engine}: {json.dumps(results['engines'][engine])}", flush=True)
+            summary = {k: v for k, v in results["engines"][engine].items() if k != "raw"}
+            print(f"{engine}: {json.dumps(summary)}", flush=True)
     out = REPO / "bench" / "results" / f"page-latency-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -176,15 +177,25 @@ def replay(server: Server, session_id: str) -> list[dict[str, Any]]:
 
 
 def analyse(raw: dict[str, Any]) -> dict[str, Any]:
-    """Latencies (ms) per distinct progress value; the rate; Start → first paint (Chromium)."""
+    """Latencies (ms) per distinct progress value; the rate; Start → first paint (Chromium).
+
+    Only values emitted once the scan had counted every file (``total_files`` final) are measured:
+    while the scan runs ahead, the total grows and the percentage can fall (1 of 2 files is 50%),
+    so "the first painted value at least as large" would match an early, larger value. Paints
+    before the first such event are left out for the same reason."""
     page = raw["page"]
-    paints = [(float(v), dom, frame) for v, dom, frame, _ in page["paints"] if v is not None and frame is not None]
+    # The overall progress: ``stage`` events carry a ``progress_percent`` of their own stage.
+    progress = [e for e in raw["events"] if e.get("progress_percent") is not None and "total_files" in e]
+    total = progress[-1]["total_files"]
+    final = [e for e in progress if e["total_files"] == total]
     recorder_at = page["recorderAt"] / 1000
+    since = max(recorder_at, final[0]["emitted_at"]) if final else recorder_at
     first_of: dict[float, float] = {}
-    for event in raw["events"]:
-        if event.get("progress_percent") is not None:
-            first_of.setdefault(float(event["progress_percent"]), event["emitted_at"])
+    for event in final:
+        first_of.setdefault(float(event["progress_percent"]), event["emitted_at"])
     measured = {p: t for p, t in first_of.items() if t >= recorder_at}
+    paints = [(float(v), dom, frame) for v, dom, frame, _ in page["paints"]
+              if v is not None and frame is not None and dom >= since * 1000]
     painted, dom, missing = [], [], 0
     for percent, emitted in sorted(measured.items()):
         shown = next(((d, f) for value, d, f in paints if value >= percent), None)
@@ -199,11 +210,14 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         "skipped_before_recorder": len(first_of) - len(measured),
         "files_per_s": round((len(files) - 1) / (files[-1] - files[0]), 1) if len(files) > 1 else None,
         "painted_ms": quantiles(painted), "dom_ms": quantiles(dom),
-        "stream_arrival_ms": quantiles([at - t * 1000 for t, at in page["arrivals"] if t >= recorder_at]),
+        "stream_arrival_ms": quantiles([at - t * 1000 for t, at in page["arrivals"] if t >= since]),
         "clock_skew_ms": round(page["skew"], 1),
+        "raw": {"paints": page["paints"], "arrivals": page["arrivals"],
+                "progress": [[e["progress_percent"], e["emitted_at"], e["total_files"]] for e in progress]},
     }
     if raw["chromium"] and page["clickedAt"]:
-        result.update(start_breakdown(raw["events"], paints, page))
+        all_paints = [(float(v), d, f) for v, d, f, _ in page["paints"] if v is not None and f is not None]
+        result.update(start_breakdown(raw["events"], all_paints, page))
     return result
 
 
@@ -213,7 +227,8 @@ def start_breakdown(events: list[dict[str, Any]], paints: list[tuple[float, floa
     navigation start, its first frame, the server emitting the first progress above 0."""
     clicked = page["clickedAt"]
     first_paint = next((f for value, _, f in paints if value > 0), None)
-    first_event = next((e["emitted_at"] for e in events if (e.get("progress_percent") or 0) > 0), None)
+    first_event = next((e["emitted_at"] for e in events if "total_files" in e and (e.get("progress_percent") or 0) > 0),
+                       None)
     return {
         "start_to_first_progress_painted_ms": round(first_paint - clicked, 1) if first_paint else None,
         "start_breakdown_ms": {
