@@ -15,7 +15,7 @@ from ingestapp.events.bus import create_bus
 from ingestapp.jobs.run import JobRegistry
 from ingestapp.store import db
 from ingestapp.store import revision as schema
-from ingestapp.web import api, contract, pages, prometheus
+from ingestapp.web import api, contract, pages, prometheus, similar
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -50,6 +50,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     security.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(similar.bp)
     app.register_blueprint(prometheus.bp)
     app.register_blueprint(contract.bp)
     app.register_blueprint(pages.bp)

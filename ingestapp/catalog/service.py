@@ -11,6 +11,7 @@ from flask import url_for
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, delete, func, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from ingestapp.catalog.similar import DEFAULT_DISTANCE, similar_entry_ids
 from ingestapp.core.errors import JobConflict
 from ingestapp.core.ids import new_id
 from ingestapp.core.parameters import VIDEO_EXTENSIONS, ParameterError
@@ -162,6 +163,7 @@ def _fill_entry(entry: CatalogEntry, item: Item, now: float) -> None:
     entry.fields = fields
     entry.committed_at = now
     entry.score = fields.get("score")
+    entry.phash = item.phash
     entry.taken_at = metadata.get("datetime_original")
     entry.has_gps = bool(metadata.get("gps"))
     entry.media_type = _media_type(item.path, fields.get("mime_type"))
@@ -201,6 +203,7 @@ class CatalogQuery:
     taken_from: datetime.date | None = None
     taken_to: datetime.date | None = None  # inclusive
     sort: str = "added"
+    similar_to: str = ""  # a catalog entry id: only the entries similar to it (catalog/similar.py)
 
 
 def parse_catalog_query(args: Any) -> CatalogQuery:
@@ -237,14 +240,27 @@ def parse_catalog_query(args: Any) -> CatalogQuery:
     if sort not in CATALOG_SORTS:
         raise ParameterError(f"sort must be one of {', '.join(CATALOG_SORTS)}", "sort")
     values["sort"] = sort
+    values["similar_to"] = args.get("similar_to", "").strip()
     return CatalogQuery(**values)
 
 
-def query_catalog(engine: Engine, query: CatalogQuery, offset: int, limit: int) -> dict[str, Any]:
+def query_catalog(
+    engine: Engine, query: CatalogQuery, offset: int, limit: int, similar_distance: int = DEFAULT_DISTANCE
+) -> dict[str, Any]:
     """Catalog entries matching every filter of ``query``, in its sort order (highest or newest
     first, ties by path): ``{"items": [...], "total"}``. ``q`` matches as ``text_match`` says;
-    ``keyword`` is one exact keyword (case-insensitive); the date range is on the date taken."""
+    ``keyword`` is one exact keyword (case-insensitive); the date range is on the date taken;
+    ``similar_to`` keeps the entries within ``similar_distance`` bits of that entry's hash.
+
+    Raises:
+        ParameterError: ``similar_to`` names no catalog entry (field ``similar_to``).
+    """
     select_entries = select(CatalogEntry)
+    if query.similar_to:
+        similar = similar_entry_ids(engine, query.similar_to, similar_distance)
+        if similar is None:
+            raise ParameterError("no catalog entry with this id", "similar_to")
+        select_entries = select_entries.where(CatalogEntry.id.in_(similar))
     if query.q:
         select_entries = select_entries.where(text_match(engine.dialect.name, query.q))
     if query.keyword:

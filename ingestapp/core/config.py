@@ -62,6 +62,8 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "TASK_INFLIGHT": int(env.get("INGEST_TASK_INFLIGHT", 256)),
         "TASK_VISIBILITY_TIMEOUT": float(env["INGEST_TASK_VISIBILITY_TIMEOUT"])
         if env.get("INGEST_TASK_VISIBILITY_TIMEOUT") else None,
+        # Hamming bits up to which two pictures count as the same (issue 19, docs/similar.md).
+        "SIMILAR_DISTANCE": int(env.get("INGEST_SIMILAR_DISTANCE", 14)),
         # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
         "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
     }

@@ -617,6 +617,7 @@ class Job(JobState):
                 "path_bytes": os.fsencode(relpath),
                 "status": status,
                 "sha256": item["sha256"],
+                "phash": item.get("phash"),
                 "fields": item,
                 "errors": errors,
                 "worker": worker,

@@ -371,7 +371,8 @@ def catalog() -> Response:
     ``taken_from``/``taken_to`` (YYYY-MM-DD), ``sort`` (added, taken, rating, score)."""
     query = parse_catalog_query(request.args)
     page = request.context.query
-    return jsonify(query_catalog(registry().engine, query, page.offset, page.limit))
+    distance = current_app.config["SIMILAR_DISTANCE"]
+    return jsonify(query_catalog(registry().engine, query, page.offset, page.limit, distance))
 
 
 @bp.get("/api/catalog/keywords")

@@ -93,6 +93,7 @@ class CatalogQuery(PageQuery):
     taken_from: datetime.date | SkipJsonSchema[None] = _optional("taken on or after this date (YYYY-MM-DD)")
     taken_to: datetime.date | SkipJsonSchema[None] = _optional("taken on or before this date (YYYY-MM-DD)")
     sort: CatalogSort = Field("added", description="newest or highest first: added, taken, rating, score")
+    similar_to: str | SkipJsonSchema[None] = _optional("a catalog entry id: only the entries showing the same picture")
 
 
 class KeywordsQuery(_Query):
@@ -320,6 +321,8 @@ class MediaFields(BaseModel):
     nsfw_score: float | None = Field(description="0 to 1")
     nsfw: bool | None
     thumbnail_url: str | None
+    phash: str | None = Field(None, description="perceptual hash, 16 hex digits (null: not hashed)")
+    sharpness: float | None = Field(None, description="variance of the Laplacian of the small preview")
 
 
 class FileError(BaseModel):

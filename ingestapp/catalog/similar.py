@@ -1,0 +1,238 @@
+"""Similar pictures (issue 19): a session's items that show the same picture, the catalog entries
+they match, and the catalog entries similar to one entry.
+
+Two pictures are similar when the Hamming distance of their 64-bit perceptual hashes
+(``stages/similar.py``: ``phash``, 16 hex digits) is at most ``INGEST_SIMILAR_DISTANCE`` bits
+(default :data:`DEFAULT_DISTANCE`, chosen on the test set of ``bench/similar_set.py``; see
+``docs/similar.md``). Nearby hashes are found with multi-index hashing (Norouzi, Punjani and Fleet,
+"Fast Search in Hamming Space with Multi-Index Hashing", CVPR 2012): the hash is cut into
+:data:`CHUNKS` chunks of 16 bits; two hashes within ``d`` bits differ by at most ``d // CHUNKS``
+bits in at least one chunk (pigeonhole), so probing each chunk's table with every key within that
+radius finds every pair, with no comparison of all pairs. The candidates are then checked on all
+64 bits.
+
+Grouping is the connected components of the "similar" relation among a session's ``ok`` items
+(errors and skipped exact duplicates never take part), except that two items of one RAW+JPEG pair
+(the same ``pair_id``, where items have one) never count as similar: a pair is one picture.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sqlalchemy import Engine, select
+
+from ingestapp.core.vocabulary import ItemStatus
+from ingestapp.store.models import CatalogEntry, Item
+
+#: Hamming distance, in bits, up to which two pictures count as the same (INGEST_SIMILAR_DISTANCE).
+DEFAULT_DISTANCE = 14
+CHUNKS = 4
+CHUNK_BITS = 16
+_CHUNK_VALUES = 1 << CHUNK_BITS
+#: Probe keys handled per numpy step (bounds the temporary arrays to a few tens of MB).
+_BLOCK = 1 << 20
+
+
+def parse_phash(text: str | None) -> int | None:
+    """The 64-bit integer of a 16-hex-digit ``phash``; None for None or anything else."""
+    if not text or len(text) != 16:
+        return None
+    try:
+        return int(text, 16)
+    except ValueError:
+        return None
+
+
+def as_array(hashes: Iterable[int]) -> np.ndarray:
+    """64-bit hashes as a numpy ``uint64`` array."""
+    return np.fromiter(hashes, dtype=np.uint64)
+
+
+def _flip_masks(radius: int) -> np.ndarray:
+    """Every 16-bit value with at most ``radius`` bits set (the keys within ``radius`` of 0)."""
+    masks = [0]
+    for r in range(1, min(radius, CHUNK_BITS) + 1):
+        masks.extend(sum(1 << b for b in bits) for bits in itertools.combinations(range(CHUNK_BITS), r))
+    return np.array(masks, dtype=np.uint64)
+
+
+def _chunk(hashes: np.ndarray, c: int) -> np.ndarray:
+    return ((hashes >> np.uint64(c * CHUNK_BITS)) & np.uint64(_CHUNK_VALUES - 1)).astype(np.int64)
+
+
+class HashIndex:
+    """A multi-index over 64-bit hashes: per chunk, the hashes sorted by that chunk's value and
+    where each value starts (a table of 65,537 offsets). Building is O(n log n)."""
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        self.hashes = hashes.astype(np.uint64, copy=False)
+        self._order: list[np.ndarray] = []
+        self._starts: list[np.ndarray] = []
+        for c in range(CHUNKS):
+            values = _chunk(self.hashes, c)
+            order = np.argsort(values, kind="stable")
+            self._order.append(order)
+            self._starts.append(np.searchsorted(values[order], np.arange(_CHUNK_VALUES + 1)))
+
+    def within(self, queries: np.ndarray, distance: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``(query position, hash position)`` whose hashes differ in at most ``distance``
+        bits, each pair once, as two ``int64`` arrays of equal length."""
+        masks = _flip_masks(distance // CHUNKS)
+        queries = queries.astype(np.uint64, copy=False)
+        step = max(1, _BLOCK // len(masks))
+        found: list[np.ndarray] = []
+        for start in range(0, len(queries), step):
+            block = queries[start:start + step]
+            for c in range(CHUNKS):
+                q, h = self._probe(block, c, masks)
+                close = np.bitwise_count(block[q] ^ self.hashes[h]) <= distance
+                found.append((q[close] + start) * len(self.hashes) + h[close])
+        pairs = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+        return pairs // max(len(self.hashes), 1), pairs % max(len(self.hashes), 1)
+
+    def _probe(self, block: np.ndarray, c: int, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates: the block's queries and the hashes whose chunk ``c`` is within the masks."""
+        keys = (_chunk(block, c)[:, None] ^ masks[None, :].astype(np.int64)).ravel()
+        starts = self._starts[c]
+        first, counts = starts[keys], starts[keys + 1] - starts[keys]
+        hit = np.flatnonzero(counts)
+        counts = counts[hit]
+        total = int(counts.sum())
+        if total == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        query = np.repeat(hit // len(masks), counts)
+        offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        return query, self._order[c][np.repeat(first[hit], counts) + offset]
+
+
+def components(count: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The connected component label (0..k-1) of each of ``count`` nodes joined by the edges
+    ``left[i] - right[i]``."""
+    graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(count, count))
+    return connected_components(graph, directed=False)[1]
+
+
+def group_hashes(hashes: np.ndarray, distance: int) -> np.ndarray:
+    """The group label of each hash: hashes within ``distance`` bits, directly or through a chain
+    of others, share one (the benchmark's whole-catalog grouping)."""
+    left, right = HashIndex(hashes).within(hashes, distance)
+    return components(len(hashes), left, right)
+
+
+# -- a session's groups -----------------------------------------------------------------------------
+
+
+def session_groups(engine: Engine, session_id: str, distance: int) -> dict[str, Any]:
+    """``{"groups": [{"item_ids", "keep", "exclude", "catalog_ids"}]}``: the session's ok items
+    that show the same picture (two or more), or one item that matches catalog entries.
+
+    ``keep`` is the suggested keeper: most pixels, then sharpest, then largest file, then first
+    path. ``exclude`` is what "keep the best" leaves out: the others, except items of a RAW+JPEG
+    pair (never hidden by a similar group). ``catalog_ids`` are the catalog entries within
+    ``distance`` of any item of the group (entries imported from this session are left out: they
+    are these items). Groups are ordered by the keeper's path; ids within a group by path.
+    """
+    items = _session_items(engine, session_id)
+    catalog = _catalog_hashes(engine, session_id)
+    if not items:
+        return {"groups": []}
+    hashes = as_array(item["hash"] for item in items)
+    left, right = HashIndex(hashes).within(hashes, distance)
+    apart = [_pair_id(items[a]) is not None and _pair_id(items[a]) == _pair_id(items[b])
+             for a, b in zip(left, right, strict=True)]
+    keep_edge = (left != right) & ~np.array(apart, dtype=bool)
+    labels = components(len(items), left[keep_edge], right[keep_edge])
+    matches: dict[int, set[str]] = {}
+    if catalog:
+        found, entry = HashIndex(as_array(h for _, h in catalog)).within(hashes, distance)
+        for i, e in zip(found.tolist(), entry.tolist(), strict=True):
+            matches.setdefault(int(labels[i]), set()).add(catalog[e][0])
+    members: dict[int, list[dict[str, Any]]] = {}
+    for item, label in zip(items, labels.tolist(), strict=True):
+        members.setdefault(label, []).append(item)
+    groups = [_group(group, sorted(matches.get(label, ()))) for label, group in members.items()
+              if len(group) > 1 or label in matches]
+    return {"groups": sorted(groups, key=lambda g: g.pop("_keeper_path"))}
+
+
+def _group(members: list[dict[str, Any]], catalog_ids: list[str]) -> dict[str, Any]:
+    members.sort(key=lambda item: item["path"])
+    keeper = max(members, key=lambda item: (item["pixels"], item["sharpness"], item["size"], -members.index(item)))
+    return {
+        "item_ids": [item["id"] for item in members],
+        "keep": keeper["id"],
+        "exclude": [item["id"] for item in members if item is not keeper and _pair_id(item) is None],
+        "catalog_ids": catalog_ids,
+        "_keeper_path": keeper["path"],
+    }
+
+
+def _pair_id(item: dict[str, Any]) -> str | None:
+    return item["pair_id"]
+
+
+def _session_items(engine: Engine, session_id: str) -> list[dict[str, Any]]:
+    """The session's ok items that have a hash, with what choosing the keeper needs. ``pair_id``
+    is read from the ``items.pair_id`` column where the schema has one (RAW+JPEG pairs, issue
+    18), else from the item's fields."""
+    pair_column = getattr(Item, "pair_id", None)
+    columns = [Item.id, Item.path, Item.phash, Item.fields] + ([pair_column] if pair_column is not None else [])
+    with engine.connect() as conn:
+        rows = conn.execute(select(*columns).where(
+            Item.session_id == session_id, Item.status == ItemStatus.OK, Item.phash.is_not(None)
+        )).all()
+    items = []
+    for row in rows:
+        fields = row.fields or {}
+        value = parse_phash(row.phash)
+        if value is None:
+            continue
+        items.append({
+            "id": row.id, "path": row.path, "hash": value,
+            "pixels": (fields.get("width") or 0) * (fields.get("height") or 0),
+            "sharpness": fields.get("sharpness") or 0.0,
+            "size": fields.get("size_bytes") or 0,
+            "pair_id": getattr(row, "pair_id", None) if pair_column is not None else fields.get("pair_id"),
+        })
+    return items
+
+
+def _catalog_hashes(engine: Engine, session_id: str) -> list[tuple[str, int]]:
+    """``(entry id, hash)`` of the catalog entries that have a hash and were not imported from
+    ``session_id``."""
+    own = select(Item.id).where(Item.session_id == session_id)
+    with engine.connect() as conn:
+        rows = conn.execute(select(CatalogEntry.id, CatalogEntry.phash).where(
+            CatalogEntry.phash.is_not(None), CatalogEntry.item_id.not_in(own)
+        )).all()
+    return [(row.id, value) for row in rows if (value := parse_phash(row.phash)) is not None]
+
+
+# -- the catalog ------------------------------------------------------------------------------------
+
+
+def similar_entry_ids(engine: Engine, entry_id: str, distance: int) -> list[str] | None:
+    """The ids of the catalog entries within ``distance`` bits of entry ``entry_id`` (not itself),
+    nearest first; ``[]`` when it has no hash, None when there is no such entry."""
+    with engine.connect() as conn:
+        found = conn.execute(select(CatalogEntry.phash).where(CatalogEntry.id == entry_id)).first()
+        if found is None:
+            return None
+        target = parse_phash(found.phash)
+        if target is None:
+            return []
+        rows = conn.execute(select(CatalogEntry.id, CatalogEntry.phash).where(
+            CatalogEntry.phash.is_not(None), CatalogEntry.id != entry_id)).all()
+    entries = [(row.id, value) for row in rows if (value := parse_phash(row.phash)) is not None]
+    if not entries:
+        return []
+    # One query: a vectorized pass over the hashes is cheaper than building an index.
+    distances = np.bitwise_count(as_array(h for _, h in entries) ^ np.uint64(target))
+    near = np.flatnonzero(distances <= distance)
+    return [entries[e][0] for e in sorted(near.tolist(), key=lambda e: (int(distances[e]), entries[e][0]))]
