@@ -1,13 +1,15 @@
 """Similar pictures before import (issue 19): the perceptual hash, the index, the API, the catalog.
 
 Real photos of ``../shared/corpus/camera-samples`` and variants the tests write (resized,
-recompressed, blurred, turned by EXIF orientation, brightened).
+recompressed, blurred, turned by EXIF orientation), and the pages in headless Chromium.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +22,16 @@ from ingestapp.core.parameters import IngestParameters
 from ingestapp.stages import similar, thumbnail
 from ingestapp.stages.base import FileContext
 from ingestapp.store.models import Item
+from tests.browser_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SignedInBrowser,
+    assert_accessible,
+    require_chromium,
+)
 from tests.factories import start, wait_for
+from tests.servers import Server, gunicorn
 
 PHOTO = CORPUS / "Nikon_D70.jpg"
 OTHER = CORPUS / "Canon_40D.jpg"
@@ -213,3 +224,90 @@ def test_similar_of_an_unknown_session_is_404(client) -> None:
 
 def test_similar_needs_credentials(anon_client) -> None:
     assert anon_client.get("/api/ingest/nosuchsession/similar").status_code == 401
+
+
+# -- the pages (headless Chromium against the real gunicorn) -------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    require_chromium()
+    media = tmp_path / "media"
+    variants(media / "sim" / "one")  # five copies of one photo, and another photo (z_other.jpg)
+    second = media / "sim" / "two"
+    second.mkdir()
+    shutil.copyfile(CORPUS / "Pentax_K10D.jpg", second / "full.jpg")
+    with Image.open(second / "full.jpg") as im:
+        im.convert("RGB").resize((im.width // 2, im.height // 2)).save(second / "half.jpg", quality=80)
+    with gunicorn(tmp_path / "instance", media, {"INGEST_WORKERS": "1"}) as server:
+        yield server, media
+
+
+def wait_for_import_count(page: Any, count: int) -> None:
+    page.wait_for_function("(n) => document.getElementById('import').textContent === `Import ${n}`", arg=count,
+                           timeout=15_000)
+
+
+@needs_corpus
+@pytest.mark.browser
+def test_similar_filter_keep_the_best_and_catalog_similar_pictures(served: tuple[Server, Path]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    server, media = served
+    status, answer = server.request("POST", "/api/ingest/process", {"parameters": {
+        "directory": str(media / "sim"), "enable_nsfw_detection": False}})
+    assert status == 202, answer
+    session_id = answer["session_id"]
+    base = f"http://127.0.0.1:{server.port}"
+    with sync_playwright() as playwright:
+        browser = SignedInBrowser(playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS),
+                                  base, server.username, server.password)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            page = context.new_page()
+            script_errors: list[str] = []
+            page.on("pageerror", lambda exc: script_errors.append(str(exc)))
+            page.goto(f"{base}/ingest/{session_id}")
+            page.locator("#status[data-status='completed']").wait_for(timeout=60_000)
+            wait_for_import_count(page, 8)
+            page.wait_for_function("() => document.getElementById('count-similar').textContent === '2'")
+            assert page.text_content("#similar-count") == "2"
+
+            page.get_by_role("button", name="Similar").click()
+            assert page.get_attribute("#similar-filter", "aria-pressed") == "true"
+            groups = page.locator("#similar-groups .similar-group")
+            groups.nth(1).wait_for()
+            assert groups.count() == 2 and page.locator("#preview-grid").is_hidden()
+            first = groups.nth(0)
+            assert first.locator(".item").count() == 5
+            assert first.locator(".item.is-keeper .path").text_content() == "sim/one/a_original.jpg"
+            assert first.locator(".tag.keeper").count() == 1
+            assert groups.nth(1).locator(".item.is-keeper .path").text_content() == "sim/two/full.jpg"
+            assert_accessible(page, "similar filter")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "similar-review.png"), full_page=True)
+
+            page.get_by_role("button", name="Keep the best of every group, exclude the rest").click()
+            wait_for_import_count(page, 3)  # 8 ok files, 4 + 1 copies excluded
+            first.locator(".similar-state", has_text="Excluded").nth(3).wait_for()
+
+            page.locator("#preview .filter[data-view='all']").click()  # back to the grid: include everything
+            assert page.locator("#similar-panel").is_hidden() and page.locator("#preview-grid").is_visible()
+            page.get_by_role("button", name="Select all").click()
+            wait_for_import_count(page, 8)
+
+            page.get_by_role("button", name="Similar").click()
+            groups.nth(1).wait_for()
+            first.get_by_role("button", name="Keep the best, exclude the rest").click()  # this group only
+            wait_for_import_count(page, 4)
+            page.locator("#import").click()
+            page.get_by_role("link", name="Open the catalog").click()
+
+            page.locator("#catalog-grid .item", has_text="sim/two/full.jpg").get_by_role("button").click()
+            page.get_by_role("link", name="Similar pictures").click()
+            page.locator("#similar-note").wait_for()
+            assert page.locator("#catalog-grid .item .path").all_text_contents() == ["sim/two/half.jpg"]
+            assert script_errors == []
+            browser.check_csp()
+        finally:
+            browser.close()
