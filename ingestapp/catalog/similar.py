@@ -9,7 +9,8 @@ Two pictures are similar when the Hamming distance of their 64-bit perceptual ha
 :data:`CHUNKS` chunks of 16 bits; two hashes within ``d`` bits differ by at most ``d // CHUNKS``
 bits in at least one chunk (pigeonhole), so probing each chunk's table with every key within that
 radius finds every pair, with no comparison of all pairs. The candidates are then checked on all
-64 bits.
+64 bits. A session's grouping (its items, and them against the catalog) probes exactly; grouping
+a whole catalog (:func:`group_hashes`) probes fewer keys, see :data:`CATALOG_RADIUS`.
 
 Grouping is the connected components of the "similar" relation among a session's ``ok`` items
 (errors and skipped exact duplicates never take part), except that two items of one RAW+JPEG pair
@@ -32,9 +33,12 @@ from ingestapp.store.models import CatalogEntry, Item
 
 #: Hamming distance, in bits, up to which two pictures count as the same (INGEST_SIMILAR_DISTANCE).
 DEFAULT_DISTANCE = 14
+#: Chunks per hash of the index a session's grouping uses: 16 bits each, probed exactly.
 CHUNKS = 4
-CHUNK_BITS = 16
-_CHUNK_VALUES = 1 << CHUNK_BITS
+#: Chunks per hash of the whole-catalog grouping (21-22 bits each) and the radius each is probed
+#: with: exact up to 3 x (2 + 1) - 1 = 8 bits, and beyond that a pair is found when one chunk
+#: differs in at most 2 bits (what recall this keeps is measured in docs/similar.md).
+CATALOG_CHUNKS, CATALOG_RADIUS = 3, 2
 #: Probe keys handled per numpy step (bounds the temporary arrays to a few tens of MB).
 _BLOCK = 1 << 20
 
@@ -54,42 +58,54 @@ def as_array(hashes: Iterable[int]) -> np.ndarray:
     return np.fromiter(hashes, dtype=np.uint64)
 
 
-def _flip_masks(radius: int) -> np.ndarray:
-    """Every 16-bit value with at most ``radius`` bits set (the keys within ``radius`` of 0)."""
+def _flip_masks(bits: int, radius: int) -> np.ndarray:
+    """Every ``bits``-bit value with at most ``radius`` bits set (the keys within ``radius`` of 0)."""
     masks = [0]
-    for r in range(1, min(radius, CHUNK_BITS) + 1):
-        masks.extend(sum(1 << b for b in bits) for bits in itertools.combinations(range(CHUNK_BITS), r))
-    return np.array(masks, dtype=np.uint64)
-
-
-def _chunk(hashes: np.ndarray, c: int) -> np.ndarray:
-    return ((hashes >> np.uint64(c * CHUNK_BITS)) & np.uint64(_CHUNK_VALUES - 1)).astype(np.int64)
+    for r in range(1, min(radius, bits) + 1):
+        masks.extend(sum(1 << b for b in chosen) for chosen in itertools.combinations(range(bits), r))
+    return np.array(masks, dtype=np.int32)
 
 
 class HashIndex:
-    """A multi-index over 64-bit hashes: per chunk, the hashes sorted by that chunk's value and
-    where each value starts (a table of 65,537 offsets). Building is O(n log n)."""
+    """A multi-index over 64-bit hashes cut into ``chunks`` chunks of nearly equal width: per
+    chunk, the hashes sorted by that chunk's value, and tables of how many hashes have each value
+    and where they start (2^width entries each). Building is O(n log n + chunks x 2^width)."""
 
-    def __init__(self, hashes: np.ndarray) -> None:
+    def __init__(self, hashes: np.ndarray, chunks: int = CHUNKS) -> None:
         self.hashes = hashes.astype(np.uint64, copy=False)
+        widths = [64 // chunks + (1 if c < 64 % chunks else 0) for c in range(chunks)]
+        self._fields = [(sum(widths[:c]), width) for c, width in enumerate(widths)]  # (shift, width)
         self._order: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
         self._starts: list[np.ndarray] = []
-        for c in range(CHUNKS):
-            values = _chunk(self.hashes, c)
-            order = np.argsort(values, kind="stable")
-            self._order.append(order)
-            self._starts.append(np.searchsorted(values[order], np.arange(_CHUNK_VALUES + 1)))
+        for shift, width in self._fields:
+            values = self._chunk(self.hashes, shift, width)
+            self._order.append(np.argsort(values, kind="stable"))
+            counts = np.bincount(values, minlength=1 << width).astype(np.int32)
+            self._counts.append(counts)
+            self._starts.append(np.cumsum(counts, dtype=np.int64) - counts)
 
-    def within(self, queries: np.ndarray, distance: int) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _chunk(hashes: np.ndarray, shift: int, width: int) -> np.ndarray:
+        return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
+
+    def within(self, queries: np.ndarray, distance: int, radius: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every ``(query position, hash position)`` whose hashes differ in at most ``distance``
-        bits, each pair once, as two ``int64`` arrays of equal length."""
-        masks = _flip_masks(distance // CHUNKS)
+        bits, each pair once, as two ``int64`` arrays of equal length.
+
+        Each chunk is probed with every key within ``radius`` bits; the default,
+        ``distance // chunks``, finds every pair (pigeonhole). A smaller radius is faster and
+        finds every pair within ``chunks x (radius + 1) - 1`` bits, and farther ones only when
+        one chunk differs in at most ``radius`` bits.
+        """
+        radius = distance // len(self._fields) if radius is None else radius
         queries = queries.astype(np.uint64, copy=False)
-        step = max(1, _BLOCK // len(masks))
         found: list[np.ndarray] = []
-        for start in range(0, len(queries), step):
-            block = queries[start:start + step]
-            for c in range(CHUNKS):
+        for c, (_, width) in enumerate(self._fields):
+            masks = _flip_masks(width, radius)
+            step = max(1, _BLOCK // len(masks))
+            for start in range(0, len(queries), step):
+                block = queries[start:start + step]
                 q, h = self._probe(block, c, masks)
                 close = np.bitwise_count(block[q] ^ self.hashes[h]) <= distance
                 found.append((q[close] + start) * len(self.hashes) + h[close])
@@ -98,17 +114,16 @@ class HashIndex:
 
     def _probe(self, block: np.ndarray, c: int, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Candidates: the block's queries and the hashes whose chunk ``c`` is within the masks."""
-        keys = (_chunk(block, c)[:, None] ^ masks[None, :].astype(np.int64)).ravel()
-        starts = self._starts[c]
-        first, counts = starts[keys], starts[keys + 1] - starts[keys]
-        hit = np.flatnonzero(counts)
-        counts = counts[hit]
+        keys = (self._chunk(block, *self._fields[c])[:, None] ^ masks[None, :]).ravel()
+        hit = np.flatnonzero(self._counts[c][keys])  # most keys have no hash: look up the rest only
+        keys = keys[hit]
+        first, counts = self._starts[c][keys], self._counts[c][keys].astype(np.int64)
         total = int(counts.sum())
         if total == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         query = np.repeat(hit // len(masks), counts)
         offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        return query, self._order[c][np.repeat(first[hit], counts) + offset]
+        return query, self._order[c][np.repeat(first, counts) + offset]
 
 
 def components(count: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -120,8 +135,10 @@ def components(count: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 def group_hashes(hashes: np.ndarray, distance: int) -> np.ndarray:
     """The group label of each hash: hashes within ``distance`` bits, directly or through a chain
-    of others, share one (the benchmark's whole-catalog grouping)."""
-    left, right = HashIndex(hashes).within(hashes, distance)
+    of others, share one. For a whole catalog: the index of :data:`CATALOG_CHUNKS` chunks probed
+    with :data:`CATALOG_RADIUS` (exact up to 8 bits, see ``HashIndex.within``)."""
+    index = HashIndex(hashes, CATALOG_CHUNKS)
+    left, right = index.within(hashes, distance, min(CATALOG_RADIUS, distance // CATALOG_CHUNKS))
     return components(len(hashes), left, right)
 
 
