@@ -250,16 +250,11 @@ def query_catalog(
     """Catalog entries matching every filter of ``query``, in its sort order (highest or newest
     first, ties by path): ``{"items": [...], "total"}``. ``q`` matches as ``text_match`` says;
     ``keyword`` is one exact keyword (case-insensitive); the date range is on the date taken;
-    ``similar_to`` keeps the entries within ``similar_distance`` bits of that entry's hash.
-
-    Raises:
-        ParameterError: ``similar_to`` names no catalog entry (field ``similar_to``).
-    """
+    ``similar_to`` keeps the entries within ``similar_distance`` bits of that entry's hash (none
+    for an id that is not in the catalog, or an entry without a hash)."""
     select_entries = select(CatalogEntry)
     if query.similar_to:
         similar = similar_entry_ids(engine, query.similar_to, similar_distance)
-        if similar is None:
-            raise ParameterError("no catalog entry with this id", "similar_to")
         select_entries = select_entries.where(CatalogEntry.id.in_(similar))
     if query.q:
         select_entries = select_entries.where(text_match(engine.dialect.name, query.q))

@@ -234,14 +234,11 @@ def _catalog_hashes(engine: Engine, session_id: str) -> list[tuple[str, int]]:
 # -- the catalog ------------------------------------------------------------------------------------
 
 
-def similar_entry_ids(engine: Engine, entry_id: str, distance: int) -> list[str] | None:
+def similar_entry_ids(engine: Engine, entry_id: str, distance: int) -> list[str]:
     """The ids of the catalog entries within ``distance`` bits of entry ``entry_id`` (not itself),
-    nearest first; ``[]`` when it has no hash, None when there is no such entry."""
+    nearest first; ``[]`` when there is no such entry or it has no hash."""
     with engine.connect() as conn:
-        found = conn.execute(select(CatalogEntry.phash).where(CatalogEntry.id == entry_id)).first()
-        if found is None:
-            return None
-        target = parse_phash(found.phash)
+        target = parse_phash(conn.scalar(select(CatalogEntry.phash).where(CatalogEntry.id == entry_id)))
         if target is None:
             return []
         rows = conn.execute(select(CatalogEntry.id, CatalogEntry.phash).where(
