@@ -156,42 +156,53 @@ def session_groups(engine: Engine, session_id: str, distance: int) -> dict[str, 
     are these items). Groups are ordered by the keeper's path; ids within a group by path.
     """
     items = _session_items(engine, session_id)
-    catalog = _catalog_hashes(engine, session_id)
     if not items:
         return {"groups": []}
     hashes = as_array(item["hash"] for item in items)
-    left, right = HashIndex(hashes).within(hashes, distance)
-    apart = [_pair_id(items[a]) is not None and _pair_id(items[a]) == _pair_id(items[b])
-             for a, b in zip(left, right, strict=True)]
-    keep_edge = (left != right) & ~np.array(apart, dtype=bool)
-    labels = components(len(items), left[keep_edge], right[keep_edge])
-    matches: dict[int, set[str]] = {}
-    if catalog:
-        found, entry = HashIndex(as_array(h for _, h in catalog)).within(hashes, distance)
-        for i, e in zip(found.tolist(), entry.tolist(), strict=True):
-            matches.setdefault(int(labels[i]), set()).add(catalog[e][0])
+    labels = _item_labels(items, hashes, distance)
+    matches = _catalog_matches(_catalog_hashes(engine, session_id), hashes, labels, distance)
     members: dict[int, list[dict[str, Any]]] = {}
     for item, label in zip(items, labels.tolist(), strict=True):
         members.setdefault(label, []).append(item)
     groups = [_group(group, sorted(matches.get(label, ()))) for label, group in members.items()
               if len(group) > 1 or label in matches]
-    return {"groups": sorted(groups, key=lambda g: g.pop("_keeper_path"))}
+    return {"groups": [group for _, group in sorted(groups, key=lambda keyed: keyed[0])]}
 
 
-def _group(members: list[dict[str, Any]], catalog_ids: list[str]) -> dict[str, Any]:
+def _item_labels(items: list[dict[str, Any]], hashes: np.ndarray, distance: int) -> np.ndarray:
+    """The group label of each item: connected through pairs within ``distance``, except pairs
+    of items of one RAW+JPEG pair."""
+    left, right = HashIndex(hashes).within(hashes, distance)
+    one_pair = [items[a]["pair_id"] is not None and items[a]["pair_id"] == items[b]["pair_id"]
+                for a, b in zip(left.tolist(), right.tolist(), strict=True)]
+    edge = (left != right) & ~np.array(one_pair, dtype=bool)
+    return components(len(items), left[edge], right[edge])
+
+
+def _catalog_matches(
+    catalog: list[tuple[str, int]], hashes: np.ndarray, labels: np.ndarray, distance: int
+) -> dict[int, set[str]]:
+    """Per group label, the ids of the catalog entries within ``distance`` of one of its items."""
+    matches: dict[int, set[str]] = {}
+    if not catalog:
+        return matches
+    found, entry = HashIndex(as_array(h for _, h in catalog)).within(hashes, distance)
+    for i, e in zip(found.tolist(), entry.tolist(), strict=True):
+        matches.setdefault(int(labels[i]), set()).add(catalog[e][0])
+    return matches
+
+
+def _group(members: list[dict[str, Any]], catalog_ids: list[str]) -> tuple[str, dict[str, Any]]:
+    """The keeper's path (what groups are ordered by) and the group's JSON."""
     members.sort(key=lambda item: item["path"])
-    keeper = max(members, key=lambda item: (item["pixels"], item["sharpness"], item["size"], -members.index(item)))
-    return {
+    ranked = [(item["pixels"], item["sharpness"], item["size"], -n) for n, item in enumerate(members)]
+    keeper = members[max(range(len(members)), key=ranked.__getitem__)]
+    return keeper["path"], {
         "item_ids": [item["id"] for item in members],
         "keep": keeper["id"],
-        "exclude": [item["id"] for item in members if item is not keeper and _pair_id(item) is None],
+        "exclude": [item["id"] for item in members if item is not keeper and item["pair_id"] is None],
         "catalog_ids": catalog_ids,
-        "_keeper_path": keeper["path"],
     }
-
-
-def _pair_id(item: dict[str, Any]) -> str | None:
-    return item["pair_id"]
 
 
 def _session_items(engine: Engine, session_id: str) -> list[dict[str, Any]]:
