@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import imagehash
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -18,6 +19,7 @@ from sqlalchemy import select, update
 
 from bench.similar_set import CORPUS, labelled_hashes, table
 from ingestapp.catalog.similar import DEFAULT_DISTANCE, HashIndex, group_hashes
+from ingestapp.cli.samples import write_samples
 from ingestapp.core.parameters import IngestParameters
 from ingestapp.stages import similar, thumbnail
 from ingestapp.stages.base import FileContext
@@ -99,6 +101,15 @@ def test_a_stored_thumbnail_gives_the_same_fingerprint(tmp_path: Path) -> None:
     again = fingerprint(PHOTO, tmp_path / "thumbs")  # same sha256: the thumbnail exists, no preview decoded
     assert distance(first["phash"], again["phash"]) <= 2
     assert again["sharpness"] == pytest.approx(first["sharpness"], rel=0.5)
+
+
+def test_a_video_is_hashed_from_its_preview_frame(tmp_path: Path) -> None:
+    clip = write_samples(tmp_path / "samples")
+    video = next(path for path in clip if path.suffix == ".mp4")
+    item = fingerprint(video, tmp_path / "thumbs")
+    assert len(item["phash"]) == 16 and item["sharpness"] > 0
+    with Image.open(tmp_path / "thumbs" / item["thumbnail"]) as frame:  # the same frame, as stored
+        assert distance(item["phash"], str(imagehash.phash(similar.reduce_gray(frame)))) <= 4
 
 
 def test_an_unhashable_picture_gets_no_hash_and_no_error(tmp_path: Path) -> None:
