@@ -321,3 +321,39 @@ def test_similar_filter_keep_the_best_and_catalog_similar_pictures(served: tuple
             browser.check_csp()
         finally:
             browser.close()
+
+
+# -- the migration ------------------------------------------------------------------------------------
+
+
+def test_migration_0005_adds_and_removes_phash_and_keeps_the_catalog_search_triggers(tmp_path: Path) -> None:
+    import flask_migrate
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import inspect, text
+
+    from ingestapp import create_app, shutdown
+    from ingestapp.store import revision as schema
+
+    app = create_app({"INSTANCE_PATH": tmp_path, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
+    engine = app.extensions["ingest_db"]
+
+    def columns(table: str) -> list[str]:
+        return [column["name"] for column in inspect(engine).get_columns(table)]
+
+    def triggers() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.scalars(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")))
+
+    try:
+        schema.upgrade(app)
+        assert "phash" in columns("items") and "phash" in columns("catalog")
+        kept = triggers()
+        assert {"catalog_fts_insert", "catalog_fts_update", "catalog_fts_delete"} <= kept
+        with app.app_context():  # to the revision before 0005, wherever the chain puts it
+            before = ScriptDirectory(str(schema.MIGRATIONS)).get_revision("0005").down_revision
+            flask_migrate.downgrade(directory=str(schema.MIGRATIONS), revision=before)
+        assert "phash" not in columns("items") and "phash" not in columns("catalog")
+        assert triggers() == kept
+    finally:
+        shutdown(app)
+        engine.dispose()

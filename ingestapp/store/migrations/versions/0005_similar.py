@@ -19,11 +19,11 @@ depends_on = None
 
 def upgrade() -> None:
     for table in ("items", "catalog"):
-        with op.batch_alter_table(table) as batch:
-            batch.add_column(sa.Column("phash", sa.String(length=16), nullable=True))
+        op.add_column(table, sa.Column("phash", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), not a batch copy of the table: copying
+    # "catalog" would drop the triggers that keep its FTS5 index (catalog_fts, migration 0002).
     for table in ("catalog", "items"):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("phash")
+        op.drop_column(table, "phash")
