@@ -11,18 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import flask_migrate
 import imagehash
 import numpy as np
 import pytest
+from alembic.script import ScriptDirectory
 from PIL import Image, ImageFilter
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, text, update
 
 from bench.similar_set import CORPUS, labelled_hashes, table
+from ingestapp import create_app, shutdown
 from ingestapp.catalog.similar import DEFAULT_DISTANCE, HashIndex, group_hashes
 from ingestapp.cli.samples import write_samples
 from ingestapp.core.parameters import IngestParameters
 from ingestapp.stages import similar, thumbnail
 from ingestapp.stages.base import FileContext
+from ingestapp.store import revision as schema
 from ingestapp.store.models import Item
 from tests.browser_support import (
     ARTIFACTS,
@@ -327,13 +331,6 @@ def test_similar_filter_keep_the_best_and_catalog_similar_pictures(served: tuple
 
 
 def test_migration_0005_adds_and_removes_phash_and_keeps_the_catalog_search_triggers(tmp_path: Path) -> None:
-    import flask_migrate
-    from alembic.script import ScriptDirectory
-    from sqlalchemy import inspect, text
-
-    from ingestapp import create_app, shutdown
-    from ingestapp.store import revision as schema
-
     app = create_app({"INSTANCE_PATH": tmp_path, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
     engine = app.extensions["ingest_db"]
 
