@@ -28,11 +28,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sqlalchemy import Engine, select
 
+from ingestapp.core.config import SIMILAR_DISTANCE
 from ingestapp.core.vocabulary import ItemStatus
 from ingestapp.store.models import CatalogEntry, Item
 
 #: Hamming distance, in bits, up to which two pictures count as the same (INGEST_SIMILAR_DISTANCE).
-DEFAULT_DISTANCE = 14
+DEFAULT_DISTANCE = SIMILAR_DISTANCE
 #: Chunks per hash of the index a session's grouping uses: 16 bits each, probed exactly.
 CHUNKS = 4
 #: Chunks per hash of the whole-catalog grouping (21-22 bits each) and the radius each is probed
