@@ -79,6 +79,7 @@ def _fill_entry(entry: CatalogEntry, item: Item, now: float) -> None:
     entry.fields = fields
     entry.committed_at = now
     entry.score = fields.get("score")
+    entry.phash = item.phash
     entry.taken_at = metadata.get("datetime_original")
     entry.has_gps = bool(metadata.get("gps"))
     entry.media_type = _media_type(item.path, fields.get("mime_type"))

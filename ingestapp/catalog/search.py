@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, func, literal_column, or_, select, text
 
 from ingestapp.catalog.records import orm_session, public_fields
+from ingestapp.catalog.similar import DEFAULT_DISTANCE, similar_entry_ids
 from ingestapp.core.parameters import ParameterError
 from ingestapp.store.models import CatalogEntry, CatalogKeyword
 
@@ -34,11 +35,13 @@ class CatalogQuery:
     taken_from: datetime.date | None = None
     taken_to: datetime.date | None = None  # inclusive
     sort: str = "added"
+    similar_to: str = ""  # a catalog entry id: only the entries similar to it (catalog/similar.py)
 
     def __post_init__(self) -> None:
         # Typed text is trimmed here, whichever form it came from (the page's or the API's).
         object.__setattr__(self, "q", self.q.strip()[:200])
         object.__setattr__(self, "keyword", self.keyword.strip())
+        object.__setattr__(self, "similar_to", self.similar_to.strip())
 
 
 def parse_catalog_query(args: Any) -> CatalogQuery:
@@ -49,7 +52,9 @@ def parse_catalog_query(args: Any) -> CatalogQuery:
             (``nsfw``, ``has_gps``) that is not true/false, a ``media_type`` other than
             image/video, a date that is not ``YYYY-MM-DD`` (ISO 8601), or an unknown ``sort``.
     """
-    values: dict[str, Any] = {"q": args.get("q", ""), "keyword": args.get("keyword", "")}
+    values: dict[str, Any] = {
+        "q": args.get("q", ""), "keyword": args.get("keyword", ""), "similar_to": args.get("similar_to", ""),
+    }
     raw = args.get("min_rating", "")
     if raw != "":
         if raw not in [str(r) for r in range(-1, 6)]:
@@ -78,11 +83,18 @@ def parse_catalog_query(args: Any) -> CatalogQuery:
     return CatalogQuery(**values)
 
 
-def query_catalog(engine: Engine, query: CatalogQuery, offset: int, limit: int) -> dict[str, Any]:
+def query_catalog(
+    engine: Engine, query: CatalogQuery, offset: int, limit: int, similar_distance: int = DEFAULT_DISTANCE
+) -> dict[str, Any]:
     """Catalog entries matching every filter of ``query``, in its sort order (highest or newest
     first, ties by path): ``{"items": [...], "total"}``. ``q`` matches as ``text_match`` says;
-    ``keyword`` is one exact keyword (case-insensitive); the date range is on the date taken."""
+    ``keyword`` is one exact keyword (case-insensitive); the date range is on the date taken;
+    ``similar_to`` keeps the entries within ``similar_distance`` bits of that entry's hash (none
+    for an id that is not in the catalog, or an entry without a hash)."""
     select_entries = select(CatalogEntry)
+    if query.similar_to:
+        similar = similar_entry_ids(engine, query.similar_to, similar_distance)
+        select_entries = select_entries.where(CatalogEntry.id.in_(similar))
     if query.q:
         select_entries = select_entries.where(text_match(engine.dialect.name, query.q))
     if query.keyword:

@@ -7,6 +7,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+#: Hamming bits of perceptual hash up to which two pictures count as the same: the default of
+#: INGEST_SIMILAR_DISTANCE, chosen on the test set of bench/similar_set.py (docs/similar.md).
+SIMILAR_DISTANCE = 14
+
 
 def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The app configuration as Flask config keys: ``os.environ`` read now, then ``overrides``.
@@ -67,6 +71,8 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "TASK_INFLIGHT": int(env.get("INGEST_TASK_INFLIGHT", 256)),
         "TASK_VISIBILITY_TIMEOUT": float(env["INGEST_TASK_VISIBILITY_TIMEOUT"])
         if env.get("INGEST_TASK_VISIBILITY_TIMEOUT") else None,
+        # Hamming bits up to which two pictures count as the same (issue 19, docs/similar.md).
+        "SIMILAR_DISTANCE": int(env.get("INGEST_SIMILAR_DISTANCE", SIMILAR_DISTANCE)),
         # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
         "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
     }

@@ -151,6 +151,7 @@ class Job:
             "path_bytes": os.fsencode(record.relpath),
             "status": record.status,
             "sha256": record.item["sha256"],
+            "phash": record.item.get("phash"),  # stages/similar.py; a column, so similar pictures are found by SQL
             "fields": record.item,
             "errors": record.errors,
             "worker": record.worker,

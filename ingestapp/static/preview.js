@@ -157,6 +157,7 @@
       $('import-result').textContent = `The review could not be loaded: ${err.message}`;
     });
     load(preview.offset);
+    if (window.IngestSimilar) window.IngestSimilar.show(urls); // similar.js: the Similar filter
   }
 
   function hide() {
@@ -181,5 +182,5 @@
     box.disabled = false;
   });
 
-  window.IngestPreview = { show, hide };
+  window.IngestPreview = { show, hide, reloadReview: loadReview };
 })();

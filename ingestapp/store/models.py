@@ -79,6 +79,8 @@ class Item(Base):
     worker: Mapped[str | None] = mapped_column(String(128))
     #: Left out of the import by the reviewer (kept server-side, so a reload keeps the choice).
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: Perceptual hash of the picture, 16 hex digits (``stages/similar.py``); None: not hashed.
+    phash: Mapped[str | None] = mapped_column(String(16))
 
 
 class ErrorEntry(Base):
@@ -128,6 +130,8 @@ class CatalogEntry(Base):
     media_type: Mapped[str | None] = mapped_column(String(8))  # image | video
     #: Lower-cased path, keywords, camera make and model, lens: what ``q`` searches.
     search_text: Mapped[str] = mapped_column(Text, default="")
+    #: The item's perceptual hash, copied at commit (``catalog/similar.py``); None: not hashed.
+    phash: Mapped[str | None] = mapped_column(String(16))
 
 
 class CatalogKeyword(Base):

@@ -125,7 +125,9 @@ def sessions() -> str:
 
 
 #: The catalog search form's fields (``GET /catalog``, as ``GET /api/catalog`` takes them).
-CATALOG_FIELDS = ("q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort")
+CATALOG_FIELDS = (
+    "q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort", "similar_to"
+)
 
 
 @bp.get("/catalog")
@@ -134,7 +136,8 @@ def catalog() -> str:
     filters, error = catalog_filters(request.args)
     page = min(max(1, _int(request.args.get("page"), 1)), MAX_CATALOG_PAGE)
     query = parse_catalog_query(filters)
-    result = query_catalog(registry().engine, query, (page - 1) * CATALOG_PAGE_SIZE, CATALOG_PAGE_SIZE)
+    offset, distance = (page - 1) * CATALOG_PAGE_SIZE, current_app.config["SIMILAR_DISTANCE"]
+    result = query_catalog(registry().engine, query, offset, CATALOG_PAGE_SIZE, distance)
     pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))
     narrowed = any(value for name, value in filters.items() if name != "sort")
     return render_template(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request, send_from_directory
+from flask import Response, current_app, jsonify, request, send_from_directory
 from sqlalchemy import select
 
 from ingestapp.accounts.auth import item_visible
@@ -36,9 +36,11 @@ def thumbnail(item_id: str) -> Response:
 def catalog() -> Response:
     """Catalog search: ``q`` (terms matched in path, keywords, camera, lens), ``keyword``,
     ``min_rating`` (-1 to 5), ``nsfw``, ``has_gps`` (true/false), ``media_type`` (image/video),
-    ``taken_from``/``taken_to`` (YYYY-MM-DD), ``sort`` (added, taken, rating, score)."""
+    ``taken_from``/``taken_to`` (YYYY-MM-DD), ``sort`` (added, taken, rating, score), ``similar_to``
+    (a catalog entry id: the entries within ``INGEST_SIMILAR_DISTANCE`` bits of its hash)."""
     query: CatalogQueryIn = request.context.query
-    return jsonify(query_catalog(registry().engine, query.catalog_query(), query.offset, query.limit))
+    distance = current_app.config["SIMILAR_DISTANCE"]
+    return jsonify(query_catalog(registry().engine, query.catalog_query(), query.offset, query.limit, distance))
 
 
 @bp.get("/api/catalog/keywords")

@@ -154,6 +154,7 @@ class CatalogQueryIn(PageQuery):
     taken_from: QueryDate | SkipJsonSchema[None] = _optional("taken on or after this date (YYYY-MM-DD)")
     taken_to: QueryDate | SkipJsonSchema[None] = _optional("taken on or before this date (YYYY-MM-DD)")
     sort: CatalogSort = Field("added", description="newest or highest first: added, taken, rating, score")
+    similar_to: str | SkipJsonSchema[None] = _optional("a catalog entry id: only the entries showing the same picture")
 
     def catalog_query(self) -> CatalogQuery:
         """The filters, as ``catalog.search.query_catalog`` takes them."""
@@ -162,6 +163,7 @@ class CatalogQueryIn(PageQuery):
             nsfw=None if self.nsfw is None else self.nsfw == "true",
             has_gps=None if self.has_gps is None else self.has_gps == "true",
             media_type=self.media_type, taken_from=self.taken_from, taken_to=self.taken_to, sort=self.sort,
+            similar_to=self.similar_to or "",
         )
 
 

@@ -176,6 +176,8 @@ class MediaFields(BaseModel):
     nsfw_score: float | None = Field(description="0 to 1")
     nsfw: bool | None
     thumbnail_url: str | None
+    phash: str | None = Field(None, description="perceptual hash, 16 hex digits (null: not hashed)")
+    sharpness: float | None = Field(None, description="variance of the Laplacian of the small preview")
 
 
 class FileError(BaseModel):
@@ -210,6 +212,21 @@ class Review(BaseModel):
     import_count: int = Field(description="what Import writes: the ok items not excluded")
     imported: ImportRecord | None = Field(description="the last import, or null")
     import_offered: bool = Field(description="no import yet, or the exclusions changed since the last one")
+
+
+class SimilarGroup(BaseModel):
+    item_ids: list[str] = Field(description="the session's ok items that show the same picture, by path")
+    keep: str = Field(description="the suggested keeper: most pixels, then sharpest, then largest file")
+    exclude: list[str] = Field(description='what "keep the best" leaves out: the others, except items of a '
+                               "RAW+JPEG pair")
+    catalog_ids: list[str] = Field(description="catalog entries showing the same picture")
+
+
+class SimilarGroups(BaseModel):
+    """Groups of two or more items, or of one item that matches catalog entries; within
+    ``INGEST_SIMILAR_DISTANCE`` bits of perceptual hash (docs/similar.md)."""
+
+    groups: list[SimilarGroup]
 
 
 class KeywordList(BaseModel):
