@@ -320,6 +320,23 @@ def test_catalog_search_ignores_case_and_matches_substrings(client, app, media: 
     assert client.get("/api/catalog/keywords", query_string={"prefix": "%"}).get_json() == {"keywords": []}
 
 
+def test_search_text_with_control_characters_is_refused(client, app, media: Path) -> None:
+    """A NUL or other control character in ``q``/``keyword`` is a 400 naming the field (SQLite's FTS
+    string ended at a NUL: a 500, and ``q=%00`` matched every entry); the page says so too."""
+    write_jpeg(media / "owl.jpg", color=(7, 8, 9))
+    session_id = start(client, media)
+    wait_for(app, session_id, {"completed"})
+    post(client, f"/api/ingest/{session_id}/commit", {})
+    for args in ({"q": "owl\x00x"}, {"q": "\x00"}, {"q": "ab\x1b"}, {"keyword": "owl\x7f"}, {"q": "owl\x85"}):
+        response = client.get("/api/catalog", query_string=args)
+        assert response.status_code == 400, args
+        assert response.get_json()["field"] == next(iter(args)), args
+    page = client.get("/catalog", query_string={"q": "ab\x00"})
+    assert page.status_code == 200 and b"must not hold control characters" in page.data
+    assert b"owl.jpg" not in page.data  # nothing matched by accident
+    assert len(client.get("/api/catalog", query_string={"q": "owl"}).get_json()["items"]) == 1
+
+
 def test_every_error_body_has_error_and_field(client, anon_client, media: Path) -> None:
     """One helper builds every JSON error: unknown route, wrong method, no credentials, untrusted
     Host, not allowed, malformed, unknown session, conflict: always both keys."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,18 @@ CATALOG_SORTS = {
     "rating": CatalogEntry.rating,
     "score": CatalogEntry.score,
 }
+
+
+#: Typed search text (``q``, ``keyword``) holds no control character (Unicode category Cc: C0,
+#: DEL, C1): a NUL would end SQLite's FTS5 string early, and nothing a person types needs one.
+TEXT_SYNTAX = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def check_text(name: str, value: str) -> str:
+    """``value`` when it follows ``TEXT_SYNTAX``; raises ParameterError naming ``name`` otherwise."""
+    if not re.fullmatch(TEXT_SYNTAX, value):
+        raise ParameterError(f"{name} must not hold control characters", name)
+    return value
 
 
 @dataclass(frozen=True)
@@ -48,12 +61,14 @@ def parse_catalog_query(args: Any) -> CatalogQuery:
     """Read a query string (a ``MultiDict``) into a CatalogQuery.
 
     Raises:
-        ParameterError: naming the field, for a ``min_rating`` outside -1..5, a boolean filter
+        ParameterError: naming the field, for ``q`` or ``keyword`` with a control character, a
+            ``min_rating`` outside -1..5, a boolean filter
             (``nsfw``, ``has_gps``) that is not true/false, a ``media_type`` other than
             image/video, a date that is not ``YYYY-MM-DD`` (ISO 8601), or an unknown ``sort``.
     """
     values: dict[str, Any] = {
-        "q": args.get("q", ""), "keyword": args.get("keyword", ""), "similar_to": args.get("similar_to", ""),
+        "q": check_text("q", args.get("q", "")), "keyword": check_text("keyword", args.get("keyword", "")),
+        "similar_to": args.get("similar_to", ""),
     }
     raw = args.get("min_rating", "")
     if raw != "":

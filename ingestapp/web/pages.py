@@ -129,6 +129,9 @@ CATALOG_FIELDS = (
     "q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort", "similar_to"
 )
 
+#: Typed words: when one is refused the page shows no entry (another invalid filter is dropped instead).
+SEARCH_TEXT_FIELDS = ("q", "keyword")
+
 
 @bp.get("/catalog")
 def catalog() -> str:
@@ -137,7 +140,10 @@ def catalog() -> str:
     page = min(max(1, _int(request.args.get("page"), 1)), MAX_CATALOG_PAGE)
     query = parse_catalog_query(filters)
     offset, distance = (page - 1) * CATALOG_PAGE_SIZE, current_app.config["SIMILAR_DISTANCE"]
-    result = query_catalog(registry().engine, query, offset, CATALOG_PAGE_SIZE, distance)
+    if error and error["field"] in SEARCH_TEXT_FIELDS:  # unreadable words match nothing, not everything
+        result: dict[str, Any] = {"items": [], "total": 0}
+    else:
+        result = query_catalog(registry().engine, query, offset, CATALOG_PAGE_SIZE, distance)
     pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))
     narrowed = any(value for name, value in filters.items() if name != "sort")
     return render_template(

@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from ingestapp.catalog.review import REVIEW_VIEWS
-from ingestapp.catalog.search import CATALOG_SORTS, CatalogQuery
+from ingestapp.catalog.search import CATALOG_SORTS, TEXT_SYNTAX, CatalogQuery
 from ingestapp.core.errors import ApiError
 from ingestapp.core.parameters import (
     DEFAULT_PATTERN,
@@ -138,13 +138,18 @@ class ItemsQuery(PageQuery):
     view: ReviewView = Field("all", description="all, new (ok), duplicates (skipped), errors, nsfw")
 
 
+#: Search text: control characters are a 400 naming the field (``catalog.search.TEXT_SYNTAX``).
+SearchText = Annotated[str, Field(pattern=TEXT_SYNTAX)]
+
+
 class CatalogQueryIn(PageQuery):
     """Catalog search; every given filter must match (more filters may be added)."""
 
-    q: str | SkipJsonSchema[None] = _optional(
+    q: SearchText | SkipJsonSchema[None] = _optional(
         "words matched, ignoring case, as substrings or prefixes of the path, keywords, camera make and model, lens"
+        " (no control characters)"
     )
-    keyword: str | SkipJsonSchema[None] = _optional("entries having this keyword (ignoring case)")
+    keyword: SearchText | SkipJsonSchema[None] = _optional("entries having this keyword (ignoring case)")
     min_rating: Annotated[int, Field(ge=-1, le=5), BeforeValidator(_query_integer)] | SkipJsonSchema[None] = (
         _optional("entries rated at least this")
     )
