@@ -38,8 +38,10 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         or default_trusted_hosts(env.get("INGEST_BIND", "127.0.0.1:8000")),
         # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are believed (ProxyFix).
         "PROXIES": int(env.get("INGEST_PROXIES", 0)),
-        # Failed sign-ins allowed per client address and, separately, per username (Flask-Limiter syntax).
+        # Failed sign-ins allowed per (client address, username) and per client address (Flask-Limiter
+        # syntax). Never per username alone: an attacker elsewhere must not lock its owner out.
         "LOGIN_LIMIT": env.get("INGEST_LOGIN_LIMIT", "10 per minute"),
+        "LOGIN_ADDRESS_LIMIT": env.get("INGEST_LOGIN_ADDRESS_LIMIT", "50 per minute"),
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         # Request bodies over this many bytes are answered 413 before they are read (Flask's key).
         "MAX_CONTENT_LENGTH": int(env.get("INGEST_MAX_BODY", 1024 * 1024)),

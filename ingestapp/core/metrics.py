@@ -59,3 +59,5 @@ class MirroredCounts(Counts):
         unflushed, self.unflushed = self.unflushed, Counts()
         for key, increase in unflushed.items():
             STREAM_COUNTERS[key].inc(increase)
+SIGN_IN_FAILURES = Counter("ingest_sign_in_failures", "Sign-ins with a wrong username or password.")
+SIGN_INS_LIMITED = Counter("ingest_sign_ins_limited", "Sign-ins refused by the failure limits (429).")
