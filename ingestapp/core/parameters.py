@@ -15,7 +15,7 @@ from typing import Any
 
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine, path_error
 from ingestapp.core.patterns import compile_patterns
-from ingestapp.core.vocabulary import OPTION_FLAGS
+from ingestapp.core.vocabulary import OPTION_FLAGS, Parameter
 
 #: File extensions the pipeline understands (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".bmp")
@@ -46,6 +46,10 @@ class IngestParameters:
     nsfw_threshold: float = 0.7
     max_files: int | None = None
     skip_duplicates: bool = True
+    #: After the scan, keep ingesting each new or changed file of ``directory`` (``jobs.watch``).
+    watch: bool = False
+    #: With ``watch``: commit each new ok item to the catalog as soon as it is processed.
+    auto_import: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +60,7 @@ class IngestParameters:
         return split_pattern(self.pattern)
 
 
-_BOOL_FIELDS = OPTION_FLAGS
+_BOOL_FIELDS = (*OPTION_FLAGS, Parameter.WATCH, Parameter.AUTO_IMPORT)
 _KNOWN_FIELDS = {f.name for f in fields(IngestParameters)}
 
 
@@ -84,7 +88,8 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
     Raises:
         ParameterError: for a non-object body, unknown fields, wrong JSON types, a directory that
             is missing, relative, not a directory or outside ``media_roots`` (after resolving
-            symlinks), a threshold outside [0, 1], ``max_files`` < 1, or a malformed pattern.
+            symlinks), a threshold outside [0, 1], ``max_files`` < 1, a malformed pattern, or
+            ``auto_import`` without ``watch``.
     """
     if not isinstance(body, dict):
         raise ParameterError("the body must be a JSON object", None)
@@ -110,6 +115,8 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
         values["nsfw_threshold"] = _threshold(raw["nsfw_threshold"])
     if raw.get("max_files") is not None:
         values["max_files"] = _max_files(raw["max_files"])
+    if values.get(Parameter.AUTO_IMPORT) and not values.get(Parameter.WATCH):
+        raise ParameterError("auto_import needs watch: only a watching session imports by itself", "auto_import")
     return IngestParameters(**values)
 
 

@@ -19,6 +19,9 @@ class SessionStatus(StrEnum):
     QUEUED = "queued"
     SCANNING = "scanning"
     PROCESSING = "processing"
+    #: The scan is done and the job goes on ingesting each new or changed file of its directory
+    #: (``parameters.watch``): live, not finished; it ends only when cancelled or when it fails.
+    WATCHING = "watching"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -81,9 +84,11 @@ class Parameter(StrEnum):
     NSFW_THRESHOLD = "nsfw_threshold"
     MAX_FILES = "max_files"
     SKIP_DUPLICATES = "skip_duplicates"
+    WATCH = "watch"
+    AUTO_IMPORT = "auto_import"
 
 
-RUNNING_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING)
+RUNNING_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING, SessionStatus.WATCHING)
 #: Statuses after a terminal event; ``interrupted`` is neither running nor finished (resumable).
 FINISHED_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED)
 STATUSES = tuple(SessionStatus)
@@ -110,6 +115,7 @@ LABELS: dict[str, dict[str, str]] = {
         SessionStatus.QUEUED: "Queued",
         SessionStatus.SCANNING: "Scanning",
         SessionStatus.PROCESSING: "Processing",
+        SessionStatus.WATCHING: "Watching",
         SessionStatus.COMPLETED: "Completed",
         SessionStatus.FAILED: "Failed",
         SessionStatus.CANCELLED: "Cancelled",

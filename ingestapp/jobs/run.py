@@ -39,10 +39,10 @@ from ingestapp.core.errors import JobConflict, JobNotFound
 from ingestapp.core.ids import new_id
 from ingestapp.core.parameters import IngestParameters
 from ingestapp.core.paths import display_path, root_of
-from ingestapp.core.vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
+from ingestapp.core.vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF, SessionStatus
 from ingestapp.events.log import LeaseLost, SessionLog
 from ingestapp.events.model import make_event, publish
-from ingestapp.jobs import leases, sessions
+from ingestapp.jobs import leases, sessions, versions, watch
 from ingestapp.jobs.scanner import ScannedFile, list_directory, scan
 from ingestapp.jobs.state import ERRORS_KEPT, STATS_KEYS, JobState, StageProgress
 from ingestapp.jobs.throttle import ProgressThrottle
@@ -77,6 +77,8 @@ class JobRegistry:
         self.scan_queue: int = max(1, config["SCAN_QUEUE"])
         self.task_files: int = config["TASK_FILES"]
         self.task_inflight: int = max(1, config["TASK_INFLIGHT"])
+        self.watch_settings = watch.Settings.from_config(config)
+        self.keeps_watches = False  # restart_watches: this process serves, and restarts watches
         #: This registry's lease owner id: unique per process start (and per app in one process).
         self.owner = leases.new_owner()
         self.jobs: dict[str, Job] = {}
@@ -231,9 +233,27 @@ class JobRegistry:
         work tier is alive, a reaped session is queued again for it (``_recover``)."""
         self.reaper = leases.spawn_reaper(self.engine, self.lease, self._recover)
 
+    def restart_watches(self) -> None:
+        """In a serving process (gunicorn worker, work-tier worker): resume the watching sessions
+        stopped with their process now, and each one reaped later (no Resume click needed)."""
+        self.keeps_watches = True
+        for session_id in versions.interrupted_watches(self.engine):
+            self._restart_watch(session_id)
+
+    def _restart_watch(self, session_id: str) -> None:
+        try:
+            self.resume(session_id)
+            log.warning("session %s: watching again after its process stopped", session_id)
+        except JobConflict:
+            pass  # restarted by another process meanwhile
+
     def _recover(self, session_id: str) -> None:
-        """A session whose process died was reaped: with a live work tier, queue it again, at most
-        AUTO_RESUMES times (a session that kills its process every time stays interrupted)."""
+        """A session whose process died was reaped: a watch restarts at once (``restart_watches``);
+        else, with a live work tier, queue it again, at most AUTO_RESUMES times (a session that
+        kills its process every time stays interrupted)."""
+        if self.keeps_watches and versions.is_watch(self.engine, session_id):
+            self._restart_watch(session_id)
+            return
         if self.send_session is None or not workers_alive(self.redis):
             return
         resumes_key = f"ingestapp:resumes:{session_id}"
@@ -294,6 +314,9 @@ class Job(JobState):
         #: another file with the same hash; asking again for the same file gives the same answer).
         self.seen_hashes: dict[str, Path] = {}
         self.catalog_hashes: set[str] = set()  # read at the start of a run that skips duplicates
+        self.watch_info: dict[str, Any] | None = None  # the state's ``watch`` once watching (watch.py)
+        #: A watching session's item columns (``watch.item_columns``) by relpath, until the file is recorded.
+        self.item_extras: dict[str, dict[str, Any]] = {}
         #: Where the files go: this process's work pool, or the work tier (set by the registry).
         self.remote: RemoteFiles | None = None
         self.concurrency = registry.workers  # files processed at once
@@ -419,6 +442,8 @@ class Job(JobState):
             workers = [self._spawn_linked(self._work) for _ in range(self.concurrency)]
             self._scan()
             gevent.joinall(workers, raise_error=True)
+            if self.parameters.watch and not self.cancel_requested:
+                watch.FolderWatch(self, self.registry.watch_settings).run()
             self._finish("cancelled" if self.cancel_requested else "completed")
         except gevent.GreenletExit:
             self._finish("interrupted")
@@ -516,7 +541,9 @@ class Job(JobState):
         exact bytes in ``os.fsdecode`` form) is stored as ``path_bytes``; people see its display form."""
         if self.registry.file_delay and self.remote is None:  # work-tier workers wait themselves
             gevent.sleep(self.registry.file_delay)
-        self.status = "processing"
+        self.status = SessionStatus.WATCHING if self.watch_info is not None else SessionStatus.PROCESSING
+        if self.parameters.watch and relpath not in self.item_extras:  # scanned: its stat, for the watch
+            self.item_extras[relpath] = self.registry.threadpool.apply(watch.stat_columns, (file.real,))
         shown = self.current_file = display_path(relpath)
         names = [module.NAME for module in self.stage_modules]
         task = FileTask(
@@ -620,6 +647,7 @@ class Job(JobState):
                 "fields": item,
                 "errors": errors,
                 "worker": worker,
+                **watch.item_columns(self.item_extras.pop(relpath, None)),
             }
         )
         self.emit("file", item_id=item_id, path=shown, status=status, error=errors[0] if errors else None)

@@ -135,6 +135,7 @@ class JobState:
     errors: deque[dict[str, Any]]
     stages: dict[str, StageProgress]
     _elapsed_before_ms: float
+    watch_info: dict[str, Any] | None  # a watching session's ``watch`` (jobs/watch.py), else None
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self.stats.update(saved["stats"])
@@ -177,6 +178,7 @@ class JobState:
             "worker_pool": pool,
             "timing": self._timing(),
             "last_event_id": self.seq,
+            "watch": self.watch_info,
         }
 
     def stage_dict(self, name: str) -> dict[str, Any]:

@@ -20,13 +20,14 @@ from pydantic.json_schema import SkipJsonSchema
 
 from ingestapp.catalog.service import CATALOG_SORTS, REVIEW_VIEWS
 from ingestapp.core.parameters import DEFAULT_PATTERN
+from ingestapp.core.vocabulary import STATUSES
 
 #: The largest offset SQLite (and PostgreSQL) accept: a signed 64-bit integer.
 INT64_MAX = 2**63 - 1
 
 ReviewView = Literal[REVIEW_VIEWS]
 CatalogSort = Literal[tuple(CATALOG_SORTS)]
-SessionStatus = Literal["queued", "scanning", "processing", "completed", "failed", "cancelled", "interrupted"]
+SessionStatus = Literal[tuple(STATUSES)]
 ItemStatus = Literal["ok", "error", "skipped"]
 
 
@@ -131,6 +132,8 @@ class IngestParametersIn(BaseModel):
     nsfw_threshold: float = Field(0.7, ge=0.0, le=1.0, allow_inf_nan=False)
     max_files: Annotated[int, Field(ge=1)] | None = None
     skip_duplicates: bool = True
+    watch: bool = Field(False, description="after the scan, keep ingesting each new or changed file (status watching)")
+    auto_import: bool = Field(False, description="with watch: commit each new ok item to the catalog at once")
 
 
 class WrappedParameters(BaseModel):
@@ -186,6 +189,8 @@ class IngestParametersOut(BaseModel):
     nsfw_threshold: float
     max_files: int | None
     skip_duplicates: bool
+    watch: bool = False
+    auto_import: bool = False
 
 
 class StageState(BaseModel):
@@ -231,6 +236,15 @@ class ErrorEntry(BaseModel):
     time: float = Field(description="Unix time, seconds")
 
 
+class WatchState(BaseModel):
+    """A watching session's watch (``jobs.watch``)."""
+
+    mode: Literal["inotify", "polling"] = Field(description="polling: inotify could not watch the tree")
+    warning: str | None = Field(description="why the watch polls, in words")
+    last_file_at: float | None = Field(description="Unix time (seconds) of the last file ingested by the watch")
+    imported: CommitResult | None = Field(description="with auto_import: what the imports so far did")
+
+
 class Progress(BaseModel):
     """The changing part of a session's state (what a ``progress`` event carries)."""
 
@@ -244,6 +258,7 @@ class Progress(BaseModel):
     worker_pool: WorkerPool
     timing: Timing
     last_event_id: int = Field(description="the seq of the last event; the SSE id")
+    watch: WatchState | None = Field(None, description="null unless the session watches its directory")
 
 
 class State(Progress):
