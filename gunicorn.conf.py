@@ -83,6 +83,7 @@ def post_worker_init(worker):
     from ingestapp import shutdown
 
     worker.wsgi.extensions["ingest_jobs"].pool.start()  # warm before the first ingest
+    worker.wsgi.extensions["ingest_jobs"].restart_watches()  # watches stopped with their process go on
 
     def watch() -> None:
         while worker.alive:

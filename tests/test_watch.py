@@ -1,0 +1,158 @@
+"""Watch folders (issue 20): a session that keeps ingesting its directory's new and changed files.
+
+In-process tests (the app fixture; the watchdog observer runs in a native thread there) for the
+rules; real gunicorn tests (tests/servers.py) for the stream, kill -9, the polling fallback, cancel
+and auto-import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+from flask import Flask
+from PIL import Image
+
+from ingestapp.core.vocabulary import EventType, SessionStatus
+from ingestapp.jobs.settle import FileStat, Settler
+from tests.factories import start, wait_for, write_jpegs
+from tests.servers import Server, SSEClient, gunicorn
+
+SETTLE = 1.0  # INGEST_WATCH_SETTLE of these tests (seconds)
+
+
+def jpeg_bytes(label: str, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A JPEG unique by ``label`` (in its comment), big enough to be written in two halves."""
+    out = io.BytesIO()
+    Image.effect_noise(size, 40).convert("RGB").save(out, "JPEG", quality=90, comment=label.encode())
+    return out.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_slowly(path: Path, data: bytes, pause: float) -> None:
+    """Half the bytes, a pause (shorter than the settle time), then the rest: one writer, open throughout."""
+    with path.open("wb") as out:
+        out.write(data[: len(data) // 2])
+        out.flush()
+        os.fsync(out.fileno())
+        time.sleep(pause)
+        out.write(data[len(data) // 2:])
+
+
+def write_by_rename(path: Path, data: bytes) -> None:
+    """As rsync does: a hidden temporary name in the same directory, then a rename."""
+    temporary = path.with_name(f".{path.name}.XyZ123")
+    temporary.write_bytes(data)
+    os.rename(temporary, path)
+
+
+def until(check: Callable[[], Any], timeout: float = 30, interval: float = 0.1, sleep: Callable = time.sleep) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        sleep(interval)
+    raise TimeoutError(f"never true: {check}")
+
+
+# -- settling (pure) -------------------------------------------------------------------------------
+
+
+def test_settler_takes_a_file_only_after_its_stat_held_for_the_settle_time() -> None:
+    settler = Settler(2.0)
+    half, whole = FileStat(50, 1, 1, 7), FileStat(100, 2, 1, 7)
+    settler.changed("a.jpg", 0.0)
+    assert settler.due(0.0) == ["a.jpg"]
+    assert not settler.checked("a.jpg", half, 0.1)  # first look: the window starts
+    assert settler.due(1.0) == []
+    settler.changed("a.jpg", 1.0)  # written again (inotify)
+    assert not settler.checked("a.jpg", whole, 1.1)
+    assert settler.due(2.5) == []
+    assert not settler.checked("a.jpg", FileStat(100, 3, 1, 7), 3.2)  # mtime moved: a new window
+    assert settler.due(4.0) == []
+    assert settler.checked("a.jpg", FileStat(100, 3, 1, 7), 5.2)
+    assert len(settler) == 0
+    settler.changed("gone.jpg", 0.0)
+    assert not settler.checked("gone.jpg", None, 0.1) and len(settler) == 0  # renamed away: forgotten
+
+
+# -- in process ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_config(app_config: dict) -> dict:
+    return {**app_config, "WATCH_SETTLE": SETTLE, "WATCH_RESCAN": 300.0}
+
+
+def items_of(client: Any, session_id: str) -> list[dict[str, Any]]:
+    return client.get(f"/api/ingest/{session_id}/items?limit=500").get_json()["items"]
+
+
+def test_watch_parameters_are_checked_like_any_session(client: Any, media: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    answer = client.post("/api/ingest/process", json={"directory": str(outside), "watch": True})
+    assert answer.status_code == 400 and answer.get_json()["field"] == "directory"
+    answer = client.post("/api/ingest/process", json={"directory": str(media), "auto_import": True})
+    assert answer.status_code == 400 and answer.get_json()["field"] == "auto_import"
+    answer = client.post("/api/ingest/process", json={"directory": str(media), "watch": "yes"})
+    assert answer.status_code == 400 and answer.get_json()["field"] == "watch"
+
+
+def test_new_changed_and_renamed_files_each_become_one_item(app: Flask, client: Any, media: Path) -> None:
+    inbox = media / "inbox"
+    write_jpegs(inbox, 2)
+    session_id = start(client, inbox, watch=True)
+    state = wait_for(app, session_id, {SessionStatus.WATCHING})
+    assert state["watch"]["mode"] == "inotify" and state["processed_files"] == 2
+
+    renamed, slow = jpeg_bytes("renamed"), jpeg_bytes("slow")
+    write_by_rename(inbox / "renamed.jpg", renamed)
+    gevent.get_hub().threadpool.apply(write_slowly, (inbox / "slow.jpg", slow, SETTLE / 2))
+    (inbox / "notes.txt").write_text("not a media file: the pattern leaves it out")
+    paths = lambda: sorted(item["path"] for item in items_of(client, session_id))  # noqa: E731
+    expected = ["inbox/img_0000.jpg", "inbox/img_0001.jpg", "inbox/renamed.jpg", "inbox/slow.jpg"]
+    until(lambda: paths() == expected, sleep=gevent.sleep)
+    items = {item["path"]: item for item in items_of(client, session_id)}
+    assert items["inbox/renamed.jpg"]["sha256"] == sha256(renamed)
+    assert items["inbox/slow.jpg"]["sha256"] == sha256(slow)
+
+    os.utime(inbox / "renamed.jpg")  # touched, same content: no new item
+    changed = jpeg_bytes("changed")
+    write_by_rename(inbox / "slow.jpg", changed)  # a new content for the path: its version 2
+    until(lambda: len(items_of(client, session_id)) == 5, sleep=gevent.sleep)
+    gevent.sleep(SETTLE * 2)
+    slow_items = [item for item in items_of(client, session_id) if item["path"] == "inbox/slow.jpg"]
+    assert sorted(item["sha256"] for item in slow_items) == sorted([sha256(slow), sha256(changed)])
+    assert len(items_of(client, session_id)) == 5
+    assert app.extensions["ingest_jobs"].state(session_id)["status"] == SessionStatus.WATCHING
+
+    assert client.post(f"/api/ingest/{session_id}/cancel", json={}).status_code == 202
+    assert wait_for(app, session_id, {SessionStatus.CANCELLED})["processed_files"] == 5
+    write_jpegs(inbox, 1, prefix="late")
+    gevent.sleep(SETTLE * 2)
+    assert len(items_of(client, session_id)) == 5
+
+
+def test_a_watched_directory_that_disappears_fails_the_session_in_words(
+    app: Flask, client: Any, media: Path
+) -> None:
+    inbox = media / "inbox"
+    write_jpegs(inbox, 1)
+    session_id = start(client, inbox, watch=True)
+    wait_for(app, session_id, {SessionStatus.WATCHING})
+    shutil.rmtree(inbox)
+    state = wait_for(app, session_id, {SessionStatus.FAILED}, timeout=10)
+    assert "the watched directory inbox disappeared" in state["message"]
+    assert str(media) not in state["message"]
