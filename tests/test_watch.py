@@ -156,3 +156,124 @@ def test_a_watched_directory_that_disappears_fails_the_session_in_words(
     state = wait_for(app, session_id, {SessionStatus.FAILED}, timeout=10)
     assert "the watched directory inbox disappeared" in state["message"]
     assert str(media) not in state["message"]
+
+
+# -- real gunicorn ---------------------------------------------------------------------------------
+
+WATCH_ENV = {"INGEST_WATCH_SETTLE": str(SETTLE), "INGEST_WORKERS": "2", "INGEST_JOB_LEASE": "2"}
+
+
+def server_watch(server: Server, directory: Path, **parameters: Any) -> str:
+    body = {"directory": str(directory), "enable_nsfw_detection": False, "watch": True, **parameters}
+    status, answer = server.request("POST", "/api/ingest/process", body)
+    assert status == 202, answer
+    return answer["session_id"]
+
+
+def server_items(server: Server, session_id: str) -> list[dict[str, Any]]:
+    return server.request("GET", f"/api/ingest/{session_id}/items?limit=500")[1]["items"]
+
+
+def hashes_by_path(items: list[dict[str, Any]]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for item in items:
+        found.setdefault(item["path"], []).append(item["sha256"])
+    return {path: sorted(hashes) for path, hashes in found.items()}
+
+
+@pytest.mark.server
+def test_stream_of_a_watch_has_one_file_event_per_whole_file(tmp_path: Path, media: Path) -> None:
+    inbox = media / "inbox"
+    write_jpegs(inbox, 2)
+    with gunicorn(tmp_path / "instance", media, WATCH_ENV) as server:
+        session_id = server_watch(server, inbox)
+        server.wait_for_status(session_id, {SessionStatus.WATCHING})
+        stream = SSEClient(server.port, f"/api/ingest/stream/{session_id}?last_event_id=0")
+        try:
+            slow, renamed = jpeg_bytes("slow"), jpeg_bytes("renamed")
+            def write() -> None:
+                write_slowly(inbox / "slow.jpg", slow, SETTLE / 2)
+                write_by_rename(inbox / "renamed.jpg", renamed)
+
+            writer = gevent.get_hub().threadpool.spawn(write)
+            files: list[dict[str, Any]] = []
+            for event in stream.events():
+                assert event["event"] in (EventType.PROGRESS, EventType.STAGE, EventType.FILE), event
+                if event["event"] == EventType.FILE:
+                    files.append(event["data"])
+                if len(files) == 4:
+                    break
+            writer.get(timeout=10)
+        finally:
+            stream.close()
+        assert sorted(f["path"] for f in files) == [
+            "inbox/img_0000.jpg", "inbox/img_0001.jpg", "inbox/renamed.jpg", "inbox/slow.jpg"
+        ]
+        gevent.sleep(SETTLE * 2)  # nothing else comes: each file was taken once
+        found = hashes_by_path(server_items(server, session_id))
+        assert found["inbox/slow.jpg"] == [sha256(slow)] and found["inbox/renamed.jpg"] == [sha256(renamed)]
+        assert len(found) == 4 and sum(map(len, found.values())) == 4
+        state = server.request("GET", f"/api/ingest/status/{session_id}")[1]
+        assert state["status"] == SessionStatus.WATCHING and state["watch"]["last_file_at"] is not None
+
+
+@pytest.mark.server
+def test_a_watch_survives_kill_9_and_finds_the_files_added_while_down(tmp_path: Path, media: Path) -> None:
+    inbox = media / "inbox"
+    write_jpegs(inbox, 2)
+    instance = tmp_path / "instance"
+    with gunicorn(instance, media, WATCH_ENV) as server:
+        session_id = server_watch(server, inbox)
+        server.wait_for_status(session_id, {SessionStatus.WATCHING})
+        first = jpeg_bytes("before the crash")
+        (inbox / "before.jpg").write_bytes(first)
+        until(lambda: len(server_items(server, session_id)) == 3)
+        server.kill_group()  # no shutdown code runs: the session still says watching
+    added = {name: jpeg_bytes(name) for name in ("down-1.jpg", "down-2.jpg")}
+    for name, data in added.items():
+        (inbox / "sub" / name).parent.mkdir(exist_ok=True)
+        (inbox / "sub" / name).write_bytes(data)
+    changed = jpeg_bytes("changed while down")
+    (inbox / "before.jpg").write_bytes(changed)
+
+    with gunicorn(instance, media, WATCH_ENV) as server:
+        until(lambda: len(server_items(server, session_id)) == 6, timeout=60)
+        state = server.wait_for_status(session_id, {SessionStatus.WATCHING})
+        found = hashes_by_path(server_items(server, session_id))
+        assert found["inbox/sub/down-1.jpg"] == [sha256(added["down-1.jpg"])]
+        assert found["inbox/sub/down-2.jpg"] == [sha256(added["down-2.jpg"])]
+        assert found["inbox/before.jpg"] == sorted([sha256(first), sha256(changed)])  # the earlier one stays
+        assert state["watch"]["mode"] == "inotify"
+        late = jpeg_bytes("after the restart")
+        (inbox / "late.jpg").write_bytes(late)
+        until(lambda: hashes_by_path(server_items(server, session_id)).get("inbox/late.jpg") == [sha256(late)])
+
+
+@pytest.mark.server
+def test_polling_fallback_with_auto_import_and_cancel(tmp_path: Path, media: Path) -> None:
+    inbox = media / "inbox"
+    write_jpegs(inbox, 2)
+    env = {**WATCH_ENV, "INGEST_WATCH_FAULT": "enospc", "INGEST_WATCH_POLL": "1"}
+    with gunicorn(tmp_path / "instance", media, env) as server:
+        session_id = server_watch(server, inbox, auto_import=True)
+        state = server.wait_for_status(session_id, {SessionStatus.WATCHING})
+        assert state["watch"]["mode"] == "polling"
+        assert "inotify cannot watch this folder" in state["watch"]["warning"]
+        assert "inotify cannot watch this folder" in server.log.read_text()
+        until(lambda: server.request("GET", "/api/catalog?limit=100")[1]["total"] == 2)
+
+        new = jpeg_bytes("polled")
+        gevent.get_hub().threadpool.apply(write_slowly, (inbox / "polled.jpg", new, SETTLE / 2))
+        until(lambda: server.request("GET", "/api/catalog?limit=100")[1]["total"] == 3)
+        catalog = server.request("GET", "/api/catalog?limit=100")[1]
+        assert sha256(new) in {entry["sha256"] for entry in catalog["items"]}
+        state = until(lambda: (s := server.request("GET", f"/api/ingest/status/{session_id}")[1])["watch"]["imported"]
+                      and s["watch"]["imported"]["added"] == 3 and s)
+        assert state["status"] == SessionStatus.WATCHING
+
+        assert server.request("POST", f"/api/ingest/{session_id}/cancel", {})[0] == 202
+        server.wait_for_status(session_id, {SessionStatus.CANCELLED}, timeout=15)
+        (inbox / "after-cancel.jpg").write_bytes(jpeg_bytes("after the cancel"))
+        time.sleep(SETTLE * 3)
+        assert len(server_items(server, session_id)) == 3
+        assert server.request("GET", "/api/catalog?limit=100")[1]["total"] == 3
