@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
+import signal
+import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +27,11 @@ from PIL import Image
 
 from ingestapp.core.vocabulary import EventType, SessionStatus
 from ingestapp.jobs.settle import FileStat, Settler
+from tests.auth_support import prepare_instance
 from tests.factories import start, wait_for, write_jpegs
-from tests.servers import Server, SSEClient, gunicorn
+from tests.servers import GUNICORN, REPO, Server, SSEClient, gunicorn
+
+FLASK = GUNICORN.with_name("flask")
 
 SETTLE = 1.0  # INGEST_WATCH_SETTLE of these tests (seconds)
 
@@ -277,3 +284,38 @@ def test_polling_fallback_with_auto_import_and_cancel(tmp_path: Path, media: Pat
         time.sleep(SETTLE * 3)
         assert len(server_items(server, session_id)) == 3
         assert server.request("GET", "/api/catalog?limit=100")[1]["total"] == 3
+
+
+def test_cli_watch_ingests_new_files_until_ctrl_c(tmp_path: Path) -> None:
+    inbox = tmp_path / "card-import"  # the CLI may watch a directory outside the media roots
+    write_jpegs(inbox, 1)
+    instance = tmp_path / "instance"
+    prepare_instance(instance)
+    env = {**os.environ, "INGEST_INSTANCE_PATH": str(instance), "INGEST_WATCH_SETTLE": str(SETTLE),
+           "INGEST_WORKERS": "1"}
+    command = [str(FLASK), "--app", "ingestapp", "ingest", "watch", str(inbox), "--no-nsfw", "--auto-import", "--json"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        session_id = process.stderr.readline().strip().rpartition("/")[2]  # "session: <url>"
+        database = instance / "ingestapp.sqlite3"
+
+        def catalog_size() -> int:
+            with sqlite3.connect(database) as conn:
+                return conn.execute("SELECT count(*) FROM catalog").fetchone()[0]
+
+        until(lambda: catalog_size() == 1)
+        new = jpeg_bytes("from the card")
+        write_by_rename(inbox / "new.jpg", new)
+        until(lambda: catalog_size() == 2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    state = json.loads(out)
+    assert state["session_id"] == session_id and state["status"] == SessionStatus.CANCELLED
+    assert state["processed_files"] == 2 and state["watch"]["imported"]["added"] == 2
+    with sqlite3.connect(database) as conn:
+        assert sha256(new) in {row[0] for row in conn.execute("SELECT sha256 FROM catalog")}

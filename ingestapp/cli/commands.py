@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from ingestapp.accounts.users import AccountError, default_cli_user
 from ingestapp.catalog.service import commit_session
 from ingestapp.core.parameters import ParameterError, parse_parameters
 from ingestapp.core.paths import printable
+from ingestapp.core.vocabulary import SessionStatus
 from ingestapp.events.model import Event, job_event
 from ingestapp.jobs.run import JobRegistry
 from ingestapp.store.revision import SchemaOutOfDate, require_current
@@ -129,6 +131,8 @@ def run_command(
     commit_after: bool,
     as_json: bool,
     username: str | None,
+    watch: bool = False,
+    auto_import: bool = False,
 ) -> None:
     """Ingest DIRECTORY in this process with progress on the terminal; exit 1 if the job fails.
 
@@ -152,6 +156,8 @@ def run_command(
         "import_scores": not no_scores,
         "enable_nsfw_detection": not no_nsfw,
         "skip_duplicates": not keep_duplicates,
+        "watch": watch,
+        "auto_import": auto_import,
     }
     for name, value in (("pattern", pattern), ("nsfw_threshold", threshold), ("max_files", max_files)):
         if value is not None:
@@ -172,16 +178,31 @@ def run_command(
     try:
         job.greenlet.join()
     except KeyboardInterrupt:
-        job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
-        raise
+        if not watch:
+            job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
+            raise
+        job.request_cancel()  # Ctrl-C ends a watch as Cancel on the page does
+        job.greenlet.join()
     finally:
         bar.close()
     state = registry.state(job.session_id)
-    if commit_after and state["status"] == "completed":
+    finished = SessionStatus.CANCELLED if watch else SessionStatus.COMPLETED  # a watch ends only when cancelled
+    if commit_after and state["status"] == finished:
         state["commit"] = commit_session(registry.engine, job.session_id, set())
     _report(state, as_json)
-    if state["status"] != "completed":
+    if state["status"] != finished:
         sys.exit(1)
+
+
+ingest.add_command(click.Command(
+    "watch",
+    params=[*run_command.params, click.Option(
+        ["--auto-import"], is_flag=True, help="Commit each new ok file to the catalog as soon as it is processed."
+    )],
+    callback=functools.partial(run_command.callback, watch=True),  # type: ignore[arg-type]
+    help="Ingest DIRECTORY as `ingest run` does, then keep watching it: each new or changed file (once it stopped "
+         "changing for INGEST_WATCH_SETTLE seconds) is ingested too, until Ctrl-C or Cancel on the page.",
+))
 
 
 def _report(state: dict[str, Any], as_json: bool) -> None:
