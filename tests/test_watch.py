@@ -28,6 +28,7 @@ from PIL import Image
 from ingestapp.core.vocabulary import EventType, SessionStatus
 from ingestapp.jobs.settle import FileStat, Settler
 from tests.auth_support import prepare_instance
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, SignedInBrowser, require_chromium
 from tests.factories import start, wait_for, write_jpegs
 from tests.servers import GUNICORN, REPO, Server, SSEClient, gunicorn
 
@@ -319,3 +320,44 @@ def test_cli_watch_ingests_new_files_until_ctrl_c(tmp_path: Path) -> None:
     assert state["processed_files"] == 2 and state["watch"]["imported"]["added"] == 2
     with sqlite3.connect(database) as conn:
         assert sha256(new) in {row[0] for row in conn.execute("SELECT sha256 FROM catalog")}
+
+
+@pytest.mark.server
+def test_the_page_starts_a_watch_and_shows_it(tmp_path: Path, media: Path) -> None:
+    """The form's checkbox starts a watch; the session page says Watching, with the last file's
+    time, and its review's Import N grows; Cancel stops it."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    inbox = media / "inbox"
+    write_jpegs(inbox, 2)
+    with gunicorn(tmp_path / "instance", media, WATCH_ENV) as server, sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            browser = SignedInBrowser(launched, f"http://127.0.0.1:{server.port}", server.username, server.password)
+            page = browser.new_context().new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"http://127.0.0.1:{server.port}/")
+            page.fill("#directory", str(inbox))
+            page.uncheck("#enable_nsfw_detection")
+            page.get_by_label("Keep watching this folder", exact=True).check()
+            page.get_by_role("button", name="Start").click()
+            page.wait_for_url("**/ingest/*")
+            page.wait_for_function("() => document.getElementById('status').textContent === 'Watching'")
+            page.wait_for_function("() => document.getElementById('import').textContent === 'Import 2'")
+            assert "last file: none yet" in page.text_content("#watch-line")
+            assert page.get_by_role("button", name="Cancel").is_visible()
+
+            write_by_rename(inbox / "new.jpg", jpeg_bytes("seen on the page"))
+            page.wait_for_function("() => document.getElementById('import').textContent === 'Import 3'", timeout=20_000)
+            page.wait_for_function("() => !document.getElementById('watch-line').textContent.includes('none yet')")
+            assert "with inotify" in page.text_content("#watch-line")
+
+            page.get_by_role("button", name="Cancel").click()
+            page.wait_for_function("() => document.getElementById('status').textContent === 'Cancelled'")
+            assert page.locator("#watch-line").is_hidden()
+            assert errors == []
+            browser.check_csp()
+        finally:
+            launched.close()

@@ -283,6 +283,7 @@ class FolderWatch:
             if seq is None and path not in job.item_extras:  # _complete_file took its columns
                 self.busy[path] = job.seq
                 self._inform(last_file_at=time.time())
+                job.emit_progress()  # the page shows the time of the last file
             elif seq is not None and seq <= committed:
                 del self.busy[path]
                 released.append(os.fsencode(path))
