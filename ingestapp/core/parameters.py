@@ -60,7 +60,7 @@ class IngestParameters:
         return split_pattern(self.pattern)
 
 
-_BOOL_FIELDS = (*OPTION_FLAGS, Parameter.WATCH, Parameter.AUTO_IMPORT)
+_BOOL_FIELDS = OPTION_FLAGS
 _KNOWN_FIELDS = {f.name for f in fields(IngestParameters)}
 
 

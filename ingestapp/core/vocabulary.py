@@ -101,10 +101,10 @@ TERMINAL_EVENT_OF = {
 TERMINAL_EVENTS = tuple(TERMINAL_EVENT_OF.values())
 EVENT_TYPES = tuple(EventType)
 STAGE_NAMES = tuple(StageName)
-#: The boolean ingest parameters (the form's checkboxes), all true by default.
+#: The boolean ingest parameters (the form's checkboxes): true by default but the watch's two.
 OPTION_FLAGS = (
     Parameter.EXTRACT_METADATA, Parameter.EXTRACT_KEYWORDS, Parameter.IMPORT_SCORES,
-    Parameter.ENABLE_NSFW_DETECTION, Parameter.SKIP_DUPLICATES,
+    Parameter.ENABLE_NSFW_DETECTION, Parameter.SKIP_DUPLICATES, Parameter.WATCH, Parameter.AUTO_IMPORT,
 )
 #: Stage statuses a stopped session replaces with its own final status.
 UNFINISHED_STAGE_STATUSES = (StageStatus.PENDING, StageStatus.RUNNING)

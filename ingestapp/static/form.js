@@ -7,7 +7,6 @@
   if (!form) return;
   const $ = (id) => document.getElementById(id);
   const BOOLS = vocabulary.option_flags;
-  const WATCH_FLAGS = [vocabulary.parameter.WATCH, vocabulary.parameter.AUTO_IMPORT]; // off by default
 
   // -- parameters and errors -----------------------------------------------------------------
 
@@ -15,7 +14,7 @@
     const p = { directory: $('directory').value.trim() };
     const pattern = $('pattern').value.trim();
     if (pattern) p.pattern = pattern; // nothing sent: the server's default (all media)
-    for (const name of [...BOOLS, ...WATCH_FLAGS]) p[name] = $(name).checked;
+    for (const name of BOOLS) p[name] = $(name).checked;
     p.nsfw_threshold = Number($('nsfw_threshold').value);
     const max = $('max_files').value.trim();
     p.max_files = max === '' ? null : Number(max);
