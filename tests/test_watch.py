@@ -145,6 +145,8 @@ def test_new_changed_and_renamed_files_each_become_one_item(app: Flask, client: 
     assert sorted(item["sha256"] for item in slow_items) == sorted([sha256(slow), sha256(changed)])
     assert len(items_of(client, session_id)) == 5
     assert app.extensions["ingest_jobs"].state(session_id)["status"] == SessionStatus.WATCHING
+    answer = client.post(f"/api/ingest/{session_id}/commit", json={})  # Import works while watching
+    assert answer.status_code == 200 and answer.get_json()["added"] == 5
 
     assert client.post(f"/api/ingest/{session_id}/cancel", json={}).status_code == 202
     assert wait_for(app, session_id, {SessionStatus.CANCELLED})["processed_files"] == 5
@@ -255,6 +257,13 @@ def test_a_watch_survives_kill_9_and_finds_the_files_added_while_down(tmp_path: 
         late = jpeg_bytes("after the restart")
         (inbox / "late.jpg").write_bytes(late)
         until(lambda: hashes_by_path(server_items(server, session_id)).get("inbox/late.jpg") == [sha256(late)])
+
+    # A clean stop (SIGTERM) leaves the watch interrupted; the next start-up restarts it by itself.
+    stopped = jpeg_bytes("added while stopped")
+    (inbox / "stopped.jpg").write_bytes(stopped)
+    with gunicorn(instance, media, WATCH_ENV) as server:
+        until(lambda: hashes_by_path(server_items(server, session_id)).get("inbox/stopped.jpg") == [sha256(stopped)])
+        assert server.wait_for_status(session_id, {SessionStatus.WATCHING})["watch"]["mode"] == "inotify"
 
 
 @pytest.mark.server

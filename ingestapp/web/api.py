@@ -37,6 +37,7 @@ from ingestapp.catalog.service import (
 from ingestapp.core.errors import JobConflict, JobNotFound
 from ingestapp.core.parameters import MEDIA_EXTENSIONS, ParameterError, parse_parameters
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_error
+from ingestapp.core.vocabulary import SessionStatus
 from ingestapp.events.sse import EventStream, StreamSettings, is_finished, parse_last_event_id
 from ingestapp.jobs.run import JobRegistry
 from ingestapp.store.models import Item
@@ -217,7 +218,7 @@ def commit(session_id: str) -> Response:
     exclude = request.context.json.exclude
     check_session_access(session_id)
     state = registry().state(session_id)
-    if not is_finished(state) and state["status"] != "interrupted":
+    if not is_finished(state) and state["status"] not in (SessionStatus.INTERRUPTED, SessionStatus.WATCHING):
         raise JobConflict(f"the session is still {state['status']}")
     return jsonify(commit_session(registry().engine, session_id, None if exclude is None else set(exclude)))
 
