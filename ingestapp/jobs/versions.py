@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select, tuple_, update
+from sqlalchemy import Engine, select, tuple_, update
 
 from ingestapp.core.vocabulary import SessionStatus
 from ingestapp.jobs.settle import FileStat
@@ -33,21 +33,19 @@ class Known:
 
 
 def latest(engine: Engine, session_id: str, paths: list[bytes]) -> dict[bytes, Known]:
-    """The latest item of each of ``paths`` (``path_bytes``) in the session that has one."""
+    """The latest item of each of ``paths`` (``path_bytes``) in the session that has one. One
+    indexed query (``items``' unique ``(session_id, path_bytes, version)``)."""
     if not paths:
         return {}
-    newest = (
-        select(Item.path_bytes, func.max(Item.version).label("version"))
-        .where(Item.session_id == session_id, Item.path_bytes.in_(paths))
-        .group_by(Item.path_bytes)
-        .subquery()
-    )
     query = select(Item.path_bytes, Item.version, Item.size, Item.mtime_ns, Item.sha256).where(
-        Item.session_id == session_id,
-        tuple_(Item.path_bytes, Item.version).in_(select(newest.c.path_bytes, newest.c.version)),
+        Item.session_id == session_id, Item.path_bytes.in_(paths)
     )
+    found: dict[bytes, Known] = {}
     with engine.connect() as conn:
-        return {row.path_bytes: Known(row.version, row.size, row.mtime_ns, row.sha256) for row in conn.execute(query)}
+        for row in conn.execute(query):
+            if row.path_bytes not in found or found[row.path_bytes].version < row.version:
+                found[row.path_bytes] = Known(row.version, row.size, row.mtime_ns, row.sha256)
+    return found
 
 
 def record_stat(engine: Engine, session_id: str, path: bytes, version: int, stat: FileStat) -> None:

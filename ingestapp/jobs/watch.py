@@ -82,6 +82,7 @@ class WatchedJob(Protocol):
     committed_state: dict[str, Any]
     watch_info: dict[str, Any] | None
     item_extras: dict[str, dict[str, Any]]
+    done_paths: set[bytes]
 
     def emit_progress(self) -> None: ...
     def _spawn_linked(self, function: Any, *args: Any) -> gevent.Greenlet: ...
@@ -137,6 +138,7 @@ class FolderWatch:
         what a worker or the database raises (the job then fails)."""
         job = self.job
         job.status = SessionStatus.WATCHING
+        job.done_paths.clear()  # only the scan reads it; from here on the database says what was done
         self._start_inotify()
         workers = [job._spawn_linked(job._work) for _ in range(job.concurrency)]
         scanner: gevent.Greenlet | None = None
