@@ -27,14 +27,17 @@ from PIL import Image
 
 from ingestapp.core.vocabulary import EventType, SessionStatus
 from ingestapp.jobs.settle import FileStat, Settler
+from tests import test_worktier
 from tests.auth_support import prepare_instance
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, SignedInBrowser, require_chromium
 from tests.factories import start, wait_for, write_jpegs
 from tests.servers import GUNICORN, REPO, Server, SSEClient, gunicorn
+from tests.services import lease_owner_pid
 
 FLASK = GUNICORN.with_name("flask")
 
 SETTLE = 1.0  # INGEST_WATCH_SETTLE of these tests (seconds)
+tier = test_worktier.tier  # the work-tier fixture: gunicorn, two workers, redis-server, PostgreSQL
 
 
 def jpeg_bytes(label: str, size: tuple[int, int] = (320, 240)) -> bytes:
@@ -370,3 +373,32 @@ def test_the_page_starts_a_watch_and_shows_it(tmp_path: Path, media: Path) -> No
             browser.check_csp()
         finally:
             launched.close()
+
+
+@pytest.mark.server
+def test_with_a_work_tier_one_worker_holds_the_watch_and_another_takes_over(tier: dict, media: Path) -> None:
+    """The watch runs in one ``flask worker`` (its lease); kill -9 that worker and the other one
+    watches on by itself."""
+    server, workers = tier["server"], tier["workers"]
+    inbox = media / "inbox"
+    write_jpegs(inbox, 2)
+    session_id = server_watch(server, inbox)
+    server.wait_for_status(session_id, {SessionStatus.WATCHING})
+    pids = {worker.process.pid: worker for worker in workers}
+    holder = pids[lease_owner_pid(tier["database"], session_id)]
+    added = {f"new-{i}.jpg": jpeg_bytes(f"tier {i}") for i in range(4)}
+    for name, data in added.items():
+        write_by_rename(inbox / name, data)
+    until(lambda: len(server_items(server, session_id)) == 6, timeout=60)
+    assert {item["worker"] for item in server_items(server, session_id)} <= {worker.name for worker in workers}
+
+    holder.process.kill()  # SIGKILL: its lease expires, and the watch restarts on the other worker
+    holder.process.wait()
+    late = jpeg_bytes("after the takeover")
+    (inbox / "late.jpg").write_bytes(late)
+    until(lambda: hashes_by_path(server_items(server, session_id)).get("inbox/late.jpg") == [sha256(late)], timeout=90)
+    assert lease_owner_pid(tier["database"], session_id) != holder.process.pid
+    assert server.wait_for_status(session_id, {SessionStatus.WATCHING})
+    found = hashes_by_path(server_items(server, session_id))
+    assert all(found[f"inbox/{name}"] == [sha256(data)] for name, data in added.items())
+    assert sum(map(len, found.values())) == 7
