@@ -117,6 +117,8 @@ def test_watch_parameters_are_checked_like_any_session(client: Any, media: Path,
     assert answer.status_code == 400 and answer.get_json()["field"] == "directory"
     answer = client.post("/api/ingest/process", json={"directory": str(media), "auto_import": True})
     assert answer.status_code == 400 and answer.get_json()["field"] == "auto_import"
+    answer = client.post("/api/ingest/process", json={"directory": str(media), "watch": True, "max_files": 3})
+    assert answer.status_code == 400 and answer.get_json()["field"] == "max_files"
     answer = client.post("/api/ingest/process", json={"directory": str(media), "watch": "yes"})
     assert answer.status_code == 400 and answer.get_json()["field"] == "watch"
 

@@ -88,8 +88,8 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
     Raises:
         ParameterError: for a non-object body, unknown fields, wrong JSON types, a directory that
             is missing, relative, not a directory or outside ``media_roots`` (after resolving
-            symlinks), a threshold outside [0, 1], ``max_files`` < 1, a malformed pattern, or
-            ``auto_import`` without ``watch``.
+            symlinks), a threshold outside [0, 1], ``max_files`` < 1, a malformed pattern,
+            ``auto_import`` without ``watch``, or ``max_files`` with ``watch``.
     """
     if not isinstance(body, dict):
         raise ParameterError("the body must be a JSON object", None)
@@ -115,6 +115,8 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
         values["nsfw_threshold"] = _threshold(raw["nsfw_threshold"])
     if raw.get("max_files") is not None:
         values["max_files"] = _max_files(raw["max_files"])
+    if values.get(Parameter.WATCH) and values.get("max_files") is not None:
+        raise ParameterError("max_files cannot be combined with watch: a watch ingests every file", "max_files")
     if values.get(Parameter.AUTO_IMPORT) and not values.get(Parameter.WATCH):
         raise ParameterError("auto_import needs watch: only a watching session imports by itself", "auto_import")
     return IngestParameters(**values)
