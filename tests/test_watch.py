@@ -114,7 +114,7 @@ def test_watch_parameters_are_checked_like_any_session(client: Any, media: Path,
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     answer = client.post("/api/ingest/process", json={"directory": str(outside), "watch": True})
-    assert answer.status_code == 400 and answer.get_json()["field"] == "directory"
+    assert answer.status_code == 403 and answer.get_json()["field"] == "directory"  # main: outside the roots is 403
     answer = client.post("/api/ingest/process", json={"directory": str(media), "auto_import": True})
     assert answer.status_code == 400 and answer.get_json()["field"] == "auto_import"
     answer = client.post("/api/ingest/process", json={"directory": str(media), "watch": True, "max_files": 3})

@@ -24,7 +24,6 @@ from flask import (
     Response,
     current_app,
     g,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -38,7 +37,7 @@ from sqlalchemy import Engine, exists, select
 
 from ingestapp.accounts import users as accounts
 from ingestapp.accounts.users import Account, AccountError
-from ingestapp.core.errors import JobNotFound
+from ingestapp.core.errors import ApiError, JobNotFound
 from ingestapp.store.models import CatalogEntry, IngestSession, Item
 
 bp = Blueprint("auth", __name__)
@@ -103,31 +102,21 @@ def _load_from_header(req: object) -> Account | None:
     return account
 
 
-def _json_error(status: int, message: str, field: str | None) -> Response:
-    response = jsonify(error=message, field=field)
-    response.status_code = status
-    return response
-
-
-def require_api_user() -> Response | None:
-    """``before_request`` of the API: 401 without valid credentials, 403 for a cookie-authenticated
-    change without a valid CSRF token."""
+def require_api_user() -> None:
+    """``before_request`` of the API: raises ApiError 401 without valid credentials (with
+    ``WWW-Authenticate: Bearer``, RFC 6750 §3), 403 for a cookie-authenticated change without a
+    valid CSRF token."""
     if not current_user.is_authenticated:
         sent = "Authorization" in request.headers
-        response = _json_error(
-            401,
-            "the token is invalid, expired or revoked" if sent else "sign in, or send Authorization: Bearer <token>",
-            "Authorization",
-        )
+        message = ("the token is invalid, expired or revoked" if sent
+                   else "sign in, or send Authorization: Bearer <token>")
         challenge = 'Bearer realm="ingestapp"' + (', error="invalid_token"' if sent else "")
-        response.headers["WWW-Authenticate"] = challenge  # RFC 6750 §3
-        return response
+        raise ApiError(401, message, "Authorization", {"WWW-Authenticate": challenge})
     if request.method not in SAFE_METHODS and g.get("auth_method") != "token":
         try:
             csrf.protect()
         except CSRFError as exc:
-            return _json_error(403, f"CSRF check failed: {exc.description}", "X-CSRFToken")
-    return None
+            raise ApiError(403, f"CSRF check failed: {exc.description}", "X-CSRFToken") from None
 
 
 def require_page_user() -> Response | None:

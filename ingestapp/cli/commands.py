@@ -1,4 +1,8 @@
-"""``flask --app ingestapp ingest ...``: run an ingest in the terminal, write sample media."""
+"""``flask --app ingestapp ingest ...``: run an ingest in the terminal, write sample media; and the
+registration of every command group (``ingest``, ``worker``, ``users``, ``tokens``).
+
+A new ``ingest`` subcommand is one more ``@ingest.command(...)`` function (here or in a module this
+one imports)."""
 
 from __future__ import annotations
 
@@ -16,20 +20,21 @@ from flask.cli import AppGroup
 from tqdm import tqdm
 
 from ingestapp.accounts.users import AccountError, default_cli_user
-from ingestapp.catalog.service import commit_session
+from ingestapp.catalog.commit import commit_session
+from ingestapp.cli import accounts
 from ingestapp.core.parameters import ParameterError, parse_parameters
 from ingestapp.core.paths import printable
-from ingestapp.core.vocabulary import SessionStatus
+from ingestapp.core.vocabulary import EventType, SessionStatus
 from ingestapp.events.model import Event, job_event
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 from ingestapp.store.revision import SchemaOutOfDate, require_current
 
 ingest = AppGroup("ingest", help="Ingest media from the command line.")
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(ingest)
-    app.cli.add_command(worker_command)
+    for command in (ingest, worker_command, accounts.users, accounts.tokens):
+        app.cli.add_command(command)
 
 
 class ProgressBar:
@@ -42,7 +47,7 @@ class ProgressBar:
 
     def on_event(self, _sender: str, event: Event) -> None:
         data = json.loads(event.data)
-        if event.type == "error":
+        if event.type == EventType.ERROR:
             line = f"error: {data['file']} [{data['stage']}] {data['message']}"
             self.bar.write(printable(line), file=sys.stderr)  # a file name may hold terminal controls
         if "total_files" in data:
@@ -68,7 +73,7 @@ class ProgressLines:
 
     def on_event(self, _sender: str, event: Event) -> None:
         data = json.loads(event.data)
-        if event.type == "error":
+        if event.type == EventType.ERROR:
             self._write(f"error: {data['file']} [{data['stage']}] {data['message']}")
             return
         if "total_files" not in data or (not event.terminal and time.monotonic() - self.last < self.interval):
@@ -181,7 +186,7 @@ def run_command(
         if not watch:
             job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
             raise
-        job.request_cancel()  # Ctrl-C ends a watch as Cancel on the page does
+        job.cancel.request()  # Ctrl-C ends a watch as Cancel on the page does
         job.greenlet.join()
     finally:
         bar.close()
@@ -218,7 +223,7 @@ def _report(state: dict[str, Any], as_json: bool) -> None:
     if "commit" in state:
         commit = state["commit"]
         click.echo(f"catalog: {commit['added']} added, {commit['updated']} updated")
-    elif state["status"] == "completed":
+    elif state["status"] == SessionStatus.COMPLETED:
         click.echo("nothing committed — add --commit to import the ok files into the catalog")
 
 

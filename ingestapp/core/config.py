@@ -39,6 +39,11 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         # Request bodies over this many bytes are answered 413 before they are read (Flask's key).
         "MAX_CONTENT_LENGTH": int(env.get("INGEST_MAX_BODY", 1024 * 1024)),
+        # Slow clients (web/slow_clients.py): seconds every request body gets, plus its length at
+        # this many bytes/s; requests without credentials in progress at once per worker.
+        "BODY_TIMEOUT": float(env.get("INGEST_BODY_TIMEOUT", 10)),
+        "BODY_MIN_RATE": float(env.get("INGEST_BODY_MIN_RATE", 65536)),
+        "MAX_ANONYMOUS": int(env.get("INGEST_MAX_ANONYMOUS", 256)),
         # Live progress over SSE. The keepalive must stay below nginx's proxy_read_timeout.
         "SSE_RETRY_MS": int(env.get("INGEST_SSE_RETRY_MS", 2000)),
         "SSE_KEEPALIVE": float(env.get("INGEST_SSE_KEEPALIVE", 15)),

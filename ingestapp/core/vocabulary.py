@@ -41,10 +41,12 @@ class StageStatus(StrEnum):
 
 
 class ItemStatus(StrEnum):
-    """An item's ``status``: processed (``ok``) or an error entry (``error``)."""
+    """An item's ``status``: processed (``ok``), an error entry (``error``), or a duplicate whose
+    later stages did not run (``skipped``)."""
 
     OK = "ok"
     ERROR = "error"
+    SKIPPED = "skipped"
 
 
 class EventType(StrEnum):

@@ -30,15 +30,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import gevent
+import gevent.queue
 from sqlalchemy import Engine
 
-from ingestapp.catalog.service import import_items
+from ingestapp.catalog.commit import import_items
+from ingestapp.core.parameters import IngestParameters
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine, display_path, root_of
 from ingestapp.core.patterns import compile_patterns
 from ingestapp.core.vocabulary import SessionStatus, StageName
 from ingestapp.jobs import versions
+from ingestapp.jobs.cancel import CancelFlag
 from ingestapp.jobs.scanner import ScannedFile, list_directory, scan
 from ingestapp.jobs.settle import FileStat, Settler
+from ingestapp.jobs.state import JobState
+from ingestapp.jobs.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +71,20 @@ class WatchEnded(RuntimeError):
 
 
 class WatchedJob(Protocol):
-    """What the watch uses of ``run.Job`` (the job greenlet runs ``FolderWatch.run``)."""
+    """What the watch uses of ``job.Job`` (the job greenlet runs ``FolderWatch.run``)."""
 
     session_id: str
-    parameters: Any
-    registry: Any
-    queue: Any
-    queued: int
-    total_files: int
-    stages: dict[str, Any]
-    concurrency: int
-    cancel_requested: bool
-    status: str
-    seq: int
-    committed_state: dict[str, Any]
-    watch_info: dict[str, Any] | None
+    parameters: IngestParameters
+    registry: Any  # job.Host
+    queue: gevent.queue.Queue
+    state: JobState
+    cancel: CancelFlag
+    writer: Writer
     item_extras: dict[str, dict[str, Any]]
     done_paths: set[bytes]
 
+    @property
+    def committed_state(self) -> dict[str, Any]: ...
     def emit_progress(self) -> None: ...
     def _spawn_linked(self, function: Any, *args: Any) -> gevent.Greenlet: ...
     def _work(self) -> None: ...
@@ -137,17 +138,17 @@ class FolderWatch:
         """Watch until the job is cancelled. Raises WatchEnded when the directory disappears, or
         what a worker or the database raises (the job then fails)."""
         job = self.job
-        job.status = SessionStatus.WATCHING
+        job.state.status = SessionStatus.WATCHING
         job.done_paths.clear()  # only the scan reads it; from here on the database says what was done
         self._start_inotify()
-        workers = [job._spawn_linked(job._work) for _ in range(job.concurrency)]
+        workers = [job._spawn_linked(job._work) for _ in range(job.state.concurrency)]
         scanner: gevent.Greenlet | None = None
         try:
             if job.parameters.auto_import:
                 self._import(None)
             job.emit_progress()
             next_scan = next_check = time.monotonic()
-            while not job.cancel_requested:
+            while not job.cancel:
                 now = time.monotonic()
                 if (now >= next_scan or self.rescan_soon) and (scanner is None or scanner.dead):
                     self.rescan_soon = False
@@ -172,7 +173,7 @@ class FolderWatch:
 
     def _inform(self, **changes: Any) -> None:
         """Change the state's ``watch`` (a new dict: the last committed state keeps the old one)."""
-        self.job.watch_info = {**(self.job.watch_info or {}), **changes}
+        self.job.state.watch = {**(self.job.state.watch or {}), **changes}
 
     def _check_directory(self) -> None:
         if not self.registry.threadpool.apply(os.path.isdir, (self.directory,)):
@@ -269,9 +270,9 @@ class FolderWatch:
         version = latest.version + 1 if latest is not None else 1
         job.item_extras[self.prefix + relpath] = {"version": version, "size": stat.size, "mtime_ns": stat.mtime_ns}
         self.busy[self.prefix + relpath] = None
-        job.total_files += 1
-        job.stages[StageName.SCANNING].processed += 1
-        job.queued += 1
+        job.state.total_files += 1
+        job.state.stages[StageName.SCANNING].processed += 1
+        job.state.queued += 1
         job.queue.put((ScannedFile(relpath, real, (stat.dev, stat.ino)), self.root, self.prefix + relpath))
         job.emit_progress()
 
@@ -282,8 +283,8 @@ class FolderWatch:
         committed = job.committed_state["last_event_id"]
         released: list[bytes] = []
         for path, seq in list(self.busy.items()):
-            if seq is None and path not in job.item_extras:  # _complete_file took its columns
-                self.busy[path] = job.seq
+            if seq is None and path not in job.item_extras:  # record_file took its columns
+                self.busy[path] = job.writer.seq
                 self._inform(last_file_at=time.time())
                 job.emit_progress()  # the page shows the time of the last file
             elif seq is not None and seq <= committed:

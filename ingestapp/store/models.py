@@ -40,7 +40,7 @@ class IngestSession(Base):
     last_event_id: Mapped[int] = mapped_column(Integer, default=0)
     #: The lease of the process running the job (``JobRegistry.owner``, unique per process start); None
     #: when no process runs it. Taken, renewed and released by conditional UPDATEs
-    #: (``leases.py``, ``eventlog.py``).
+    #: (``jobs/leases.py``, ``events/log.py``).
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     #: Unix time (seconds) after which the lease is void and the reaper marks the session interrupted.
     lease_expires_at: Mapped[float | None] = mapped_column(Float, index=True)

@@ -13,12 +13,12 @@ from typing import Any
 from flask import Blueprint, abort, current_app, render_template, request
 
 from ingestapp.accounts.auth import check_session_access, owner_filter, require_page_user
-from ingestapp.catalog.service import CATALOG_SORTS, parse_catalog_query, query_catalog
+from ingestapp.catalog.search import CATALOG_SORTS, parse_catalog_query, query_catalog
 from ingestapp.core.errors import JobNotFound
 from ingestapp.core.parameters import DEFAULT_PATTERN, ParameterError
 from ingestapp.core.paths import display_path
 from ingestapp.core.vocabulary import LABELS, for_scripts
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
