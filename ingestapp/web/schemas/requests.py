@@ -203,11 +203,23 @@ class StreamQuery(_Query):
 # -- JSON bodies -----------------------------------------------------------------------------------
 
 
+def _when_true(name: str) -> dict[str, Any]:
+    return {"properties": {name: {"const": True}}, "required": [name]}
+
+
+#: ``core.parameters.check_watch`` in the contract (JSON Schema ``if``/``then``), so a body the
+#: schema accepts is one the server accepts: ``auto_import`` needs ``watch``; ``watch`` takes no ``max_files``.
+WATCH_RULES: dict[str, Any] = {"allOf": [
+    {"if": _when_true("auto_import"), "then": _when_true("watch")},
+    {"if": _when_true("watch"), "then": {"properties": {"max_files": {"type": "null"}}}},
+]}
+
+
 class IngestParametersIn(BaseModel):
     """What a session does. Once the body is well-formed, ``core.parameters`` checks the directory
     (403 outside the media roots or unreadable; 400 missing or not a directory) and the pattern."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="IngestParameters")
+    model_config = ConfigDict(extra="forbid", strict=True, title="IngestParameters", json_schema_extra=WATCH_RULES)
 
     directory: str = Field(
         description="absolute directory inside a media root (symlinks resolved); 403 outside them",
