@@ -6,6 +6,7 @@ one imports)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -135,6 +136,8 @@ def run_command(
     commit_after: bool,
     as_json: bool,
     username: str | None,
+    watch: bool = False,
+    auto_import: bool = False,
 ) -> None:
     """Ingest DIRECTORY in this process with progress on the terminal; exit 1 if the job fails.
 
@@ -158,6 +161,8 @@ def run_command(
         "import_scores": not no_scores,
         "enable_nsfw_detection": not no_nsfw,
         "skip_duplicates": not keep_duplicates,
+        "watch": watch,
+        "auto_import": auto_import,
     }
     for name, value in (("pattern", pattern), ("nsfw_threshold", threshold), ("max_files", max_files)):
         if value is not None:
@@ -178,16 +183,31 @@ def run_command(
     try:
         job.greenlet.join()
     except KeyboardInterrupt:
-        job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
-        raise
+        if not watch:
+            job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
+            raise
+        job.cancel.request()  # Ctrl-C ends a watch as Cancel on the page does
+        job.greenlet.join()
     finally:
         bar.close()
     state = registry.state(job.session_id)
-    if commit_after and state["status"] == SessionStatus.COMPLETED:
+    finished = SessionStatus.CANCELLED if watch else SessionStatus.COMPLETED  # a watch ends only when cancelled
+    if commit_after and state["status"] == finished:
         state["commit"] = commit_session(registry.engine, job.session_id, set())
     _report(state, as_json)
-    if state["status"] != SessionStatus.COMPLETED:
+    if state["status"] != finished:
         sys.exit(1)
+
+
+ingest.add_command(click.Command(
+    "watch",
+    params=[*run_command.params, click.Option(
+        ["--auto-import"], is_flag=True, help="Commit each new ok file to the catalog as soon as it is processed."
+    )],
+    callback=functools.partial(run_command.callback, watch=True),  # type: ignore[arg-type]
+    help="Ingest DIRECTORY as `ingest run` does, then keep watching it: each new or changed file (once it stopped "
+         "changing for INGEST_WATCH_SETTLE seconds) is ingested too, until Ctrl-C or Cancel on the page.",
+))
 
 
 def _report(state: dict[str, Any], as_json: bool) -> None:

@@ -77,6 +77,13 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SIMILAR_DISTANCE": int(env.get("INGEST_SIMILAR_DISTANCE", SIMILAR_DISTANCE)),
         # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
         "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
+        # Watch folders (jobs/watch.py): seconds a file's size and mtime must hold still before it
+        # is taken; seconds between reconciliation scans; between scans when inotify is unavailable.
+        "WATCH_SETTLE": float(env.get("INGEST_WATCH_SETTLE", 2)),
+        "WATCH_RESCAN": float(env.get("INGEST_WATCH_RESCAN", 300)),
+        "WATCH_POLL": float(env.get("INGEST_WATCH_POLL", 10)),
+        # Fault injection for tests: "enospc" makes adding an inotify watch fail as at the limit.
+        "WATCH_FAULT": env.get("INGEST_WATCH_FAULT", ""),
     }
     config.update(overrides or {})
     instance = Path(config["INSTANCE_PATH"]).resolve()

@@ -15,7 +15,7 @@ from typing import Any
 
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine, path_error
 from ingestapp.core.patterns import compile_patterns
-from ingestapp.core.vocabulary import OPTION_FLAGS
+from ingestapp.core.vocabulary import OPTION_FLAGS, Parameter
 
 #: File extensions the pipeline understands (lower case, with the dot).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".bmp")
@@ -51,6 +51,10 @@ class IngestParameters:
     nsfw_threshold: float = 0.7
     max_files: int | None = None
     skip_duplicates: bool = True
+    #: After the scan, keep ingesting each new or changed file of ``directory`` (``jobs.watch``).
+    watch: bool = False
+    #: With ``watch``: commit each new ok item to the catalog as soon as it is processed.
+    auto_import: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +93,8 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
     Raises:
         ParameterError: for a non-object body, unknown fields, wrong JSON types, a directory that
             is missing, relative, not a directory or outside ``media_roots`` (after resolving
-            symlinks), a threshold outside [0, 1], ``max_files`` < 1, or a malformed pattern.
+            symlinks), a threshold outside [0, 1], ``max_files`` < 1, a malformed pattern,
+            ``auto_import`` without ``watch``, or ``max_files`` with ``watch``.
     """
     if not isinstance(body, dict):
         raise ParameterError("the body must be a JSON object", None)
@@ -115,7 +120,22 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
         values["nsfw_threshold"] = _threshold(raw["nsfw_threshold"])
     if raw.get("max_files") is not None:
         values["max_files"] = _max_files(raw["max_files"])
+    check_watch(bool(values.get(Parameter.WATCH)), bool(values.get(Parameter.AUTO_IMPORT)), values.get("max_files"))
     return IngestParameters(**values)
+
+
+def check_watch(watch: bool, auto_import: bool, max_files: int | None) -> None:
+    """The watch's combination rules (``jobs.watch``), for the CLI's ``parse_parameters`` and the
+    API's request model alike.
+
+    Raises:
+        ParameterError: ``max_files`` with ``watch`` (a watch ingests every file), or
+            ``auto_import`` without ``watch`` (only a watching session imports by itself).
+    """
+    if watch and max_files is not None:
+        raise ParameterError("max_files cannot be combined with watch: a watch ingests every file", "max_files")
+    if auto_import and not watch:
+        raise ParameterError("auto_import needs watch: only a watching session imports by itself", "auto_import")
 
 
 def resolve_directory(value: Any, media_roots: list[Path]) -> Path:

@@ -3,10 +3,12 @@
 ``Job.run`` scans the directory (listings in the registry's threadpool: it is I/O) into a bounded
 queue while ``concurrency`` worker greenlets take files from it; each file goes through its
 stages in a stage process (``filerun.FileRun``) and is recorded as an item (``Job.record_file``,
-the one per-file recording step); then the job finishes with a terminal status. The hub only does
-bookkeeping. Every state change becomes an event (``Job.emit``), committed with the state by the
-job's writer (``writer.py``) and only then published. The job's counters are its ``state``
-(``state.JobState``); a cancel from any channel raises its ``cancel`` flag (``cancel.py``).
+the one per-file recording step); a session started with ``watch`` then watches its directory
+(``watch.FolderWatch``, through the same queue, workers and recording step); then the job finishes
+with a terminal status. The hub only does bookkeeping. Every state change becomes an event
+(``Job.emit``), committed with the state by the job's writer (``writer.py``) and only then
+published. The job's counters are its ``state`` (``state.JobState``); a cancel from any channel
+raises its ``cancel`` flag (``cancel.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ingestapp.core.parameters import IngestParameters
 from ingestapp.core.paths import display_path, root_of
 from ingestapp.core.vocabulary import TERMINAL_EVENT_OF, EventType, SessionStatus, StageName, StageStatus
 from ingestapp.events.log import LeaseLost, SessionLog
+from ingestapp.jobs import watch
 from ingestapp.jobs.cancel import CancelFlag
 from ingestapp.jobs.filerun import FileRecord, FileRun, FileRunner
 from ingestapp.jobs.recorded import Earlier
@@ -56,6 +59,7 @@ class Host(Protocol):
     media_roots: list[Path]
     thumbnail_dir: Path
     file_delay: float
+    watch_settings: watch.Settings
     threadpool: ThreadPool
     pool: WorkPool
     jobs: dict[str, Job]
@@ -85,6 +89,8 @@ class Job:
             self.done_paths, self.seen_hashes = earlier.done_paths, earlier.seen_hashes
             last_event_id = earlier.last_event_id
         self.catalog_hashes: set[str] = set()  # read at the start of a run that skips duplicates
+        #: A watching session's item columns (``watch.item_columns``) by relpath, until the file is recorded.
+        self.item_extras: dict[str, dict[str, Any]] = {}
         #: Where the files go: this process's stage-process pool, or the work tier (``use_remote``).
         self.remote: RemoteFiles | None = None
         # Bounded: the scan waits while the workers are this far behind (backpressure).
@@ -108,7 +114,7 @@ class Job:
         self.state.concurrency = concurrency
 
     def is_running(self) -> bool:
-        """Whether the session's status is a running one (queued, scanning, processing)."""
+        """Whether the session's status is a running one (queued, scanning, processing, watching)."""
         return self.state.running
 
     # -- events -----------------------------------------------------------------------------------
@@ -155,6 +161,7 @@ class Job:
             "fields": record.item,
             "errors": record.errors,
             "worker": record.worker,
+            **watch.item_columns(self.item_extras.pop(record.relpath, None)),
         })
         error = record.errors[0] if record.errors else None
         self.emit(EventType.FILE, item_id=item_id, path=record.shown, status=record.status, error=error)
@@ -192,6 +199,8 @@ class Job:
             workers = [self._spawn_linked(self._work) for _ in range(self.state.concurrency)]
             self._scan()
             gevent.joinall(workers, raise_error=True)
+            if self.parameters.watch and not self.cancel:
+                watch.FolderWatch(self, self.registry.watch_settings).run()
             self._finish(SessionStatus.CANCELLED if self.cancel else SessionStatus.COMPLETED)
         except gevent.GreenletExit:
             self._finish(SessionStatus.INTERRUPTED)
@@ -291,7 +300,9 @@ class Job:
             media_roots=tuple(self.registry.media_roots), stages=tuple(m.__name__ for m in self.stage_modules),
             check_duplicates=self.parameters.skip_duplicates, delay=self.registry.file_delay,
         )
-        self.state.status = SessionStatus.PROCESSING
+        self.state.status = SessionStatus.WATCHING if self.state.watch is not None else SessionStatus.PROCESSING
+        if self.parameters.watch and relpath not in self.item_extras:  # scanned: its stat, for the watch
+            self.item_extras[relpath] = self.registry.threadpool.apply(watch.stat_columns, (file.real,))
         self.state.current_file = task.relpath
         runner: FileRunner = self.remote or self.registry.pool
         FileRun(self, task, root, relpath, self.names).run(runner)

@@ -29,7 +29,7 @@ from ingestapp.core.ids import new_id
 from ingestapp.core.parameters import IngestParameters
 from ingestapp.core.vocabulary import SessionStatus
 from ingestapp.events.log import publish_all
-from ingestapp.jobs import leases, recorded, sessions
+from ingestapp.jobs import leases, recorded, sessions, versions, watch
 from ingestapp.jobs.cancel import Canceller
 from ingestapp.jobs.job import Job
 from ingestapp.store.models import IngestSession
@@ -59,6 +59,8 @@ class JobRegistry:
         self.scan_queue: int = max(1, config["SCAN_QUEUE"])
         self.task_files: int = config["TASK_FILES"]
         self.task_inflight: int = max(1, config["TASK_INFLIGHT"])
+        self.watch_settings = watch.Settings.from_config(config)
+        self.keeps_watches = False  # restart_watches: this process serves, and restarts watches
         #: This registry's lease owner id: unique per process start (and per app in one process).
         self.owner = leases.new_owner()
         self.jobs: dict[str, Job] = {}
@@ -207,9 +209,27 @@ class JobRegistry:
         work tier is alive, a reaped session is queued again for it (``_recover``)."""
         self.reaper = leases.spawn_reaper(self.engine, self.lease, self._recover)
 
+    def restart_watches(self) -> None:
+        """In a serving process (gunicorn worker, work-tier worker): resume the watching sessions
+        stopped with their process now, and each one reaped later (no Resume click needed)."""
+        self.keeps_watches = True
+        for session_id in versions.interrupted_watches(self.engine):
+            self._restart_watch(session_id)
+
+    def _restart_watch(self, session_id: str) -> None:
+        try:
+            self.resume(session_id)
+            log.warning("session %s: watching again after its process stopped", session_id)
+        except JobConflict:
+            pass  # restarted by another process meanwhile
+
     def _recover(self, session_id: str) -> None:
-        """A session whose process died was reaped: with a live work tier, queue it again, at most
-        AUTO_RESUMES times (a session that kills its process every time stays interrupted)."""
+        """A session whose process died was reaped: a watch restarts at once (``restart_watches``);
+        else, with a live work tier, queue it again, at most AUTO_RESUMES times (a session that
+        kills its process every time stays interrupted)."""
+        if self.keeps_watches and versions.is_watch(self.engine, session_id):
+            self._restart_watch(session_id)
+            return
         if self.send_session is None or not workers_alive(self.redis):
             return
         resumes_key = RESUMES_KEY.format(session_id=session_id)

@@ -202,6 +202,7 @@ class JobState:
     errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=ERRORS_KEPT))
     stages: dict[str, StageProgress] = field(default_factory=dict)
     timing: Timing = field(default_factory=Timing)
+    watch: dict[str, Any] | None = None  # a watching session's ``watch`` (``jobs.watch``), else None
 
     def __post_init__(self) -> None:
         self.stages = self.stages or {name: StageProgress() for name in self.stage_names}
@@ -274,6 +275,7 @@ class JobState:
             "worker_pool": pool,
             "timing": self.timing.to_dict(self.total_files, self.done_files, running),
             "last_event_id": last_event_id,
+            "watch": self.watch,
         }
 
     def stage_dict(self, name: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -62,7 +64,7 @@ class Item(Base):
     """
 
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("session_id", "path_bytes"),)
+    __table_args__ = (UniqueConstraint("session_id", "path_bytes", "version"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("ingest_sessions.id"), index=True)
@@ -81,6 +83,11 @@ class Item(Base):
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: Perceptual hash of the picture, 16 hex digits (``stages/similar.py``); None: not hashed.
     phash: Mapped[str | None] = mapped_column(String(16))
+    #: 1, or n when a watching session ingested the path's n-th content (``jobs.watch``).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    #: The file's size (bytes) and mtime (ns) before its stages ran; watching sessions only.
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ErrorEntry(Base):

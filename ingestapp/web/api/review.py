@@ -53,6 +53,6 @@ def commit(session_id: str) -> Response:
     exclude = request.context.json.exclude
     check_session_access(session_id)
     state = registry().state(session_id)
-    if not is_finished(state) and state["status"] != SessionStatus.INTERRUPTED:
+    if not is_finished(state) and state["status"] not in (SessionStatus.INTERRUPTED, SessionStatus.WATCHING):
         raise JobConflict(f"the session is still {state['status']}")
     return jsonify(commit_session(registry().engine, session_id, None if exclude is None else set(exclude)))

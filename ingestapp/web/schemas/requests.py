@@ -39,6 +39,7 @@ from ingestapp.core.parameters import (
     DirectoryNotAllowed,
     IngestParameters,
     ParameterError,
+    check_watch,
     resolve_directory,
     split_pattern,
 )
@@ -209,11 +210,23 @@ class StreamQuery(_Query):
 # -- JSON bodies -----------------------------------------------------------------------------------
 
 
+def _when_true(name: str) -> dict[str, Any]:
+    return {"properties": {name: {"const": True}}, "required": [name]}
+
+
+#: ``core.parameters.check_watch`` in the contract (JSON Schema ``if``/``then``), so a body the
+#: schema accepts is one the server accepts: ``auto_import`` needs ``watch``; ``watch`` takes no ``max_files``.
+WATCH_RULES: dict[str, Any] = {"allOf": [
+    {"if": _when_true("auto_import"), "then": _when_true("watch")},
+    {"if": _when_true("watch"), "then": {"properties": {"max_files": {"type": "null"}}}},
+]}
+
+
 class IngestParametersIn(BaseModel):
     """What a session does. Once the body is well-formed, ``core.parameters`` checks the directory
     (403 outside the media roots or unreadable; 400 missing or not a directory) and the pattern."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="IngestParameters")
+    model_config = ConfigDict(extra="forbid", strict=True, title="IngestParameters", json_schema_extra=WATCH_RULES)
 
     directory: str = Field(
         description="absolute directory inside a media root (symlinks resolved); 403 outside them",
@@ -228,9 +241,12 @@ class IngestParametersIn(BaseModel):
     nsfw_threshold: float = Field(0.7, ge=0.0, le=1.0, allow_inf_nan=False)
     max_files: Annotated[int, Field(ge=1), BeforeValidator(_json_integer)] | None = None
     skip_duplicates: bool = True
+    watch: bool = Field(False, description="after the scan, keep ingesting each new or changed file (status watching)")
+    auto_import: bool = Field(False, description="with watch: commit each new ok item to the catalog at once")
 
     @model_validator(mode="after")
     def _check_directory_and_pattern(self, info: ValidationInfo) -> IngestParametersIn:
+        refused(check_watch, self.watch, self.auto_import, self.max_files)  # a 400 before the filesystem's 403
         self.directory = str(refused(resolve_directory, self.directory, media_roots(info)))
         refused(split_pattern, self.pattern)
         if not re.fullmatch(PATTERN_SYNTAX, self.pattern):

@@ -42,6 +42,8 @@ class IngestParametersOut(BaseModel):
     nsfw_threshold: float
     max_files: int | None
     skip_duplicates: bool
+    watch: bool = False
+    auto_import: bool = False
 
 
 class StageStateOut(BaseModel):
@@ -87,6 +89,21 @@ class ErrorEntryOut(BaseModel):
     time: float = Field(description="Unix time, seconds")
 
 
+class CommitResult(BaseModel):
+    added: int
+    updated: int
+    excluded: int
+
+
+class WatchState(BaseModel):
+    """A watching session's watch (``jobs.watch``)."""
+
+    mode: Literal["inotify", "polling"] = Field(description="polling: inotify could not watch the tree")
+    warning: str | None = Field(description="why the watch polls, in words")
+    last_file_at: float | None = Field(description="Unix time (seconds) of the last file ingested by the watch")
+    imported: CommitResult | None = Field(description="with auto_import: what the imports so far did")
+
+
 class Progress(BaseModel):
     """The changing part of a session's state (what a ``progress`` event carries)."""
 
@@ -100,6 +117,7 @@ class Progress(BaseModel):
     worker_pool: WorkerPool
     timing: Timing
     last_event_id: int = Field(description="the seq of the last event; the SSE id")
+    watch: WatchState | None = Field(None, description="null unless the session watches its directory")
 
 
 class State(Progress):
@@ -109,12 +127,6 @@ class State(Progress):
     message: str | None = Field(description="why the job failed, else null")
     parameters: IngestParametersOut
     errors: list[ErrorEntryOut] = Field(description="the latest 50")
-
-
-class CommitResult(BaseModel):
-    added: int
-    updated: int
-    excluded: int
 
 
 class SessionSummary(BaseModel):
