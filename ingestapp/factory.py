@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Flask, Response, current_app
 
 from ingestapp.accounts import auth, security
+from ingestapp.accounts.users import valid_principals
 from ingestapp.cli import commands as cli
 from ingestapp.core.config import load_config
 from ingestapp.events.broker import Broker
@@ -16,6 +18,7 @@ from ingestapp.store import db
 from ingestapp.store import revision as schema
 from ingestapp.web import api, contract, errors, pages, prometheus
 from ingestapp.web.slow_clients import SlowClientGuard
+from ingestapp.web.stream_principals import StreamPrincipals
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -34,6 +37,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     problem = app.extensions["ingest_schema_problem"] = schema.prepare(app)
     jobs = app.extensions["ingest_jobs"] = JobRegistry(engine, app.config)
     broker = app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
+    app.extensions["ingest_stream_principals"] = StreamPrincipals(
+        app.config["MAX_STREAMS_PER_USER"], app.config["SSE_KEEPALIVE"],
+        functools.partial(valid_principals, engine),
+    )
     bus = app.extensions["ingest_bus"] = create_bus(app.config, on_gap=broker.resync)
     bus.start()
     if bus.status()["bus"] == "redis":  # REDIS_URL, in a gevent-patched process: the work tier too
@@ -68,6 +75,7 @@ def _refuse_out_of_date_schema() -> Response:
 
 def shutdown(app: Flask) -> None:
     """End every open stream and stop the running jobs (they become ``interrupted``)."""
+    app.extensions["ingest_stream_principals"].stop()
     app.extensions["ingest_broker"].close_all()
     app.extensions["ingest_jobs"].shutdown()
     app.extensions["ingest_bus"].close()

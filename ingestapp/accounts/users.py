@@ -54,6 +54,16 @@ class AccountError(Exception):
 
 
 @dataclass(frozen=True)
+class Principal:
+    """A credential: an API token (``token_id``) or a signed-in browser (the user's password
+    fingerprint, which a new password changes)."""
+
+    user_id: int
+    token_id: int | None
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class Account(UserMixin):
     """The signed-in user as Flask-Login sees it (detached from the database).
 
@@ -65,6 +75,11 @@ class Account(UserMixin):
     username: str
     is_admin: bool
     password_fingerprint: str = ""
+    token_id: int | None = None  # the API token this request came with, if any
+
+    def principal(self) -> Principal:
+        """The credential this account was authenticated with (what revocation looks at)."""
+        return Principal(self.id, self.token_id, self.password_fingerprint)
 
     @classmethod
     def of(cls, row: Any) -> Account:
@@ -241,7 +256,24 @@ def user_for_token(engine: Engine, token: str) -> Account | None:
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         with engine.begin() as conn:
             conn.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-    return Account(row.user_id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash))
+    return Account(row.user_id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash), row.id)
+
+
+def valid_principals(engine: Engine, principals: set[Principal]) -> set[Principal]:
+    """Those of ``principals`` still valid: a token known, not revoked, not expired, of an existing
+    user; a browser's user existing with the password it signed in with. Two queries."""
+    now = time.time()
+    token_ids = {p.token_id for p in principals if p.token_id is not None}
+    user_ids = {p.user_id for p in principals}
+    with engine.connect() as conn:
+        tokens = set(conn.scalars(select(ApiToken.id).where(
+            ApiToken.id.in_(token_ids), ApiToken.revoked_at.is_(None),
+            (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > now),
+        ))) if token_ids else set()
+        fingerprints = {row.id: password_fingerprint(row.password_hash) for row in conn.execute(
+            select(User.id, User.password_hash).where(User.id.in_(user_ids)))}
+    return {p for p in principals if p.user_id in fingerprints and (
+        p.token_id in tokens if p.token_id is not None else fingerprints[p.user_id] == p.fingerprint)}
 
 
 def list_tokens(engine: Engine) -> list[dict]:

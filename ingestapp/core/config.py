@@ -54,6 +54,8 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SSE_RETRY_MS": int(env.get("INGEST_SSE_RETRY_MS", 2000)),
         "SSE_KEEPALIVE": float(env.get("INGEST_SSE_KEEPALIVE", 15)),
         "SSE_QUEUE": int(env.get("INGEST_SSE_QUEUE", 1000)),
+        # Open streams one user may hold in one worker (web/stream_principals.py; the next is a 429).
+        "MAX_STREAMS_PER_USER": int(env.get("INGEST_MAX_STREAMS_PER_USER", 50)),
         "SSE_MAX_AGE": float(env.get("INGEST_SSE_MAX_AGE", 300)),
         # A stream whose write is blocked this long (the client stopped reading) is dropped.
         "SSE_SEND_TIMEOUT": float(env.get("INGEST_SSE_SEND_TIMEOUT", 30)),

@@ -6,6 +6,7 @@ from flask import Response, current_app, jsonify, request
 from flask_login import current_user
 
 from ingestapp.accounts.auth import check_session_access, owner_filter
+from ingestapp.core.errors import ApiError
 from ingestapp.events.sse import EventStream, StreamSettings, parse_last_event_id
 from ingestapp.web.api.blueprint import bp, registry, session_urls
 from ingestapp.web.contract import responses, spec
@@ -54,7 +55,7 @@ def sessions() -> Response:
 
 
 @bp.get("/api/ingest/stream/<session_id>")
-@spec.validate(query=StreamQuery, resp=responses(400, 404), tags=["sessions"])
+@spec.validate(query=StreamQuery, resp=responses(400, 404, 429), tags=["sessions"])
 def stream(session_id: str) -> Response:
     """Server-Sent Events for one session (see ``events/sse.py``); 404 JSON for an unknown session."""
     check_session_access(session_id)
@@ -76,8 +77,15 @@ def stream(session_id: str) -> Response:
     if body.up_to_date:
         body.close()
         return Response(status=204)  # nothing more will come: EventSource stops (WHATWG HTML §9.2.3)
+    principals, principal = current_app.extensions["ingest_stream_principals"], current_user.principal()
+    try:
+        principals.admit(principal, body.subscription)  # 429 past the user's share
+    except ApiError:
+        body.close()
+        raise
     response = Response(iter(body), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer this response
     response.call_on_close(body.close)
+    response.call_on_close(lambda: principals.release(principal, body.subscription))
     return response
