@@ -260,6 +260,7 @@ def test_form_errors_and_accessibility(site: App, context: Any) -> None:
     assert script_errors == []
 
 
+@pytest.mark.serial
 def test_live_progress_preview_and_import(site: App, context: Any) -> None:
     """Start from the form (keyboard only), watch it live, preview, exclude one, import."""
     page, script_errors = open_page(context, site.base + "/")

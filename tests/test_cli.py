@@ -48,6 +48,7 @@ def test_run_options_and_bad_input(app: Flask, tmp_path: Path) -> None:
     assert "Invalid value for --threshold: must be between 0 and 1" in result.output
 
 
+@pytest.mark.serial
 def test_plain_output_links_the_session_and_says_nothing_was_committed(app: Flask, tmp_path: Path) -> None:
     samples = tmp_path / "samples"
     run_cli(app, "samples", str(samples))

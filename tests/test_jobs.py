@@ -171,6 +171,7 @@ def wait_for_items(database_url: str, at_least: int, timeout: float = 30) -> Non
 
 # This process is not monkey-patched, so a PostgreSQL round trip blocks the hub here; under gunicorn
 # it does not (psycopg waits with gevent's select): test_postgres.py shows that in a patched process.
+@pytest.mark.serial
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize("nsfw", [True])
 def test_hub_stays_responsive_during_a_full_pipeline_ingest(client, app, media: Path, nsfw: bool) -> None:

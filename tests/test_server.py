@@ -96,6 +96,7 @@ def test_two_sessions_never_cross(server: Server, media: Path) -> None:
     assert len(got_b) == 20 and all(p.startswith("b/b_") for p in got_b)
 
 
+@pytest.mark.serial
 def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media: Path) -> None:
     write_jpegs(media, 16)
     with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "3", "INGEST_WORKERS": "2"}) as server:
@@ -129,6 +130,7 @@ def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media
     print(f"released 1000 streams in {released_in * 1000:.0f} ms")
 
 
+@pytest.mark.serial
 def test_clients_that_never_read_stay_bounded_then_are_dropped(tmp_path: Path, media: Path) -> None:
     # 1,400 files 3,750 characters deep make ~5 MB of `file` events: more than the kernel buffers
     # of a connection absorb on loopback (~2.8 MB measured), so the stuck clients' writes really
