@@ -38,9 +38,11 @@ class StageStatus(StrEnum):
 
 
 class ItemStatus(StrEnum):
-    """An item's ``status``: processed (``ok``) or an error entry (``error``)."""
+    """An item's ``status``: processed (``ok``), a duplicate not processed again (``skipped``) or an
+    error entry (``error``)."""
 
     OK = "ok"
+    SKIPPED = "skipped"
     ERROR = "error"
 
 
@@ -131,6 +133,11 @@ LABELS: dict[str, dict[str, str]] = {
         StageStatus.CANCELLED: "Cancelled",
         StageStatus.FAILED: "Failed",
         StageStatus.INTERRUPTED: "Interrupted",
+    },
+    "item_status": {
+        ItemStatus.OK: "New",
+        ItemStatus.SKIPPED: "Duplicate, skipped",
+        ItemStatus.ERROR: "Error",
     },
     "stats": {
         "processed_files": "Processed",

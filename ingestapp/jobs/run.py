@@ -288,6 +288,7 @@ class Job(JobState):
         self.failure: str | None = None  # why the job failed, for the state
         self.cancel_requested = False
         self.total_files = 0
+        self.files_found = 0  # matching files the scan saw, beyond max_files too
         self.current_file: str | None = None
         self.done_paths: set[bytes] = set()  # path_bytes of the items already stored
         #: Content hashes met by this session: SHA-256 → the file that has it (a duplicate is
@@ -478,8 +479,11 @@ class Job(JobState):
             on_error=on_error,
         )
         for file in _top_level_errors_named(found, prefix):
-            if self.cancel_requested or self.total_files == self.parameters.max_files:
+            if self.cancel_requested:
                 break
+            self.files_found += 1
+            if self.total_files == self.parameters.max_files:
+                continue  # counted, not processed: the page says how many files the folder holds
             self.total_files += 1
             scanning.processed += 1
             if os.fsencode(prefix + file.relpath) not in self.done_paths:

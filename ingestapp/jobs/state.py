@@ -124,6 +124,7 @@ class JobState:
     status: str
     failure: str | None
     total_files: int
+    files_found: int
     current_file: str | None
     active: int
     queued: int
@@ -170,6 +171,7 @@ class JobState:
             "status": self.status,
             "progress_percent": percent(self.done_files, self.total_files, self.status),
             "total_files": self.total_files,
+            "files_found": self.files_found,
             "processed_files": self.stats["processed_files"],
             "current_file": self.current_file,
             "stages": {name: self.stage_dict(name) for name in self.stages},

@@ -17,7 +17,7 @@ from ingestapp.catalog.service import CATALOG_SORTS, parse_catalog_query, query_
 from ingestapp.core.errors import JobNotFound
 from ingestapp.core.parameters import DEFAULT_PATTERN, ParameterError
 from ingestapp.core.paths import display_path
-from ingestapp.core.vocabulary import LABELS, for_scripts
+from ingestapp.core.vocabulary import LABELS, RUNNING_STATUSES, SessionStatus, for_scripts
 from ingestapp.jobs.run import JobRegistry
 
 bp = Blueprint("pages", __name__)
@@ -91,10 +91,47 @@ def format_camera(make: str | None, model: str | None) -> str | None:
     return model if model.lower().startswith(make.split(" ")[0].lower()) else f"{make} {model}"
 
 
+@bp.app_template_filter("pixels")
+def format_pixels(item: dict[str, Any]) -> str:
+    """Width and height (joined by a multiplication sign) as the picture is displayed: EXIF
+    orientations 5-8 turn it a quarter, so they swap the stored sizes (CIPA DC-008, Exif 2.32
+    "Orientation"; static/format.js ``pixels`` does the same)."""
+    width, height = item["width"], item["height"]
+    turned = ((item.get("metadata") or {}).get("orientation") or 1) >= 5
+    return f"{height}\u00d7{width}" if turned else f"{width}\u00d7{height}"
+
+
 @bp.app_template_filter("isotime")
 def format_isotime(timestamp: float | None) -> str:
     """The ``datetime`` attribute of a ``<time>`` element (UTC)."""
     return "" if timestamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+@bp.app_template_global("lead_text")
+def lead_text(state: dict[str, Any]) -> str:
+    """What follows a stopped session's status in its lead line (static/ingest.js ``leadText`` says
+    the same): "Interrupted — 95 of 400 files done", "Cancelled after 85 of 400 files"; empty
+    while it runs (the progress row counts then)."""
+    status = state["status"]
+    done = state["stats"]["processed_files"] + state["stats"]["skipped_duplicates"]
+    of = f"{done} of {state['total_files']} files"
+    if status in RUNNING_STATUSES:
+        return ""
+    if status == SessionStatus.INTERRUPTED:
+        return f"— {of} done"
+    if status == SessionStatus.COMPLETED:
+        return f"— {of}"
+    return f"after {of}"
+
+
+@bp.app_template_global("found_note")
+def found_note(state: dict[str, Any]) -> str:
+    """How many matching files the folder holds, when ``max_files`` left some out (``files_found``
+    in the state); empty otherwise. static/ingest.js ``foundNote`` says the same."""
+    found = state.get("files_found") or 0
+    if found <= state["total_files"]:
+        return ""
+    return f"· the folder holds {found} (max files: {state['parameters']['max_files']})"
 
 
 # -- pages ------------------------------------------------------------------------------------------
