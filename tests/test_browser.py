@@ -423,7 +423,9 @@ def check_detail_dialog(page: Any, item: dict[str, Any]) -> None:
     dialog.wait_for()
     assert page.evaluate("() => document.getElementById('detail').contains(document.activeElement)")
     text = dialog.text_content()
-    assert f"{item['size_bytes']:,} bytes" in text and f"{item['width']} \u00d7 {item['height']}" in text
+    turned = (item["metadata"]["orientation"] or 1) >= 5  # EXIF 5-8: shown a quarter turned
+    width, height = (item["height"], item["width"]) if turned else (item["width"], item["height"])
+    assert f"{item['size_bytes']:,} bytes" in text and f"{width} \u00d7 {height}" in text
     assert item["metadata"]["lens_model"] in text and "ISO" in text
     link = dialog.get_by_role("link", name="Open in a map")
     assert link.get_attribute("href").startswith("https://www.openstreetmap.org/?mlat=")

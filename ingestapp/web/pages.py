@@ -6,11 +6,14 @@ state); the scripts in ``static/`` then keep it live. Jinja2 autoescaping covers
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import time
 from typing import Any
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
+from werkzeug.security import safe_join
 
 from ingestapp.accounts.auth import check_session_access, owner_filter, require_page_user
 from ingestapp.catalog.service import CATALOG_SORTS, parse_catalog_query, query_catalog
@@ -34,6 +37,49 @@ def registry() -> JobRegistry:
     return current_app.extensions["ingest_jobs"]
 
 
+#: A static file whose URL carries its content hash never changes: browsers may keep it a year.
+STATIC_MAX_AGE = 365 * 24 * 3600
+
+
+@functools.cache
+def static_version(root: str, filename: str) -> str | None:
+    """The first 12 hex digits of the SHA-256 of a static file (None if there is no such file).
+    Cached per process: static files change only with a deployment, which restarts it."""
+    path = safe_join(root, filename)  # never outside the static folder
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()[:12]
+    except OSError:
+        return None
+
+
+@bp.app_url_defaults
+def _static_version(endpoint: str, values: dict[str, Any]) -> None:
+    """``url_for("static", ...)`` adds ``?v=<content hash>``, so a page's scripts and styles come
+    from the browser's cache on the next page (no revalidation round trip) and a changed file gets
+    a new URL."""
+    if endpoint == "static" and "filename" in values and "v" not in values:
+        version = static_version(current_app.static_folder or "", values["filename"])
+        if version:
+            values["v"] = version
+
+
+@bp.after_app_request
+def _cache_versioned_static(response: Response) -> Response:
+    """A static file asked for by its current content hash is immutable (RFC 8246)."""
+    version = request.args.get("v")
+    if request.endpoint == "static" and response.status_code == 200 and version and version == static_version(
+        current_app.static_folder or "", (request.view_args or {}).get("filename", "")
+    ):
+        response.cache_control.public = True
+        response.cache_control.max_age = STATIC_MAX_AGE
+        response.cache_control.immutable = True
+        response.cache_control.no_cache = None
+    return response
+
+
 @bp.app_context_processor
 def _labels() -> dict[str, Any]:
     """Every template gets ``labels`` (status, stage and counter names) and ``vocabulary`` (for the
@@ -41,7 +87,7 @@ def _labels() -> dict[str, Any]:
     return {"labels": LABELS, "vocabulary": for_scripts()}
 
 
-# -- formatting (static/common.js formats the same way) ---------------------------------------------
+# -- formatting (static/format.js formats the same way) ---------------------------------------------
 
 
 @bp.app_template_filter("duration")
