@@ -28,6 +28,12 @@
     return true;
   }
 
+  /** Show or hide a node, touching it only on a change (a write, even of the same value, can
+   * invalidate its style: the live view renders up to once a frame). */
+  function setHidden(node, hidden) {
+    if (node.hidden !== hidden) node.hidden = hidden;
+  }
+
   /** Restart a short CSS highlight (two identical keyframe sets, so no reflow is needed). */
   function flash(node, attr) {
     node.setAttribute(attr, node.getAttribute(attr) === 'a' ? 'b' : 'a');
@@ -61,5 +67,5 @@
    * for_scripts): each enum by name, e.g. vocabulary.session_status.INTERRUPTED. */
   const vocabulary = JSON.parse(document.getElementById('vocabulary').textContent);
 
-  window.Ingest = { el, setText, flash, setOffline, fillBars, vocabulary };
+  window.Ingest = { el, setText, setHidden, flash, setOffline, fillBars, vocabulary };
 })();

@@ -210,10 +210,10 @@
     $('status').dataset.status = s.status;
     I.setText($('lead-text'), leadText(s));
     const errors = $('lead-errors');
-    errors.hidden = RUNNING.includes(s.status) || !s.stats.errors;
+    I.setHidden(errors, RUNNING.includes(s.status) || !s.stats.errors);
     I.setText(errors, `${s.stats.errors} error${s.stats.errors === 1 ? '' : 's'}`);
     const message = $('fail-message');
-    message.hidden = !model.message;
+    I.setHidden(message, !model.message);
     I.setText(message, model.message || '');
   }
 
@@ -224,9 +224,9 @@
     I.setText($('files-total'), s.total_files);
     const found = foundNote(s);
     I.setText($('files-found'), found);
-    $('files-found').hidden = !found;
+    I.setHidden($('files-found'), !found);
     I.setText($('percent'), pct);
-    $('current').hidden = !RUNNING.includes(s.status); // a stopped session has no current file
+    I.setHidden($('current'), !RUNNING.includes(s.status)); // a stopped session has no current file
     const current = $('current-file');
     if (I.setText(current, s.current_file || '—') && !firstRender) I.flash(current, 'data-fade');
     const title = `${labels.status[s.status] || s.status} · ${pct} · ingestapp`;
@@ -318,9 +318,9 @@
     while (list.childElementCount > MAX_ERROR_ROWS) list.firstElementChild.remove();
     const shown = list.childElementCount;
     setCounter($('error-count'), s.stats.errors, null, now);
-    $('no-errors').hidden = shown > 0 || s.stats.errors > 0;
+    I.setHidden($('no-errors'), shown > 0 || s.stats.errors > 0);
     I.setText($('no-errors'), RUNNING.includes(s.status) ? 'No errors so far.' : 'No errors.');
-    $('errors-truncated').hidden = shown >= s.stats.errors;
+    I.setHidden($('errors-truncated'), shown >= s.stats.errors);
     I.setText($('errors-shown'), shown);
     I.setText($('errors-total'), s.stats.errors);
   }
@@ -336,13 +336,13 @@
     const strip = $('strip');
     strip.prepend(...items);
     while (strip.childElementCount > STRIP_SIZE) strip.lastElementChild.remove();
-    $('strip-section').hidden = false;
+    I.setHidden($('strip-section'), false);
   }
 
   function renderActions(s) {
     const running = RUNNING.includes(s.status);
-    $('cancel').hidden = !running;
-    $('resume').hidden = s.status !== STATUS.INTERRUPTED;
+    I.setHidden($('cancel'), !running);
+    I.setHidden($('resume'), s.status !== STATUS.INTERRUPTED);
     if (!running) $('cancel').disabled = false;
     if (!running && $('action-status').textContent === 'Cancelling…') $('action-status').textContent = '';
     if (!window.IngestPreview) return;

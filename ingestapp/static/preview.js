@@ -160,9 +160,10 @@
     load(preview.offset);
   }
 
+  /** Hide the review while the session runs (called once a frame then: touches nothing twice). */
   function hide() {
-    $('review').hidden = true;
-    $('preview').hidden = true;
+    I.setHidden($('review'), true);
+    I.setHidden($('preview'), true);
     preview.shownFor = null;
   }
 
