@@ -97,6 +97,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     media = tmp_path_factory.mktemp("browser-media")
     write_media(media / "flow")  # the sample set plus three broken files with hostile names
     write_media(media / "watch", copies=3, hostile=False)  # 45 files: about 9 s
+    write_media(media / "tabs", copies=6, hostile=False)  # 72 files: outlasts the reload and tab opening under load
     write_media(media / "drop", copies=2, hostile=False, broken_per_copy=4)  # 30 files: 2 preview pages
     write_media(media / "resume", hostile=False)
     write_jpegs(media / "long", 160)  # 32 s at FILE_DELAY: outlives a server outage
@@ -509,7 +510,7 @@ def check_sessions_page(site: App, page: Any, session_id: str) -> None:
 
 def test_reload_second_tab_and_polling(site: App, browser: Any, context: Any) -> None:
     """The page is right before scripts run, survives a reload, and every tab shows the same."""
-    session_id = site.start("watch", skip_duplicates=False)
+    session_id = site.start("tabs", skip_duplicates=False)
     url = f"{site.base}/ingest/{session_id}"
     first, first_errors = open_page(context, url)
     wait_until(first, "() => Number(document.getElementById('files-done').textContent) >= 4")
