@@ -319,6 +319,8 @@ def test_progress_never_moves_backwards_on_a_slow_link(site: App, context: Any) 
         "offline": False, "latency": 400, "downloadThroughput": 400_000 / 8, "uploadThroughput": 400_000 / 8})
     page.goto(f"{site.base}/ingest/{session_id}")
     wait_until(page, f"() => {LIVE_JS}", timeout=30)
+    # stream-early.js opened the stream while the page loaded (null once adopted, undefined if never opened)
+    assert page.evaluate("() => window.IngestEarlyStream === null"), "the stream was not opened early and adopted"
     samples = []
     deadline = time.monotonic() + 12
     while time.monotonic() < deadline:

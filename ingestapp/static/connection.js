@@ -169,19 +169,29 @@
 
     // -- the stream ------------------------------------------------------------------------------
 
-    /** Open the stream; `resume` continues after the last event seen instead of a snapshot. */
+    /** Open the stream; `resume` continues after the last event seen instead of a snapshot. The
+     * first one may already be open (stream-early.js): it is adopted and its held events replayed. */
     function openStream(resume) {
       closeStream();
       const url = resume ? `${options.streamUrl}?last_event_id=${conn.lastSeq}` : options.streamUrl;
-      const source = new EventSource(url);
+      const early = window.IngestEarlyStream;
+      const adopted = !resume && early && early.url === url ? early.adopt() : null;
+      const source = adopted ? adopted.source : new EventSource(url);
       conn.source = source;
-      for (const type of STREAM_EVENTS) source.addEventListener(type, onStreamEvent);
-      // A MessageEvent named `error` is a failed file; a plain Event is the connection failing.
-      source.addEventListener(ERROR_EVENT, (event) => {
+      const onError = (event) => { // a MessageEvent named `error` is a failed file, a plain Event a failure
         if (event instanceof MessageEvent) onStreamEvent(event);
         else if (source === conn.source) onStreamError();
-      });
+      };
+      for (const type of STREAM_EVENTS) source.addEventListener(type, onStreamEvent);
+      source.addEventListener(ERROR_EVENT, onError);
       source.onopen = () => { if (source === conn.source) dispatch('open'); };
+      if (!adopted) return;
+      if (source.readyState === EventSource.OPEN) dispatch('open');
+      for (const event of adopted.held) {
+        if (source !== conn.source) return; // a held failure closed it
+        if (event.type === ERROR_EVENT) onError(event);
+        else onStreamEvent(event);
+      }
     }
 
     function closeStream() {
