@@ -22,7 +22,7 @@
   const RUNNING = V.running_statuses;
   const FINISHED = V.finished_statuses;
   const PROGRESS_KEYS = ['status', 'progress_percent', 'total_files', 'files_found', 'processed_files',
-    'current_file', 'stages', 'stats', 'worker_pool', 'timing', 'last_event_id'];
+    'current_file', 'stages', 'stats', 'worker_pool', 'timing', 'last_event_id', 'watch'];
   const MAX_ERROR_ROWS = 1000;
   const STRIP_SIZE = 24; // thumbnails in the live strip
   const PULSE_MS = 600; // a counter pulses at most this often (each pulse restarts a CSS animation)
@@ -115,10 +115,17 @@
 
   function leadText(s) {
     const of = `${done(s)} of ${s.total_files} files`;
+    if (s.status === STATUS.WATCHING) return watchingText(s);
     if (RUNNING.includes(s.status)) return '';
     if (s.status === STATUS.INTERRUPTED) return `— ${of} done`;
     if (s.status === STATUS.COMPLETED) return `— ${of}`;
     return `after ${of}`;
+  }
+
+  /** "— 12 files ingested, last file 14:03:27": a watch has no end to count towards. */
+  function watchingText(s) {
+    const last = s.watch && s.watch.last_file_at ? `, last file ${I.clock(s.watch.last_file_at)}` : '';
+    return `— ${done(s)} files ingested${last}`;
   }
 
   function foundNote(s) {
@@ -339,6 +346,19 @@
     I.setHidden($('strip-section'), false);
   }
 
+  /** A watching session: how it watches, its last file, what it imported; and why it polls. */
+  function renderWatch(s) {
+    const w = s.status === STATUS.WATCHING ? s.watch : null;
+    I.setHidden($('watch-line'), !w);
+    I.setHidden($('watch-warning'), !(w && w.warning));
+    if (!w) return;
+    const last = w.last_file_at ? I.clock(w.last_file_at) : 'none yet';
+    const how = w.mode === 'polling' ? 'by polling' : 'with inotify';
+    const imported = w.imported ? ` · imported ${w.imported.added} added, ${w.imported.updated} updated` : '';
+    I.setText($('watch-line'), `Watching for new files ${how} · last file: ${last}${imported}`);
+    I.setText($('watch-warning'), w.warning || '');
+  }
+
   function renderActions(s) {
     const running = RUNNING.includes(s.status);
     I.setHidden($('cancel'), !running);
@@ -346,7 +366,8 @@
     if (!running) $('cancel').disabled = false;
     if (!running && $('action-status').textContent === 'Cancelling…') $('action-status').textContent = '';
     if (!window.IngestPreview) return;
-    if (running) window.IngestPreview.hide();
+    // A watch's review grows as it goes (Import N with it); another running session has none yet.
+    if (running && s.status !== STATUS.WATCHING) window.IngestPreview.hide();
     else window.IngestPreview.show(urls, s);
   }
 
@@ -358,6 +379,7 @@
       renderLead(s);
       renderOverall(s, now);
       renderStats(s, now);
+      renderWatch(s);
       renderActions(s);
     }
     if (dirty.stages) renderStages(s, now);

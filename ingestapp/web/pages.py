@@ -16,12 +16,12 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from werkzeug.security import safe_join
 
 from ingestapp.accounts.auth import check_session_access, owner_filter, require_page_user
-from ingestapp.catalog.service import CATALOG_SORTS, parse_catalog_query, query_catalog
+from ingestapp.catalog.search import CATALOG_SORTS, parse_catalog_query, query_catalog
 from ingestapp.core.errors import JobNotFound
 from ingestapp.core.parameters import DEFAULT_PATTERN, ParameterError
 from ingestapp.core.paths import display_path
 from ingestapp.core.vocabulary import LABELS, RUNNING_STATUSES, SessionStatus, for_scripts
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
@@ -156,11 +156,15 @@ def format_isotime(timestamp: float | None) -> str:
 @bp.app_template_global("lead_text")
 def lead_text(state: dict[str, Any]) -> str:
     """What follows a stopped session's status in its lead line (static/ingest.js ``leadText`` says
-    the same): "Interrupted — 95 of 400 files done", "Cancelled after 85 of 400 files"; empty
-    while it runs (the progress row counts then)."""
+    the same): "Interrupted — 95 of 400 files done", "Cancelled after 85 of 400 files",
+    "Watching — 12 files ingested, last file 14:03:27"; empty while it runs (the progress row
+    counts then)."""
     status = state["status"]
     done = state["stats"]["processed_files"] + state["stats"]["skipped_duplicates"]
     of = f"{done} of {state['total_files']} files"
+    if status == SessionStatus.WATCHING:  # no end to count towards: what it took in, and when last
+        last = (state.get("watch") or {}).get("last_file_at")
+        return f"— {done} files ingested" + (f", last file {format_clock(last)}" if last else "")
     if status in RUNNING_STATUSES:
         return ""
     if status == SessionStatus.INTERRUPTED:
@@ -208,7 +212,12 @@ def sessions() -> str:
 
 
 #: The catalog search form's fields (``GET /catalog``, as ``GET /api/catalog`` takes them).
-CATALOG_FIELDS = ("q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort")
+CATALOG_FIELDS = (
+    "q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort", "similar_to"
+)
+
+#: Typed words: when one is refused the page shows no entry (another invalid filter is dropped instead).
+SEARCH_TEXT_FIELDS = ("q", "keyword")
 
 
 @bp.get("/catalog")
@@ -217,7 +226,11 @@ def catalog() -> str:
     filters, error = catalog_filters(request.args)
     page = min(max(1, _int(request.args.get("page"), 1)), MAX_CATALOG_PAGE)
     query = parse_catalog_query(filters)
-    result = query_catalog(registry().engine, query, (page - 1) * CATALOG_PAGE_SIZE, CATALOG_PAGE_SIZE)
+    offset, distance = (page - 1) * CATALOG_PAGE_SIZE, current_app.config["SIMILAR_DISTANCE"]
+    if error and error["field"] in SEARCH_TEXT_FIELDS:  # unreadable words match nothing, not everything
+        result: dict[str, Any] = {"items": [], "total": 0}
+    else:
+        result = query_catalog(registry().engine, query, offset, CATALOG_PAGE_SIZE, distance)
     pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))
     narrowed = any(value for name, value in filters.items() if name != "sort")
     return render_template(
