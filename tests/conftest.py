@@ -143,7 +143,7 @@ def anon_client(app: Flask) -> FlaskClient:
 
 @pytest.fixture
 def cookie_client(app: Flask) -> FlaskClient:
-    """Signed in as the test admin through the /login form; sends X-CSRFToken like static/common.js."""
+    """Signed in as the test admin through the /login form; sends X-CSRFToken like static/net.js."""
     client = app.test_client(token=None)
     assert sign_in(client).status_code == 302
     client.environ_base["HTTP_X_CSRFTOKEN"] = csrf_token(client)

@@ -140,6 +140,11 @@ LABELS: dict[str, dict[str, str]] = {
         StageStatus.FAILED: "Failed",
         StageStatus.INTERRUPTED: "Interrupted",
     },
+    "item_status": {
+        ItemStatus.OK: "New",
+        ItemStatus.SKIPPED: "Duplicate, skipped",
+        ItemStatus.ERROR: "Error",
+    },
     "stats": {
         "processed_files": "Processed",
         "metadata_extracted": "Metadata",

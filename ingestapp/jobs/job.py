@@ -259,8 +259,11 @@ class Job:
             on_error=on_error,
         )
         for file in _top_level_errors_named(found, prefix):
-            if self.cancel or self.state.total_files == self.parameters.max_files:
+            if self.cancel:
                 break
+            self.state.files_found += 1
+            if self.state.total_files == self.parameters.max_files:
+                continue  # counted, not processed: the page says how many files the folder holds
             self.state.total_files += 1
             scanning.processed += 1
             if os.fsencode(prefix + file.relpath) not in self.done_paths:

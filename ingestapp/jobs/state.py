@@ -194,7 +194,8 @@ class JobState:
     concurrency: int
     status: SessionStatus = SessionStatus.QUEUED
     failure: str | None = None  # why the job failed: the state's ``message``
-    total_files: int = 0
+    total_files: int = 0  # files the run processes: at most ``parameters.max_files``
+    files_found: int = 0  # matching files the scan saw, those past ``max_files`` too
     current_file: str | None = None
     active: int = 0  # files taken off the queue and not recorded yet
     queued: int = 0  # files waiting in the job's queue
@@ -268,6 +269,7 @@ class JobState:
             "status": self.status,
             "progress_percent": percent(self.done_files, self.total_files, self.status),
             "total_files": self.total_files,
+            "files_found": self.files_found,
             "processed_files": self.stats["processed_files"],
             "current_file": self.current_file,
             "stages": {name: self.stage_dict(name) for name in self.stages},

@@ -270,6 +270,7 @@ class FolderWatch:
         version = latest.version + 1 if latest is not None else 1
         job.item_extras[self.prefix + relpath] = {"version": version, "size": stat.size, "mtime_ns": stat.mtime_ns}
         self.busy[self.prefix + relpath] = None
+        job.state.files_found += 1  # watched files are found files too: files_found stays >= total_files
         job.state.total_files += 1
         job.state.stages[StageName.SCANNING].processed += 1
         job.state.queued += 1

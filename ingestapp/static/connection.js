@@ -1,30 +1,80 @@
-/* ingestapp: the live connection of a session page — EventSource, polling, backoff, watchdog.
+/* ingestapp: the live connection of a session page — one state machine over EventSource and polling.
  *
  * Ingest.connect(options) keeps one session's updates coming and says how (`onConnection`):
- *   live         the event stream (EventSource) delivers; the browser's reconnection resumes it
- *                with Last-Event-ID (WHATWG HTML §9.2).
- *   reconnecting the stream broke and is being reopened.
+ *   live         the event stream (EventSource) delivers; a reopened stream resumes after the last
+ *                event seen (?last_event_id=, WHATWG HTML §9.2).
+ *   reconnecting the stream broke and is being reopened while the status says the server is there.
  *   polling      the stream keeps failing, is missing or is held back by a buffering proxy: the
- *                status is fetched every second while the stream is retried with backoff (1, 2,
- *                4, 8 s, then every 8 s), so the page is live again within 15 s of the server.
- *   offline      the server cannot be reached at all (both stream and status fail).
+ *                status is fetched every second and the stream tried again with backoff.
+ *   offline      the server cannot be reached: only the status is tried, with backoff, and the
+ *                badge stays "offline" (no flicker) until it answers.
  *   closed       the session ended; nothing more will come.
+ * Every change goes through TRANSITIONS (state × event → next state); arriving in a state runs
+ * its ENTER action. Retries back off 0.5, 1, 2, 4, then 5 s (+ up to 0.5 s of jitter), so the
+ * first try after the server returns comes within 6 s however long it was gone.
  * It knows nothing of the page: the view gets states and events through the callbacks.
  */
 'use strict';
 
 (function () {
   const I = window.Ingest;
-  const FINISHED = I.vocabulary.finished_statuses;
-  const RUNNING = I.vocabulary.running_statuses;
-  const EVENT_TYPES = I.vocabulary.event_types.filter((type) => type !== 'error'); // 'error': below
-  const TERMINAL_EVENTS = I.vocabulary.terminal_events;
-  const FAILURES_BEFORE_POLLING = 5; // stream errors in a row, with no event in between…
+  const V = I.vocabulary;
+  const FINISHED = V.finished_statuses;
+  const RUNNING = V.running_statuses;
+  const ERROR_EVENT = V.event_type.ERROR; // shares its name with EventSource's own failures
+  const STREAM_EVENTS = V.event_types.filter((type) => type !== ERROR_EVENT);
+  const FAILURES_BEFORE_POLLING = 5; // stream errors in a row while the status answers…
   const FAILING_MS_BEFORE_POLLING = 8000; // …over at least this long (a short outage stays live)
   const STALL_MS = 3000; // no event for this long while the server's log advanced: a stall
   const POLL_MS = 1000;
-  const PROBE_BACKOFF_MS = [1000, 2000, 4000, 8000]; // then the last one again and again
+  const BACKOFF_BASE_MS = 500;
+  const BACKOFF_CAP_MS = 5000;
+  const JITTER_MS = 500;
   const STALLED_PROBE_MS = 60000; // behind a buffering proxy, try the stream again rarely
+  const SYNC_AFTER_OPEN_MS = 500; // let a replay land before comparing with the status
+
+  /** The connection states (the badge's data-connection values; IDLE is before start()). */
+  const S = {
+    IDLE: 'idle', LIVE: 'live', RECONNECTING: 'reconnecting', POLLING: 'polling', OFFLINE: 'offline', CLOSED: 'closed',
+  };
+
+  /** state → {event → next state}. An event a state does not list changes nothing there. */
+  const TRANSITIONS = {
+    [S.IDLE]: { start: S.RECONNECTING, noStream: S.POLLING, finished: S.CLOSED },
+    [S.LIVE]: {
+      message: S.LIVE, streamError: S.RECONNECTING, streamFailing: S.RECONNECTING, stalled: S.POLLING,
+      networkDown: S.OFFLINE, restore: S.RECONNECTING, resumed: S.LIVE, finished: S.CLOSED,
+    },
+    [S.RECONNECTING]: {
+      open: S.LIVE, message: S.LIVE, streamError: S.RECONNECTING, streamFailing: S.POLLING, stalled: S.POLLING,
+      statusFailed: S.OFFLINE, networkDown: S.OFFLINE, restore: S.RECONNECTING, resumed: S.RECONNECTING,
+      finished: S.CLOSED,
+    },
+    [S.OFFLINE]: {
+      open: S.LIVE, message: S.LIVE, statusOk: S.RECONNECTING, statusFailed: S.OFFLINE, networkUp: S.OFFLINE,
+      restore: S.OFFLINE, resumed: S.OFFLINE, finished: S.CLOSED,
+    },
+    [S.POLLING]: {
+      open: S.LIVE, message: S.LIVE, streamError: S.POLLING, streamFailing: S.POLLING, statusOk: S.POLLING,
+      statusFailed: S.OFFLINE, networkDown: S.OFFLINE, networkUp: S.POLLING, restore: S.POLLING,
+      resumed: S.POLLING, finished: S.CLOSED,
+    },
+    [S.CLOSED]: { resumed: S.RECONNECTING },
+  };
+
+  /** Why the page polls, by the event that made it. */
+  const POLLING_NOTES = {
+    noStream: 'This browser cannot stream updates, so this page is checking for updates every second.',
+    streamFailing: 'The live stream keeps failing, so this page is checking for updates every second ' +
+      'and keeps trying to go live again.',
+    stalled: 'Live updates are being held back on the way (a buffering proxy?), ' +
+      'so this page is checking for updates every second.',
+  };
+
+  /** Delay before retry number `n` (1, 2, …): exponential, capped, jittered so tabs spread out. */
+  function backoff(n) {
+    return Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (n - 1)) + Math.random() * JITTER_MS;
+  }
 
   /**
    * options: {streamUrl, statusUrl, lastEventId, status(), onState(state, reset),
@@ -33,38 +83,137 @@
    */
   function connect(options) {
     const conn = {
-      mode: 'sse', // sse | polling | done
+      state: S.IDLE,
       source: null,
       lastSeq: options.lastEventId, // the stream position: only stream events move it
-      failures: 0,
-      probes: 0,
+      failures: 0, // stream failures since it last delivered
+      failingSince: 0,
+      retries: 0, // status tries while offline, stream probes while polling
       stalls: 0,
       stalled: false,
-      lastEventAt: 0,
-      lastGoodAt: performance.now(), // the stream last opened or delivered
+      lastEventAt: performance.now(),
+      timer: 0, // the one pending retry: a stream reopen or probe, or a status try
       pollTimer: 0,
-      probeTimer: 0,
-      reconnectTimer: 0,
-      state: null,
     };
 
-    function setConnection(state, note) {
-      if (conn.state === state && note === undefined) return;
-      conn.state = state;
-      options.onConnection(state, note);
+    function dispatch(event) {
+      const from = conn.state;
+      const to = (TRANSITIONS[from] || {})[event];
+      if (!to) return;
+      conn.state = to;
+      ENTER[to](from, event);
     }
 
-    // -- the stream --------------------------------------------------------------------------
+    function announce(from, note) {
+      if (from !== conn.state || note !== undefined) options.onConnection(conn.state, note);
+    }
+
+    // -- arriving in a state -------------------------------------------------------------------
+
+    const ENTER = {
+      [S.LIVE](from) {
+        if (from === S.LIVE) return;
+        clearTimers();
+        const wasFailing = conn.failures > 0 || from !== S.RECONNECTING;
+        conn.failures = conn.retries = conn.stalls = 0;
+        conn.stalled = false;
+        announce(from);
+        // Back after a failure: the server may have restarted meanwhile (a job it stopped became
+        // "interrupted" without an event).
+        if (wasFailing) setTimeout(syncStatus, SYNC_AFTER_OPEN_MS);
+      },
+      [S.RECONNECTING](from, event) {
+        clearTimers();
+        announce(from, from === S.IDLE ? null : undefined);
+        if (event === 'streamError') { // is the server there at all? (statusFailed → offline)
+          conn.timer = setTimeout(() => openStream(true), backoff(conn.failures));
+          checkStatus();
+          return;
+        }
+        openStream(from !== S.IDLE); // started, back from offline, restored or resumed: at once
+      },
+      [S.OFFLINE](from, event) {
+        clearTimers();
+        closeStream();
+        announce(from);
+        if (event === 'networkUp') conn.retries = 0;
+        conn.retries += 1;
+        const delay = event === 'networkUp' ? 0 : from === S.OFFLINE ? backoff(conn.retries) : POLL_MS;
+        conn.timer = setTimeout(checkStatus, delay);
+      },
+      [S.POLLING](from, event) {
+        if (event === 'statusOk') { conn.pollTimer = setTimeout(poll, POLL_MS); return; }
+        if (event === 'networkUp' || event === 'resumed') { conn.retries = 0; poll(); probeLater(); return; }
+        closeStream();
+        if (from === S.POLLING) { probeLater(); return; } // a probe failed
+        clearTimers();
+        conn.stalled = event === 'stalled';
+        conn.retries = 0;
+        announce(from, POLLING_NOTES[event]);
+        poll();
+        probeLater();
+      },
+      [S.CLOSED](from) {
+        clearTimers();
+        closeStream();
+        announce(from);
+        loadStatus().then((status) => { if (status) options.onState(status, false); }); // as persisted
+        options.onFinish();
+      },
+    };
+
+    function clearTimers() {
+      clearTimeout(conn.timer);
+      clearTimeout(conn.pollTimer);
+    }
+
+    // -- the stream ------------------------------------------------------------------------------
+
+    /** Open the stream; `resume` continues after the last event seen instead of a snapshot. The
+     * first one may already be open (stream-early.js): it is adopted and its held events replayed. */
+    function openStream(resume) {
+      closeStream();
+      const url = resume ? `${options.streamUrl}?last_event_id=${conn.lastSeq}` : options.streamUrl;
+      const early = window.IngestEarlyStream;
+      const adopted = !resume && early && early.url === url ? early.adopt() : null;
+      const source = adopted ? adopted.source : new EventSource(url);
+      conn.source = source;
+      const onError = (event) => { // a MessageEvent named `error` is a failed file, a plain Event a failure
+        if (event instanceof MessageEvent) onStreamEvent(event);
+        else if (source === conn.source) onStreamError();
+      };
+      for (const type of STREAM_EVENTS) source.addEventListener(type, onStreamEvent);
+      source.addEventListener(ERROR_EVENT, onError);
+      source.onopen = () => { if (source === conn.source) dispatch('open'); };
+      if (!adopted) return;
+      if (source.readyState === EventSource.OPEN) dispatch('open');
+      for (const event of adopted.held) {
+        if (source !== conn.source) return; // a held failure closed it
+        if (event.type === ERROR_EVENT) onError(event);
+        else onStreamEvent(event);
+      }
+    }
+
+    function closeStream() {
+      if (conn.source) conn.source.close();
+      conn.source = null;
+    }
+
+    /** Every failure closes the stream: this machine, not the browser, decides when to retry. */
+    function onStreamError() {
+      closeStream();
+      if (conn.failures === 0) conn.failingSince = performance.now();
+      conn.failures += 1;
+      const failing = conn.failures >= FAILURES_BEFORE_POLLING &&
+        performance.now() - conn.failingSince >= FAILING_MS_BEFORE_POLLING;
+      dispatch(failing ? 'streamFailing' : 'streamError');
+    }
 
     function onStreamEvent(event) {
-      conn.failures = 0;
-      conn.probes = 0;
-      conn.stalls = 0;
-      conn.lastEventAt = conn.lastGoodAt = performance.now();
-      if (conn.mode === 'polling') leavePolling(); // a probe got through
-      if (conn.mode !== 'sse') return;
+      conn.lastEventAt = performance.now();
+      dispatch('message');
       const data = JSON.parse(event.data);
-      if (event.type === 'snapshot') {
+      if (event.type === V.event_type.SNAPSHOT) {
         conn.lastSeq = data.last_event_id;
         options.onState(data, data.reset);
       } else {
@@ -73,97 +222,10 @@
         conn.lastSeq = seq;
         options.onEvent(event.type, data, seq);
       }
-      setConnection('live');
-      if (TERMINAL_EVENTS.includes(event.type) || FINISHED.includes(options.status())) finish();
+      if (V.terminal_events.includes(event.type) || FINISHED.includes(options.status())) dispatch('finished');
     }
 
-    /** Open the stream; `resume` continues after the last event seen instead of a snapshot. */
-    function openStream(resume) {
-      closeStream();
-      const url = resume ? `${options.streamUrl}?last_event_id=${conn.lastSeq}` : options.streamUrl;
-      const source = new EventSource(url);
-      conn.source = source;
-      for (const type of EVENT_TYPES) source.addEventListener(type, onStreamEvent);
-      // The server's `error` events share their name with EventSource's own connection errors:
-      // a MessageEvent is a failed file, a plain Event is the connection failing.
-      source.addEventListener('error', (event) => {
-        if (event instanceof MessageEvent) onStreamEvent(event);
-        else onStreamError(source);
-      });
-      source.onopen = () => {
-        if (conn.source !== source) return;
-        if (conn.mode === 'polling') leavePolling();
-        if (conn.mode !== 'sse') return;
-        conn.lastGoodAt = performance.now();
-        setConnection('live');
-        // Back after a failure: the server may have restarted meanwhile (let the replay land first).
-        if (conn.failures) setTimeout(syncStatus, 500);
-      };
-    }
-
-    function closeStream() {
-      clearTimeout(conn.reconnectTimer);
-      if (conn.source) conn.source.close();
-      conn.source = null;
-    }
-
-    function onStreamError(source) {
-      if (source !== conn.source) return;
-      conn.failures += 1;
-      if (conn.mode === 'polling') { // a probe failed: keep polling, probe again later
-        closeStream();
-        scheduleProbe();
-        return;
-      }
-      if (conn.failures >= FAILURES_BEFORE_POLLING && performance.now() - conn.lastGoodAt >= FAILING_MS_BEFORE_POLLING) {
-        startPolling('The live stream keeps failing, so this page is checking for updates every second ' +
-          'and keeps trying to go live again.');
-        return;
-      }
-      setConnection('reconnecting');
-      const closed = source.readyState === EventSource.CLOSED; // the browser gave up (an HTTP error)
-      if (closed) closeStream();
-      recheck(closed);
-    }
-
-    /** After a stream error: is the server there at all? Reopen the stream ourselves if needed. */
-    async function recheck(reopen) {
-      const status = await loadStatus();
-      if (conn.mode !== 'sse') return;
-      if (!status) setConnection('offline');
-      if (status && FINISHED.includes(status.status)) {
-        options.onState(status, false);
-        finish();
-        return;
-      }
-      if (reopen) conn.reconnectTimer = setTimeout(() => { if (conn.mode === 'sse') openStream(true); }, 2000);
-    }
-
-    /** Take the status when it is at our stream position but says something else: a job stopped
-     * by a server shutdown becomes "interrupted" without an event. Returns the status (or null). */
-    async function syncStatus() {
-      const status = await loadStatus();
-      if (!status || conn.mode !== 'sse') return null;
-      if (status.last_event_id === conn.lastSeq && status.status !== options.status()) options.onState(status, false);
-      return status;
-    }
-
-    /** A buffering proxy lets the stream open but holds its events: notice it, then poll. */
-    async function watchdog() {
-      if (conn.mode !== 'sse' || !conn.source || !RUNNING.includes(options.status())) return;
-      if (performance.now() - conn.lastEventAt < STALL_MS) return;
-      const status = await syncStatus();
-      if (!status || performance.now() - conn.lastEventAt < STALL_MS) return;
-      if (status.last_event_id <= conn.lastSeq) { conn.stalls = 0; return; }
-      conn.stalls += 1;
-      if (conn.stalls >= 2) {
-        conn.stalled = true; // the stream gets through but late: probe it only rarely
-        startPolling('Live updates are being held back on the way (a buffering proxy?), ' +
-          'so this page is checking for updates every second.');
-      }
-    }
-
-    // -- polling -----------------------------------------------------------------------------
+    // -- the status --------------------------------------------------------------------------------
 
     async function loadStatus() {
       try {
@@ -174,90 +236,66 @@
       }
     }
 
-    function startPolling(note) {
-      closeStream();
-      conn.mode = 'polling';
-      setConnection('polling', note);
-      poll();
-      scheduleProbe();
+    /** Ask the status once; a finished session ends here, else the answer is statusOk/statusFailed. */
+    async function checkStatus() {
+      const status = await loadStatus();
+      if (status && conn.state !== S.LIVE) options.onState(status, false);
+      if (status && FINISHED.includes(status.status)) dispatch('finished');
+      else dispatch(status ? 'statusOk' : 'statusFailed');
     }
 
     async function poll() {
       clearTimeout(conn.pollTimer);
-      if (conn.mode !== 'polling') return;
-      const status = await loadStatus();
-      if (conn.mode !== 'polling') return;
-      if (status) {
-        options.onState(status, false);
-        setConnection('polling');
-        if (FINISHED.includes(status.status)) { finish(); return; }
-      } else {
-        setConnection('offline');
-      }
-      conn.pollTimer = setTimeout(poll, options.status() === 'interrupted' ? 5 * POLL_MS : POLL_MS);
+      if (conn.state === S.POLLING) await checkStatus();
     }
 
-    function leavePolling() {
-      clearTimeout(conn.pollTimer);
-      clearTimeout(conn.probeTimer);
-      conn.mode = 'sse';
-      conn.stalled = false;
-    }
-
-    /** While polling, try the stream again: quickly at first, then every 8 s. */
-    function scheduleProbe() {
-      clearTimeout(conn.probeTimer);
+    /** While polling, try the stream again: with backoff, or rarely behind a buffering proxy. */
+    function probeLater() {
+      clearTimeout(conn.timer);
       if (!window.EventSource) return;
-      const delay = conn.stalled
-        ? STALLED_PROBE_MS
-        : PROBE_BACKOFF_MS[Math.min(conn.probes, PROBE_BACKOFF_MS.length - 1)];
-      conn.probes += 1;
-      conn.probeTimer = setTimeout(() => { if (conn.mode === 'polling') openStream(true); }, delay);
+      conn.retries += 1;
+      const delay = conn.stalled ? STALLED_PROBE_MS : backoff(conn.retries);
+      conn.timer = setTimeout(() => { if (conn.state === S.POLLING) openStream(true); }, delay);
     }
 
-    // -- the end -----------------------------------------------------------------------------
-
-    function finish() {
-      if (conn.mode === 'done') return;
-      conn.mode = 'done';
-      closeStream();
-      clearTimeout(conn.pollTimer);
-      clearTimeout(conn.probeTimer);
-      setConnection('closed');
-      loadStatus().then((status) => { if (status) options.onState(status, false); }); // as persisted
-      options.onFinish();
+    /** Take the status when it is at our stream position but says something else. Returns it (or null). */
+    async function syncStatus() {
+      const status = await loadStatus();
+      if (!status || conn.state === S.POLLING || conn.state === S.CLOSED) return null;
+      if (status.last_event_id === conn.lastSeq && status.status !== options.status()) options.onState(status, false);
+      if (FINISHED.includes(status.status) && status.last_event_id === conn.lastSeq) dispatch('finished');
+      return status;
     }
 
-    // -- start -------------------------------------------------------------------------------
+    /** A buffering proxy holds the stream's events (or its very start) back: notice it, then poll. */
+    async function watchdog() {
+      const streaming = conn.state === S.LIVE || (conn.state === S.RECONNECTING && conn.source);
+      if (!streaming || !RUNNING.includes(options.status())) return;
+      if (performance.now() - conn.lastEventAt < STALL_MS) return;
+      const status = await syncStatus();
+      if (!status || performance.now() - conn.lastEventAt < STALL_MS) return;
+      if (status.last_event_id <= conn.lastSeq) { conn.stalls = 0; return; }
+      conn.stalls += 1;
+      if (conn.stalls >= 2) dispatch('stalled');
+    }
+
+    // -- the browser -------------------------------------------------------------------------------
 
     setInterval(watchdog, 1000);
-    window.addEventListener('offline', () => { if (conn.mode !== 'done') setConnection('offline'); });
-    window.addEventListener('online', () => { // try at once instead of waiting for the backoff
-      if (conn.mode === 'polling') { conn.probes = 0; poll(); scheduleProbe(); } else if (conn.mode === 'sse') openStream(true);
-    });
+    window.addEventListener('offline', () => dispatch('networkDown'));
+    window.addEventListener('online', () => dispatch('networkUp')); // try at once, not after the backoff
     // Back/forward cache: let the page be cached without its stream, and resume when it returns.
-    window.addEventListener('pagehide', (event) => { if (event.persisted) closeStream(); });
-    window.addEventListener('pageshow', (event) => {
-      if (!event.persisted) return;
-      if (conn.mode === 'sse') { setConnection('reconnecting'); openStream(true); } else if (conn.mode === 'polling') poll();
-    });
+    window.addEventListener('pagehide', (event) => { if (event.persisted) { clearTimers(); closeStream(); } });
+    window.addEventListener('pageshow', (event) => { if (event.persisted) dispatch('restore'); });
 
     return {
       /** Begin: `finished` sessions only fetch their final status once. */
       start(finished) {
-        if (finished) finish();
-        else if (!window.EventSource) {
-          startPolling('This browser cannot stream updates, so this page is checking for updates every second.');
-        } else {
-          setConnection('reconnecting', null);
-          openStream(false);
-        }
+        dispatch(finished ? 'finished' : window.EventSource ? 'start' : 'noStream');
       },
       /** A resumed session runs again: follow it. */
       resume() {
-        if (conn.mode === 'done') { conn.mode = 'sse'; openStream(true); return; }
-        if (conn.mode === 'polling') poll();
-        else if (!conn.source) openStream(true);
+        dispatch('resumed');
       },
     };
   }

@@ -1,9 +1,10 @@
 /* ingestapp: the live progress view of one session.
  *
  * The server rendered the current state into the page; this script keeps it live:
- *   connection.js (stream or polling) → apply each event to `model` → one render per frame.
- * It also fills the strip of the latest thumbnails from `file` events, and shows the
- * connection's state in one badge (data-connection) and, when offline, a banner.
+ *   connection.js (stream or polling) → each event updates `model` and marks what changed →
+ *   one render per animation frame draws only that.
+ * An event costs the same however many came before it: no DOM work, no layout read, no list
+ * that grows without bound (the error log and the thumbnail strip keep their latest entries).
  */
 'use strict';
 
@@ -15,17 +16,19 @@
   const { labels, urls } = page;
   const $ = (id) => document.getElementById(id);
 
-  const RUNNING = I.vocabulary.running_statuses;
-  const FINISHED = I.vocabulary.finished_statuses;
-  const TERMINAL_EVENTS = I.vocabulary.terminal_events;
-  const PROGRESS_KEYS = ['status', 'progress_percent', 'total_files', 'processed_files', 'current_file',
-    'stages', 'stats', 'worker_pool', 'timing', 'last_event_id', 'watch'];
-  const WATCHING = I.vocabulary.session_status.WATCHING;
+  const V = I.vocabulary;
+  const STATUS = V.session_status;
+  const EVENT = V.event_type;
+  const RUNNING = V.running_statuses;
+  const FINISHED = V.finished_statuses;
+  const PROGRESS_KEYS = ['status', 'progress_percent', 'total_files', 'files_found', 'processed_files',
+    'current_file', 'stages', 'stats', 'worker_pool', 'timing', 'last_event_id', 'watch'];
   const MAX_ERROR_ROWS = 1000;
   const STRIP_SIZE = 24; // thumbnails in the live strip
+  const PULSE_MS = 600; // a counter pulses at most this often (each pulse restarts a CSS animation)
+  const TITLE_MS = 1000; // the tab title follows at most once a second
   const CONNECTION_TEXT = {
-    live: 'Live', reconnecting: 'Reconnecting…', polling: 'Polling',
-    offline: 'Offline', closed: 'Closed',
+    live: 'Live', reconnecting: 'Reconnecting…', polling: 'Polling', offline: 'Offline', closed: 'Closed',
   };
 
   /** What the page shows; events and status responses are merged into it. */
@@ -33,23 +36,34 @@
     state: page.state,
     receivedAt: performance.now(), // when state.timing arrived (elapsed and ETA tick from there)
     shownSeq: page.state.last_event_id, // the newest event (or status) the numbers come from
-    errors: [],
+    errors: [], // the latest MAX_ERROR_ROWS
     errorKeys: new Set(),
     errorsReset: true, // the first render redraws the server's rows (times in local time)
-    rendered: 0, // how many of `errors` are in the list
+    newErrors: 0, // rows not drawn yet
+    strip: [], // files not drawn yet (the latest STRIP_SIZE)
     message: null,
     wasLive: false, // before the first connection, "reconnecting" reads "Connecting…"
+    dirty: { progress: true, stages: true, errors: true, strip: false },
   };
 
   // -- model ---------------------------------------------------------------------------------
 
+  function errorKey(e) {
+    return [e.time, e.stage, e.file, e.message].join('\u0000');
+  }
+
   function addErrors(list) {
     for (const e of list) {
-      const key = [e.time, e.stage, e.file, e.message].join('\u0000');
+      const key = errorKey(e);
       if (model.errorKeys.has(key)) continue;
       model.errorKeys.add(key);
       model.errors.push(e);
+      model.newErrors += 1;
     }
+    if (model.errors.length > MAX_ERROR_ROWS) {
+      for (const e of model.errors.splice(0, model.errors.length - MAX_ERROR_ROWS)) model.errorKeys.delete(errorKey(e));
+    }
+    model.dirty.errors = true;
   }
 
   /** A full state (snapshot or status response). */
@@ -63,27 +77,60 @@
     Object.assign(model.state, rest);
     model.shownSeq = reset ? full.last_event_id : Math.max(model.shownSeq, full.last_event_id);
     model.receivedAt = performance.now();
+    model.dirty.progress = model.dirty.stages = true;
     addErrors(errors || []);
   }
 
-  function applyProgress(data) {
-    for (const key of PROGRESS_KEYS) if (key in data) model.state[key] = data[key];
-    model.receivedAt = performance.now();
-  }
-
   function applyEvent(type, data, seq) {
-    if (type === 'error') { addErrors([data]); return; }
-    if (type === 'file') { addToStrip(data); return; } // counts come with the progress events
+    if (type === EVENT.ERROR) { addErrors([data]); return; }
+    if (type === EVENT.FILE) { addToStrip(data); return; } // counts come with the progress events
     // A replay after polling may be older than the status on screen: never go back in time.
-    if (seq <= model.shownSeq && !TERMINAL_EVENTS.includes(type)) return;
+    if (seq <= model.shownSeq && !V.terminal_events.includes(type)) return;
     model.shownSeq = seq;
-    if (type === 'stage') {
+    if (type === EVENT.STAGE) {
       const { stage, seq: _q, type: _t, emitted_at: _e, session_id: _s, ...fields } = data;
       model.state.stages[stage] = fields;
-    } else {
-      applyProgress(data);
+      model.dirty.stages = true;
+      return;
     }
-    if (type === 'failed') model.message = data.message;
+    for (const key of PROGRESS_KEYS) if (key in data) model.state[key] = data[key];
+    model.receivedAt = performance.now();
+    if (type === EVENT.FAILED) model.message = data.message;
+    model.dirty.progress = true;
+    if ('stages' in data) model.dirty.stages = true;
+  }
+
+  function addToStrip(file) {
+    if (file.status !== V.item_status.OK) return;
+    model.strip.push(file);
+    if (model.strip.length > STRIP_SIZE) model.strip.splice(0, model.strip.length - STRIP_SIZE);
+    model.dirty.strip = true;
+  }
+
+  // -- wording (web/pages.py lead_text and found_note say the same) ---------------------------
+
+  function done(s) {
+    return s.stats.processed_files + s.stats.skipped_duplicates;
+  }
+
+  function leadText(s) {
+    const of = `${done(s)} of ${s.total_files} files`;
+    if (s.status === STATUS.WATCHING) return watchingText(s);
+    if (RUNNING.includes(s.status)) return '';
+    if (s.status === STATUS.INTERRUPTED) return `— ${of} done`;
+    if (s.status === STATUS.COMPLETED) return `— ${of}`;
+    return `after ${of}`;
+  }
+
+  /** "— 12 files ingested, last file 14:03:27": a watch has no end to count towards. */
+  function watchingText(s) {
+    const last = s.watch && s.watch.last_file_at ? `, last file ${I.clock(s.watch.last_file_at)}` : '';
+    return `— ${done(s)} files ingested${last}`;
+  }
+
+  function foundNote(s) {
+    if (!s.files_found || s.files_found <= s.total_files) return '';
+    return `· the folder holds ${s.files_found} (max files: ${s.parameters.max_files})`;
   }
 
   // -- actions -------------------------------------------------------------------------------
@@ -111,23 +158,10 @@
     if (!(await act($('resume'), urls.resume, 'Resuming…'))) return;
     $('action-status').textContent = '';
     $('resume').disabled = false;
-    model.state.status = 'queued';
+    model.state.status = STATUS.QUEUED;
+    model.dirty.progress = true;
     schedule();
     connection.resume();
-  }
-
-  // -- the live thumbnail strip -------------------------------------------------------------------
-
-  function addToStrip(file) {
-    if (file.status !== 'ok') return;
-    const url = urls.thumbnail.replace('ITEM_ID', encodeURIComponent(file.item_id));
-    // The item's row is committed before its `file` event is published, and its thumbnail written
-    // before that: the image can be asked for at once.
-    const img = I.el('img', { src: url, alt: file.path, title: file.path, decoding: 'async', width: 64, height: 64 });
-    const strip = $('strip');
-    strip.prepend(I.el('li', {}, img));
-    while (strip.childElementCount > STRIP_SIZE) strip.lastElementChild.remove();
-    $('strip-section').hidden = false;
   }
 
   // -- the connection ------------------------------------------------------------------------
@@ -137,20 +171,20 @@
     node.dataset.connection = state;
     if (state === 'live') model.wasLive = true;
     I.setText($('connection-text'), state === 'reconnecting' && !model.wasLive ? 'Connecting…' : CONNECTION_TEXT[state]);
-    if (note !== undefined) {
-      $('fallback-note').textContent = note || '';
-    }
+    if (note !== undefined) $('fallback-note').textContent = note || '';
     $('fallback-note').hidden = state !== 'polling' || !$('fallback-note').textContent;
     const offline = state === 'offline';
     $('offline-banner').hidden = !offline;
     I.setOffline(offline);
   }
 
-  // -- rendering (at most once per frame) -------------------------------------------------------
+  // -- rendering (at most once per frame, only what changed) ------------------------------------
 
   let frame = 0;
   let firstRender = true;
-  const stageRows = new Map();
+  let titleAt = 0;
+  const pulsedAt = new Map(); // node → when it last pulsed
+  const stageRows = new Map(); // stage name → {row, status, bar, count, extra}
 
   function schedule() {
     if (!frame) frame = requestAnimationFrame(render);
@@ -168,66 +202,92 @@
     if (text && bar.getAttribute('aria-valuetext') !== text) bar.setAttribute('aria-valuetext', text);
   }
 
-  /** Set a counter; a change (after the first render) makes it pulse. */
-  function setCounter(node, value, pulseNode) {
-    if (I.setText(node, value) && !firstRender) I.flash(pulseNode || node, 'data-pulse');
+  /** Set a counter; a change (after the first render) makes it pulse, at most every PULSE_MS. */
+  function setCounter(node, value, pulseNode, now) {
+    if (!I.setText(node, value) || firstRender) return;
+    const target = pulseNode || node;
+    if (now - (pulsedAt.get(target) || 0) < PULSE_MS) return;
+    pulsedAt.set(target, now);
+    I.flash(target, 'data-pulse');
   }
 
-  function renderOverall(s) {
-    const done = s.stats.processed_files + s.stats.skipped_duplicates;
-    const pct = I.percent(s.progress_percent);
-    setBar($('overall-bar'), s.progress_percent, `${done} of ${s.total_files} files, ${pct}`);
-    I.setText($('files-done'), done);
-    I.setText($('files-total'), s.total_files);
-    I.setText($('percent'), pct);
-    I.setText($('status'), labels.status[s.status] || s.status);
+  function renderLead(s) {
+    const status = labels.status[s.status] || s.status;
+    I.setText($('status'), status);
     $('status').dataset.status = s.status;
+    I.setText($('lead-text'), leadText(s));
+    const errors = $('lead-errors');
+    I.setHidden(errors, RUNNING.includes(s.status) || !s.stats.errors);
+    I.setText(errors, `${s.stats.errors} error${s.stats.errors === 1 ? '' : 's'}`);
     const message = $('fail-message');
-    message.hidden = !model.message;
+    I.setHidden(message, !model.message);
     I.setText(message, model.message || '');
-    const title = `${labels.status[s.status] || s.status} · ${pct} · ingestapp`;
-    if (document.title !== title) document.title = title;
+  }
+
+  function renderOverall(s, now) {
+    const pct = I.percent(s.progress_percent);
+    setBar($('overall-bar'), s.progress_percent, `${done(s)} of ${s.total_files} files, ${pct}`);
+    I.setText($('files-done'), done(s));
+    I.setText($('files-total'), s.total_files);
+    const found = foundNote(s);
+    I.setText($('files-found'), found);
+    I.setHidden($('files-found'), !found);
+    I.setText($('percent'), pct);
+    I.setHidden($('current'), !RUNNING.includes(s.status)); // a stopped session has no current file
     const current = $('current-file');
     if (I.setText(current, s.current_file || '—') && !firstRender) I.flash(current, 'data-fade');
+    const title = `${labels.status[s.status] || s.status} · ${pct} · ingestapp`;
+    const statusChanged = document.title.split(' · ')[0] !== (labels.status[s.status] || s.status);
+    if (document.title !== title && (statusChanged || now - titleAt >= TITLE_MS || !RUNNING.includes(s.status))) {
+      document.title = title;
+      titleAt = now;
+    }
   }
 
-  function stageRow(name) {
-    let row = stageRows.get(name) || document.querySelector(`#stages [data-stage="${CSS.escape(name)}"]`);
-    if (!row) { // not rendered by the server (should not happen): build one like it
-      const labelId = `stage-${name}-name`;
-      row = I.el('li', { class: 'stage', 'data-stage': name },
-        I.el('div', { class: 'stage-head' },
-          I.el('span', { class: 'stage-name', id: labelId, text: labels.stage[name] || name }),
-          I.el('span', { class: 'stage-status' })),
-        I.el('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-labelledby': labelId },
-          I.el('div', { class: 'bar-fill' })),
-        I.el('div', { class: 'stage-counts' },
-          I.el('span', { class: 'stage-count' }), ' ', I.el('span', { class: 'stage-extra' })));
-      $('stages').append(row);
-    }
-    stageRows.set(name, row);
+  function buildStageRow(name) {
+    const labelId = `stage-${name}-name`;
+    const row = I.el('li', { class: 'stage', 'data-stage': name },
+      I.el('div', { class: 'stage-head' },
+        I.el('span', { class: 'stage-name', id: labelId, text: labels.stage[name] || name }),
+        I.el('span', { class: 'stage-status' })),
+      I.el('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-labelledby': labelId },
+        I.el('div', { class: 'bar-fill' })),
+      I.el('div', { class: 'stage-counts' },
+        I.el('span', { class: 'stage-count' }), ' ', I.el('span', { class: 'stage-extra' })));
+    $('stages').append(row);
     return row;
   }
 
-  function renderStages(s) {
+  /** A stage's row and its parts, found once (the server rendered it; built if not). */
+  function stageParts(name) {
+    let parts = stageRows.get(name);
+    if (parts) return parts;
+    const row = document.querySelector(`#stages [data-stage="${CSS.escape(name)}"]`) || buildStageRow(name);
+    parts = { row, status: row.querySelector('.stage-status'), bar: row.querySelector('.bar'),
+      count: row.querySelector('.stage-count'), extra: row.querySelector('.stage-extra') };
+    stageRows.set(name, parts);
+    return parts;
+  }
+
+  function renderStages(s, now) {
     for (const [name, stage] of Object.entries(s.stages)) {
-      const row = stageRow(name);
-      row.dataset.status = stage.status;
-      I.setText(row.querySelector('.stage-status'), labels.stage_status[stage.status] || stage.status);
+      const parts = stageParts(name);
+      if (parts.row.dataset.status !== stage.status) parts.row.dataset.status = stage.status;
+      I.setText(parts.status, labels.stage_status[stage.status] || stage.status);
       const total = stage.total === null ? '?' : stage.total;
-      setBar(row.querySelector('.bar'), stage.progress_percent, `${stage.processed} of ${total}`);
-      setCounter(row.querySelector('.stage-count'), `${stage.processed} / ${total}`);
+      setBar(parts.bar, stage.progress_percent, `${stage.processed} of ${total}`);
+      setCounter(parts.count, `${stage.processed} / ${total}`, null, now);
       const plural = stage.errors === 1 ? '' : 's';
-      I.setText(row.querySelector('.stage-extra'),
+      I.setText(parts.extra,
         `${stage.errors} error${plural}${stage.skipped ? ` · ${stage.skipped} not run` : ''} · ` +
         `${stage.in_flight} in flight · ${I.duration(stage.duration_ms)}`);
     }
   }
 
-  function renderStats(s) {
+  function renderStats(s, now) {
     for (const key of Object.keys(labels.stats)) {
       const node = $('stat-' + key);
-      setCounter(node, s.stats[key], node.parentElement);
+      setCounter(node, s.stats[key], node.parentElement, now);
     }
   }
 
@@ -247,37 +307,52 @@
     const when = new Date(e.time * 1000);
     return I.el('li', { class: 'error-row' },
       I.el('time', { datetime: when.toISOString(), text: I.clock(e.time) }), ' ',
-      I.el('span', { class: 'tag', text: labels.stage[e.stage] || e.stage }), ' ',
+      I.stageChip(e.stage), ' ',
       I.el('span', { class: 'path', text: e.file }), ' ',
       I.el('span', { class: 'message', text: e.message }));
   }
 
-  function renderErrors(s) {
+  function renderErrors(s, now) {
     const list = $('error-list');
     if (model.errorsReset) {
       list.replaceChildren();
-      model.rendered = 0;
+      model.newErrors = model.errors.length;
       model.errorsReset = false;
     }
-    const rows = model.errors.slice(model.rendered).map(errorRow);
-    if (rows.length) list.append(...rows);
-    model.rendered = model.errors.length;
+    const fresh = Math.min(model.newErrors, model.errors.length);
+    if (fresh) list.append(...model.errors.slice(model.errors.length - fresh).map(errorRow));
+    model.newErrors = 0;
     while (list.childElementCount > MAX_ERROR_ROWS) list.firstElementChild.remove();
     const shown = list.childElementCount;
-    setCounter($('error-count'), s.stats.errors);
-    $('no-errors').hidden = shown > 0 || s.stats.errors > 0;
-    $('errors-truncated').hidden = shown >= s.stats.errors;
+    setCounter($('error-count'), s.stats.errors, null, now);
+    I.setHidden($('no-errors'), shown > 0 || s.stats.errors > 0);
+    I.setText($('no-errors'), RUNNING.includes(s.status) ? 'No errors so far.' : 'No errors.');
+    I.setHidden($('errors-truncated'), shown >= s.stats.errors);
     I.setText($('errors-shown'), shown);
     I.setText($('errors-total'), s.stats.errors);
   }
 
+  function renderStrip() {
+    const files = model.strip.splice(0);
+    const items = files.reverse().map((file) => I.el('li', {}, I.el('img', {
+      src: urls.thumbnail.replace('ITEM_ID', encodeURIComponent(file.item_id)),
+      alt: file.path, title: file.path, decoding: 'async', width: 64, height: 64,
+    })));
+    // The item's row is committed before its `file` event is published, and its thumbnail written
+    // before that: the images can be asked for at once.
+    const strip = $('strip');
+    strip.prepend(...items);
+    while (strip.childElementCount > STRIP_SIZE) strip.lastElementChild.remove();
+    I.setHidden($('strip-section'), false);
+  }
+
   /** A watching session: how it watches, its last file, what it imported; and why it polls. */
   function renderWatch(s) {
-    const w = s.status === WATCHING ? s.watch : null;
-    $('watch-line').hidden = !w;
-    $('watch-warning').hidden = !(w && w.warning);
+    const w = s.status === STATUS.WATCHING ? s.watch : null;
+    I.setHidden($('watch-line'), !w);
+    I.setHidden($('watch-warning'), !(w && w.warning));
     if (!w) return;
-    const last = w.last_file_at ? new Date(w.last_file_at * 1000).toLocaleTimeString() : 'none yet';
+    const last = w.last_file_at ? I.clock(w.last_file_at) : 'none yet';
     const how = w.mode === 'polling' ? 'by polling' : 'with inotify';
     const imported = w.imported ? ` · imported ${w.imported.added} added, ${w.imported.updated} updated` : '';
     I.setText($('watch-line'), `Watching for new files ${how} · last file: ${last}${imported}`);
@@ -286,27 +361,32 @@
 
   function renderActions(s) {
     const running = RUNNING.includes(s.status);
-    $('cancel').hidden = !running;
-    $('resume').hidden = s.status !== 'interrupted';
+    I.setHidden($('cancel'), !running);
+    I.setHidden($('resume'), s.status !== STATUS.INTERRUPTED);
     if (!running) $('cancel').disabled = false;
     if (!running && $('action-status').textContent === 'Cancelling…') $('action-status').textContent = '';
-    if ((running && s.status !== WATCHING) || !window.IngestPreview) { // a watch's review grows as it goes
-      if (window.IngestPreview) window.IngestPreview.hide();
-    } else {
-      window.IngestPreview.show(urls, s);
-    }
+    if (!window.IngestPreview) return;
+    // A watch's review grows as it goes (Import N with it); another running session has none yet.
+    if (running && s.status !== STATUS.WATCHING) window.IngestPreview.hide();
+    else window.IngestPreview.show(urls, s);
   }
 
-  function render() {
+  function render(now) {
     frame = 0;
     const s = model.state;
-    renderOverall(s);
-    renderStages(s);
-    renderStats(s);
+    const { dirty } = model;
+    if (dirty.progress) {
+      renderLead(s);
+      renderOverall(s, now);
+      renderStats(s, now);
+      renderWatch(s);
+      renderActions(s);
+    }
+    if (dirty.stages) renderStages(s, now);
+    if (dirty.errors || dirty.progress) renderErrors(s, now);
+    if (dirty.strip) renderStrip();
     renderTiming(s);
-    renderErrors(s);
-    renderWatch(s);
-    renderActions(s);
+    dirty.progress = dirty.stages = dirty.errors = dirty.strip = false;
     firstRender = false;
   }
 
@@ -318,12 +398,9 @@
     lastEventId: page.state.last_event_id,
     status: () => model.state.status,
     onState(full, reset) { applyState(full, reset); schedule(); },
-    onEvent(type, data, seq) {
-      applyEvent(type, data, seq);
-      schedule();
-    },
+    onEvent(type, data, seq) { applyEvent(type, data, seq); schedule(); },
     onConnection: setConnection,
-    onFinish: schedule,
+    onFinish() { model.dirty.progress = true; schedule(); },
   });
 
   $('cancel').addEventListener('click', cancel);

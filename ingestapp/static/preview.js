@@ -5,28 +5,26 @@
 'use strict';
 
 (function () {
-  const { el, fetchJSON, postJSON, itemCard } = window.Ingest;
+  const I = window.Ingest;
+  const { el, fetchJSON, postJSON, itemCard } = I;
   const $ = (id) => document.getElementById(id);
   if (!$('preview')) return;
+  const ITEM = I.vocabulary.item_status;
+  const LABELS = I.vocabulary.labels;
   const PAGE_SIZE = 24;
   const preview = { urls: null, shownFor: null, offset: 0, total: 0, view: 'all', review: null };
-  const pad = (n) => String(n).padStart(2, '0');
 
-  function when(unixSeconds) {
-    const d = new Date(unixSeconds * 1000);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
-  }
-
+  /** Why a file is not imported: its status, and each error with the stage it happened in. */
   function statusNote(item) {
-    if (item.status === 'ok') return null;
     const note = el('div', { class: 'item-status' },
-      el('span', { class: 'tag ' + (item.status === 'error' ? 'danger' : ''), text: item.status === 'skipped' ? 'Duplicate, skipped' : 'Error' }));
-    for (const e of item.errors || []) note.append(el('p', { class: 'message', text: `${e.stage}: ${e.message}` }));
+      el('span', { class: 'tag' + (item.status === ITEM.ERROR ? ' danger' : ''), text: LABELS.item_status[item.status] || item.status }));
+    for (const e of item.errors || []) note.append(el('p', { class: 'message' }, I.stageChip(e.stage), ' ', e.message));
     return note;
   }
 
+  /** One card of the review grid: every kind of file is drawn here. */
   function card(item) {
-    if (item.status !== 'ok') return itemCard(item, statusNote(item), el('p', { class: 'exclude muted', text: 'Not imported' }));
+    if (item.status !== ITEM.OK) return itemCard(item, statusNote(item), el('p', { class: 'exclude muted', text: 'Not imported' }));
     const box = el('input', {
       type: 'checkbox', id: 'include-' + item.id, 'data-id': item.id, class: 'needs-server',
       checked: !item.excluded,
@@ -52,7 +50,7 @@
     if (r.imported) {
       const i = r.imported;
       result.replaceChildren(
-        `Imported ${when(i.at)} — ${i.added} added, ${i.updated} updated, ${i.excluded} excluded. `,
+        `Imported ${I.when(i.at)} — ${i.added} added, ${i.updated} updated, ${i.excluded} excluded. `,
         el('a', { href: preview.urls.catalog, text: 'Open the catalog' }),
         r.import_offered ? el('span', { text: ' Your selection changed since: import again to apply it.' }) : '');
     } else if (r.import_count === 0) {
@@ -81,7 +79,9 @@
     $('preview-next').disabled = preview.offset + PAGE_SIZE >= preview.total;
   }
 
-  async function load(offset) {
+  /** Load a page of the grid; `scroll` brings the grid's top into view (the pager's buttons sit
+   * below it). */
+  async function load(offset, scroll) {
     const grid = $('preview-grid');
     grid.setAttribute('aria-busy', 'true');
     try {
@@ -93,6 +93,7 @@
       grid.replaceChildren(...body.items.map(card));
       if (!body.items.length) grid.append(el('li', { class: 'muted empty', text: 'No files in this view.' }));
       summarize();
+      if (scroll) $('preview').scrollIntoView({ block: 'start' });
     } catch (err) {
       $('preview-summary').textContent = `The files could not be loaded: ${err.message}`;
     } finally {
@@ -146,7 +147,7 @@
    * status or its number of files done changed). */
   function show(urls, state) {
     preview.urls = urls;
-    const empty = state.status === 'completed' && state.total_files === 0;
+    const empty = state.status === I.vocabulary.session_status.COMPLETED && state.total_files === 0;
     $('review').hidden = false;
     $('no-match').hidden = !empty;
     $('review-heading').textContent = empty ? 'Nothing to import' : 'Review and import';
@@ -163,14 +164,15 @@
     if (window.IngestSimilar) window.IngestSimilar.show(urls); // similar.js: the Similar filter
   }
 
+  /** Hide the review while the session runs (called once a frame then: touches nothing twice). */
   function hide() {
-    $('review').hidden = true;
-    $('preview').hidden = true;
+    I.setHidden($('review'), true);
+    I.setHidden($('preview'), true);
     preview.shownFor = null;
   }
 
-  $('preview-prev').addEventListener('click', () => load(Math.max(0, preview.offset - PAGE_SIZE)));
-  $('preview-next').addEventListener('click', () => load(preview.offset + PAGE_SIZE));
+  $('preview-prev').addEventListener('click', () => load(Math.max(0, preview.offset - PAGE_SIZE), true));
+  $('preview-next').addEventListener('click', () => load(preview.offset + PAGE_SIZE, true));
   $('import').addEventListener('click', commit);
   $('select-all').addEventListener('click', () => selectView(true));
   $('select-none').addEventListener('click', () => selectView(false));

@@ -2,20 +2,12 @@
 'use strict';
 
 (function () {
-  const { el, fetchJSON, percent, vocabulary } = window.Ingest;
+  const { el, fetchJSON, percent, when, vocabulary } = window.Ingest;
   const table = document.getElementById('sessions');
   if (!table) return;
   const labels = JSON.parse(table.dataset.labels);
   const RUNNING = vocabulary.running_statuses;
   const REFRESH_MS = 2000;
-  const pad = (n) => String(n).padStart(2, '0');
-
-  function when(unixSeconds) {
-    if (!unixSeconds) return '—';
-    const d = new Date(unixSeconds * 1000);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
-  }
-
   function cell(label, ...children) {
     return el('td', { 'data-label': label }, ...children);
   }

@@ -14,7 +14,7 @@
 
   const catalogGrid = $('catalog-grid');
   if (catalogGrid) {
-    // common.js opens the dialog on the same click (its listener was added first): add the link to it.
+    // dialog.js opens the dialog on the same click (its listener was added first): add the link to it.
     document.addEventListener('click', (event) => {
       const target = event.target.closest && event.target.closest('.details-button, .item .thumb:not(.nsfw-thumb)');
       const card = target && target.closest('#catalog-grid .item');

@@ -6,18 +6,21 @@ state); the scripts in ``static/`` then keep it live. Jinja2 autoescaping covers
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import time
 from typing import Any
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
+from werkzeug.security import safe_join
 
 from ingestapp.accounts.auth import check_session_access, owner_filter, require_page_user
 from ingestapp.catalog.search import CATALOG_SORTS, parse_catalog_query, query_catalog
 from ingestapp.core.errors import JobNotFound
 from ingestapp.core.parameters import DEFAULT_PATTERN, ParameterError
 from ingestapp.core.paths import display_path
-from ingestapp.core.vocabulary import LABELS, for_scripts
+from ingestapp.core.vocabulary import LABELS, RUNNING_STATUSES, SessionStatus, for_scripts
 from ingestapp.jobs.registry import JobRegistry
 
 bp = Blueprint("pages", __name__)
@@ -34,6 +37,49 @@ def registry() -> JobRegistry:
     return current_app.extensions["ingest_jobs"]
 
 
+#: A static file whose URL carries its content hash never changes: browsers may keep it a year.
+STATIC_MAX_AGE = 365 * 24 * 3600
+
+
+@functools.cache
+def static_version(root: str, filename: str) -> str | None:
+    """The first 12 hex digits of the SHA-256 of a static file (None if there is no such file).
+    Cached per process: static files change only with a deployment, which restarts it."""
+    path = safe_join(root, filename)  # never outside the static folder
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()[:12]
+    except OSError:
+        return None
+
+
+@bp.app_url_defaults
+def _static_version(endpoint: str, values: dict[str, Any]) -> None:
+    """``url_for("static", ...)`` adds ``?v=<content hash>``, so a page's scripts and styles come
+    from the browser's cache on the next page (no revalidation round trip) and a changed file gets
+    a new URL."""
+    if endpoint == "static" and "filename" in values and "v" not in values:
+        version = static_version(current_app.static_folder or "", values["filename"])
+        if version:
+            values["v"] = version
+
+
+@bp.after_app_request
+def _cache_versioned_static(response: Response) -> Response:
+    """A static file asked for by its current content hash is immutable (RFC 8246)."""
+    version = request.args.get("v")
+    if request.endpoint == "static" and response.status_code == 200 and version and version == static_version(
+        current_app.static_folder or "", (request.view_args or {}).get("filename", "")
+    ):
+        response.cache_control.public = True
+        response.cache_control.max_age = STATIC_MAX_AGE
+        response.cache_control.immutable = True
+        response.cache_control.no_cache = None
+    return response
+
+
 @bp.app_context_processor
 def _labels() -> dict[str, Any]:
     """Every template gets ``labels`` (status, stage and counter names) and ``vocabulary`` (for the
@@ -41,7 +87,7 @@ def _labels() -> dict[str, Any]:
     return {"labels": LABELS, "vocabulary": for_scripts()}
 
 
-# -- formatting (static/common.js formats the same way) ---------------------------------------------
+# -- formatting (static/format.js formats the same way) ---------------------------------------------
 
 
 @bp.app_template_filter("duration")
@@ -91,10 +137,51 @@ def format_camera(make: str | None, model: str | None) -> str | None:
     return model if model.lower().startswith(make.split(" ")[0].lower()) else f"{make} {model}"
 
 
+@bp.app_template_filter("pixels")
+def format_pixels(item: dict[str, Any]) -> str:
+    """Width and height (joined by a multiplication sign) as the picture is displayed: EXIF
+    orientations 5-8 turn it a quarter, so they swap the stored sizes (CIPA DC-008, Exif 2.32
+    "Orientation"; static/format.js ``pixels`` does the same)."""
+    width, height = item["width"], item["height"]
+    turned = ((item.get("metadata") or {}).get("orientation") or 1) >= 5
+    return f"{height}\u00d7{width}" if turned else f"{width}\u00d7{height}"
+
+
 @bp.app_template_filter("isotime")
 def format_isotime(timestamp: float | None) -> str:
     """The ``datetime`` attribute of a ``<time>`` element (UTC)."""
     return "" if timestamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+@bp.app_template_global("lead_text")
+def lead_text(state: dict[str, Any]) -> str:
+    """What follows a stopped session's status in its lead line (static/ingest.js ``leadText`` says
+    the same): "Interrupted — 95 of 400 files done", "Cancelled after 85 of 400 files",
+    "Watching — 12 files ingested, last file 14:03:27"; empty while it runs (the progress row
+    counts then)."""
+    status = state["status"]
+    done = state["stats"]["processed_files"] + state["stats"]["skipped_duplicates"]
+    of = f"{done} of {state['total_files']} files"
+    if status == SessionStatus.WATCHING:  # no end to count towards: what it took in, and when last
+        last = (state.get("watch") or {}).get("last_file_at")
+        return f"— {done} files ingested" + (f", last file {format_clock(last)}" if last else "")
+    if status in RUNNING_STATUSES:
+        return ""
+    if status == SessionStatus.INTERRUPTED:
+        return f"— {of} done"
+    if status == SessionStatus.COMPLETED:
+        return f"— {of}"
+    return f"after {of}"
+
+
+@bp.app_template_global("found_note")
+def found_note(state: dict[str, Any]) -> str:
+    """How many matching files the folder holds, when ``max_files`` left some out (``files_found``
+    in the state); empty otherwise. static/ingest.js ``foundNote`` says the same."""
+    found = state.get("files_found") or 0
+    if found <= state["total_files"]:
+        return ""
+    return f"· the folder holds {found} (max files: {state['parameters']['max_files']})"
 
 
 # -- pages ------------------------------------------------------------------------------------------

@@ -110,6 +110,7 @@ class Progress(BaseModel):
     status: SessionStatus
     progress_percent: float = Field(description="exactly 100.0 once completed")
     total_files: int
+    files_found: int = Field(0, description="matching files the scan saw, those past max_files too")
     processed_files: int
     current_file: str | None
     stages: dict[str, StageStateOut]
