@@ -67,7 +67,7 @@ def test_only_corrupted_jpg_fails(results: Results) -> None:
     assert list(failed) == ["corrupted.jpg"]
     stage, _kind, message = failed["corrupted.jpg"]
     # Its scan data ends early (libjpeg would pad the bottom rows with gray); EXIF is still read.
-    assert (stage, message) == ("nsfw", "corrupt or truncated image: the JPEG scan data ends prematurely")
+    assert (stage, message) == ("identify", "cannot decode the image: the JPEG scan data ends prematurely")
     assert results["corrupted.jpg"][0].item["metadata"]["make"] == "OLYMPUS IMAGING CORP."
 
 
