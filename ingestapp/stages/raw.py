@@ -228,7 +228,7 @@ def _reading_or_none(path: str | Path) -> Exiv2Reading | None:
 def _embedded_preview(path: str | Path, index: int, size: int) -> Image.Image:
     with exiv2_image(path) as image:
         manager = exiv2.PreviewManager(image)
-        data = bytes(manager.getPreviewImage(manager.getPreviewProperties()[index]).copy())
+        data = bytes(manager.getPreviewImage(manager.getPreviewProperties()[index]).copy().data())
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG", "TIFF")) as im:
             im.draft("RGB", (size, size))

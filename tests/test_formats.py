@@ -1,0 +1,220 @@
+"""Issue 17: camera RAW, AVIF, JPEG XL and more videos, on real RAW files (exiftool's test set,
+with exiftool's own reading as the reference) and on files the tests write (DNGs from a real
+photo, AVIF, JPEG XL, a lying extension, a truncated RAW)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ingestapp.core.formats import FORMATS, MEDIA_EXTENSIONS, Reader, format_of, markdown_table
+from ingestapp.core.parameters import DEFAULT_PATTERN, IngestParameters
+from ingestapp.core.patterns import compile_patterns
+from ingestapp.stages import enabled_stages, nsfw
+from ingestapp.stages.base import FileContext
+from ingestapp.stages.media import PREVIEW_SIZE, THUMBNAIL_SIZE
+from tests.rawfiles import CORPUS, photo, write_dng
+
+RAW_SAMPLES = CORPUS / "raw-samples"
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: What an error message must never show: an exception's own text instead of words.
+LEAKS = re.compile(r"NoneType|has no attribute|Traceback|object is not|Error\(|errno", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nsfw_model() -> None:
+    nsfw.load_model()
+
+
+def run_stages(path: Path, thumbs: Path, **parameters: Any) -> tuple[FileContext, list[tuple[str, str]]]:
+    """The enabled stages, in order, stopping at the first failure (as the stage process does)."""
+    ctx = FileContext(path, path.name, IngestParameters(directory=str(path.parent), **parameters), thumbs)
+    try:
+        for stage in enabled_stages(ctx.parameters):
+            try:
+                stage.run(ctx)
+            except Exception as exc:
+                return ctx, [(stage.NAME, str(exc))]
+    finally:
+        ctx.close()
+    return ctx, []
+
+
+def thumbnail_of(ctx: FileContext) -> Image.Image:
+    with Image.open(ctx.thumbnail_dir / ctx.item["thumbnail"]) as im:
+        return im.convert("RGB")
+
+
+# --- the format table ----------------------------------------------------------------------
+
+
+def test_default_pattern_covers_every_format_in_any_case() -> None:
+    matches = compile_patterns(IngestParameters(directory="/").patterns)
+    names = ["a/IMG_0001" + ext for ext in MEDIA_EXTENSIONS] + ["IMG_0001" + ext.upper() for ext in MEDIA_EXTENSIONS]
+    assert [name for name in names if not matches(name)] == []
+    assert not matches("notes.txt") and not matches("IMG_0001.CR2.xmp")
+    for ext in (".cr2", ".cr3", ".crw", ".nef", ".arw", ".raf", ".rw2", ".mrw", ".iiq", ".x3f", ".avif", ".jxl",
+                ".mts", ".m2ts", ".3gp", ".mpg", ".wmv", ".gpr", ".rwl"):
+        assert f"**/*{ext}" in DEFAULT_PATTERN.split(","), ext
+
+
+def test_one_table_gives_kind_mime_and_reader() -> None:
+    assert format_of("IMG_0001.CR3").mime_type == "image/x-canon-cr3"
+    assert format_of("x.NEF").reader == Reader.RAW and format_of("x.nef").kind == "image"
+    assert format_of("clip.MTS").mime_type == "video/m2ts" and format_of("clip.mts").kind == "video"
+    assert format_of("x.x3f").reader == Reader.NONE
+    assert format_of("notes.txt") is None and format_of("README") is None
+    extensions = [ext for fmt in FORMATS for ext in fmt.extensions]
+    assert len(extensions) == len(set(extensions))  # one format per extension
+
+
+def test_readme_shows_the_format_table() -> None:
+    assert markdown_table() in README.read_text(encoding="utf-8")
+
+
+# --- real RAW files: metadata against exiftool ---------------------------------------------
+
+
+def exiftool_reading() -> dict[str, dict[str, Any]]:
+    if not (RAW_SAMPLES / "exiftool.json").is_file():
+        pytest.skip(f"RAW samples not found at {RAW_SAMPLES}")
+    return {entry["SourceFile"]: entry for entry in json.loads((RAW_SAMPLES / "exiftool.json").read_text())}
+
+
+@pytest.mark.parametrize("name", ["CanonRaw.cr2", "Nikon.nef", "DNG.dng"])
+def test_raw_metadata_matches_exiftool(name: str, tmp_path: Path) -> None:
+    """exiftool's test RAWs carry real metadata but (nearly) no pixels: the metadata is read, and pixels
+    that cannot be decoded fail in words under identify, the stage that decodes."""
+    reference = exiftool_reading()[name]
+    ctx, errors = run_stages(RAW_SAMPLES / name, tmp_path)
+    meta = ctx.item["metadata"]
+    assert ctx.item["mime_type"] == reference["MIMEType"]
+    assert (meta["make"], meta["model"]) == (reference["Make"], reference["Model"])
+    assert meta["datetime_original"] == reference["DateTimeOriginal"].replace(":", "-", 2).replace(" ", "T")
+    assert meta["iso"] == reference["ISO"]
+    assert meta["exposure_time_s"] == pytest.approx(reference["ExposureTime"])
+    assert meta["f_number"] == pytest.approx(reference["FNumber"])
+    assert meta["focal_length_mm"] == pytest.approx(reference["FocalLength"])
+    assert meta["orientation"] == reference["Orientation"]
+    if name != "CanonRaw.cr2":  # exiftool's ImageWidth of a CR2 is IFD0's reduced image, not the sensor's
+        assert (ctx.item["width"], ctx.item["height"]) == (reference["ImageWidth"], reference["ImageHeight"])
+    if name == "DNG.dng":
+        assert errors == []  # its stripped previews and raw data decode as black: an image, if a dull one
+    else:
+        assert [stage for stage, _ in errors] == ["identify"]
+        assert errors[0][1].startswith("cannot decode the image: ") and not LEAKS.search(errors[0][1])
+
+
+# --- RAW pixels -----------------------------------------------------------------------------
+
+
+def test_dng_thumbnail_comes_from_its_embedded_preview_turned_by_its_orientation(tmp_path: Path) -> None:
+    scene = photo()
+    flat = Image.new("RGB", scene.size, (90, 90, 90))  # the RAW data: a demosaic would be flat gray
+    path = write_dng(tmp_path / "IMG_0001.dng", flat, preview=scene.resize((800, 544)), orientation=6)
+    ctx, errors = run_stages(path, tmp_path / "thumbs")
+    assert errors == []
+    assert ctx.item["mime_type"] == "image/x-adobe-dng"
+    assert (ctx.item["width"], ctx.item["height"]) == scene.size
+    thumb = thumbnail_of(ctx)
+    assert thumb.height == THUMBNAIL_SIZE and thumb.width < thumb.height  # orientation 6: turned upright
+    assert np.asarray(thumb).std() > 20  # the photo, not the flat RAW data
+    meta = ctx.item["metadata"]
+    assert (meta["make"], meta["model"], meta["orientation"]) == ("Canon", "Canon EOS 40D", 6)
+    assert meta["datetime_original"] == "2025-06-07T08:09:10"
+    assert 0.0 <= ctx.item["nsfw_score"] <= 1.0
+
+
+def test_dng_without_a_large_enough_preview_is_demosaiced(tmp_path: Path) -> None:
+    scene = photo()
+    small = Image.new("RGB", (160, 109), (255, 0, 0))  # smaller than a thumbnail: not used
+    path = write_dng(tmp_path / "IMG_0002.dng", scene, preview=small, orientation=8)
+    ctx, errors = run_stages(path, tmp_path / "thumbs", enable_nsfw_detection=False)
+    assert errors == []
+    thumb = np.asarray(thumbnail_of(ctx)).astype(int)
+    assert thumb.shape[0] == THUMBNAIL_SIZE and thumb.shape[1] < thumb.shape[0]  # LibRaw turned it
+    assert thumb.std() > 20 and not (thumb[..., 0] > thumb[..., 1] + 100).all()  # the scene, not the red preview
+
+
+def test_thumbnail_only_run_decodes_no_larger_than_the_thumbnail(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    photo((2400, 1632)).save(path, quality=90)
+    ctx, errors = run_stages(path, tmp_path / "thumbs", enable_nsfw_detection=False)
+    assert errors == [] and max(ctx.cache["preview"].size) <= THUMBNAIL_SIZE
+    ctx, errors = run_stages(path, tmp_path / "thumbs2")
+    assert errors == [] and max(ctx.cache["preview"].size) == PREVIEW_SIZE
+
+
+@pytest.mark.parametrize(("suffix", "mime"), [(".avif", "image/avif"), (".jxl", "image/jxl")])
+def test_avif_and_jpeg_xl_decode_like_any_image(suffix: str, mime: str, tmp_path: Path) -> None:
+    path = tmp_path / f"photo{suffix}"
+    photo((640, 436)).save(path, quality=80)
+    ctx, errors = run_stages(path, tmp_path / "thumbs")
+    assert errors == []
+    assert (ctx.item["mime_type"], ctx.item["width"], ctx.item["height"]) == (mime, 640, 436)
+    assert thumbnail_of(ctx).size == (320, 218)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_a_jpeg_named_cr2_is_an_error_in_words(tmp_path: Path) -> None:
+    path = tmp_path / "IMG_0003.CR2"
+    photo((400, 272)).save(path, format="JPEG")
+    _ctx, errors = run_stages(path, tmp_path / "thumbs")
+    message = "not a Canon RAW 2 (CR2) file: the content is image/jpeg (the file's extension is wrong)"
+    assert errors == [("identify", message)]
+
+
+def test_a_text_file_named_nef_is_an_error_in_words(tmp_path: Path) -> None:
+    path = tmp_path / "IMG_0004.NEF"
+    path.write_text("these are not the pixels you are looking for\n" * 20)
+    _ctx, errors = run_stages(path, tmp_path / "thumbs")
+    assert len(errors) == 1 and errors[0][0] == "identify"
+    assert errors[0][1].startswith("not a readable Nikon RAW (NEF) file: neither exiv2 nor LibRaw recognises")
+    assert not LEAKS.search(errors[0][1])
+
+
+def test_a_truncated_raw_is_an_error_in_words(tmp_path: Path) -> None:
+    whole = write_dng(tmp_path / "whole.dng", photo())
+    path = tmp_path / "IMG_0005.dng"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    ctx, errors = run_stages(path, tmp_path / "thumbs")
+    assert len(errors) == 1 and errors[0][0] == "identify", errors
+    assert errors[0][1].startswith("cannot decode the image: ") and not LEAKS.search(errors[0][1])
+    assert ctx.item["metadata"]["model"] == "Canon EOS 40D"  # its header still tells
+
+
+@pytest.mark.parametrize("name", ["IMG_0006.CR3", "IMG_0007.RAF", "IMG_0008.X3F"])
+def test_raw_no_reader_understands_is_typed_and_reported_in_words(name: str, tmp_path: Path) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"FOVb" + bytes(range(256)) * 64)  # an X3F's magic, then nothing that parses
+    ctx, errors = run_stages(path, tmp_path / "thumbs")
+    assert ctx.item["sha256"] and len(errors) == 1 and errors[0][0] == "identify"
+    assert not LEAKS.search(errors[0][1]), errors
+    if name.endswith(".X3F"):
+        assert ctx.item["mime_type"] == "image/x-sigma-x3f"
+        assert errors[0][1] == "Sigma RAW (X3F) files cannot be read: no installed reader understands this RAW format"
+
+
+# --- sidecars ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sidecar", ["IMG_0009.dng.xmp", "IMG_0009.xmp"])
+def test_xmp_sidecar_applies_to_a_raw(sidecar: str, tmp_path: Path) -> None:
+    path = write_dng(tmp_path / "IMG_0009.dng", photo(), preview=photo((800, 544)))
+    (tmp_path / sidecar).write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+        'xmp:Rating="4"><dc:subject><rdf:Bag><rdf:li>owl</rdf:li><rdf:li>night</rdf:li></rdf:Bag></dc:subject>'
+        "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    ctx, errors = run_stages(path, tmp_path / "thumbs")
+    assert errors == []
+    assert ctx.item["keywords"] == ["owl", "night"] and ctx.item["rating"] == 4
