@@ -16,9 +16,11 @@ from PIL import Image
 from ingestapp.core.formats import FORMATS, MEDIA_EXTENSIONS, Reader, format_of, markdown_table
 from ingestapp.core.parameters import DEFAULT_PATTERN, IngestParameters
 from ingestapp.core.patterns import compile_patterns
+from ingestapp.jobs.pairs import pair_up
 from ingestapp.stages import enabled_stages, nsfw
 from ingestapp.stages.base import FileContext
 from ingestapp.stages.media import PREVIEW_SIZE, THUMBNAIL_SIZE
+from tests.factories import start, wait_for
 from tests.rawfiles import CORPUS, photo, write_dng
 
 RAW_SAMPLES = CORPUS / "raw-samples"
@@ -218,3 +220,69 @@ def test_xmp_sidecar_applies_to_a_raw(sidecar: str, tmp_path: Path) -> None:
     ctx, errors = run_stages(path, tmp_path / "thumbs")
     assert errors == []
     assert ctx.item["keywords"] == ["owl", "night"] and ctx.item["rating"] == 4
+
+
+# --- RAW+JPEG pairs, through the app -------------------------------------------------------------
+
+
+def test_pair_up_matches_a_raw_with_its_developed_image() -> None:
+    names = ["d/IMG_0001.CR2", "d/IMG_0001.JPG", "d/IMG_0001.heic", "d/IMG_0001.CR2.xmp"]
+    assert pair_up(names) == {"d/IMG_0001.CR2": "d/IMG_0001.JPG", "d/IMG_0001.JPG": "d/IMG_0001.CR2"}
+    assert pair_up(["IMG_1.nef", "img_1.jpeg"]) == {"IMG_1.nef": "img_1.jpeg", "img_1.jpeg": "IMG_1.nef"}
+    assert pair_up(["IMG_1.jpg", "IMG_1.heic"]) == {}  # two developed images are no RAW+JPEG pair
+    assert pair_up(["a.b.cr2", "a.jpg"]) == {}
+
+
+def items_by_path(client: Any, session_id: str) -> dict[str, dict[str, Any]]:
+    page = client.get(f"/api/ingest/{session_id}/items?limit=500").get_json()
+    return {item["path"]: item for item in page["items"]}
+
+
+def test_pairs_are_found_reviewed_and_imported_as_chosen(app: Any, client: Any, media: Path) -> None:
+    card = media / "card"
+    card.mkdir()
+    scene = photo()
+    write_dng(card / "IMG_0001.dng", scene, preview=scene.resize((800, 544)))
+    scene.save(card / "IMG_0001.JPG", quality=90)
+    write_dng(card / "IMG_0002.DNG", scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(card / "IMG_0002.jpeg", quality=90)
+    scene.resize((600, 408)).save(card / "IMG_0003.jpg", quality=90)
+    (card / "IMG_0001.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag><rdf:li>harbour</rdf:li>'
+        "</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    copy = media / "copy"  # the same pair again: skipped as duplicates, paired with each other only
+    copy.mkdir()
+    for name in ("IMG_0001.dng", "IMG_0001.JPG"):
+        (copy / name).write_bytes((card / name).read_bytes())
+    session_id = start(client, media)
+    state = wait_for(app, session_id, {"completed", "failed"}, timeout=120)
+    assert state["status"] == "completed", state
+    items = items_by_path(client, session_id)
+    assert [item["errors"] for item in items.values() if item["errors"]] == []
+
+    def partner(path: str) -> str | None:
+        pair_id = items[path]["pair_id"]
+        return next(p for p, item in items.items() if item["id"] == pair_id) if pair_id else None
+
+    assert partner("card/IMG_0001.dng") == "card/IMG_0001.JPG" and partner("card/IMG_0001.JPG") == "card/IMG_0001.dng"
+    assert partner("card/IMG_0002.DNG") == "card/IMG_0002.jpeg" and partner("card/IMG_0002.jpeg") == "card/IMG_0002.DNG"
+    assert partner("copy/IMG_0001.dng") == "copy/IMG_0001.JPG" and partner("copy/IMG_0001.JPG") == "copy/IMG_0001.dng"
+    assert partner("card/IMG_0003.jpg") is None
+    assert {items[p]["status"] for p in ("copy/IMG_0001.dng", "copy/IMG_0001.JPG")} == {"skipped"}
+    assert items["card/IMG_0001.dng"]["mime_type"] == "image/x-adobe-dng"
+    assert items["card/IMG_0001.dng"]["keywords"] == items["card/IMG_0001.JPG"]["keywords"] == ["harbour"]
+
+    review = client.get(f"/api/ingest/{session_id}/review").get_json()
+    assert review["pairs"] == 3 and review["import_count"] == 5
+    bad = client.post(f"/api/ingest/{session_id}/commit", json={"pairs": "tiff"})
+    assert bad.status_code == 400 and bad.get_json()["field"] == "pairs"
+    result = client.post(f"/api/ingest/{session_id}/commit", json={"pairs": "raw"}).get_json()
+    assert result == {"added": 3, "updated": 0, "excluded": 2}  # both DNGs and the lone JPEG
+    catalog = client.get("/api/catalog?limit=100").get_json()
+    assert sorted(entry["path"] for entry in catalog["items"]) == [
+        "card/IMG_0001.dng", "card/IMG_0002.DNG", "card/IMG_0003.jpg"
+    ]
+    result = client.post(f"/api/ingest/{session_id}/commit", json={"pairs": "both"}).get_json()
+    assert result == {"added": 2, "updated": 3, "excluded": 0}

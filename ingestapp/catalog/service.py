@@ -12,9 +12,10 @@ from sqlalchemy import ColumnElement, Engine, and_, bindparam, delete, func, lit
 from sqlalchemy.orm import Session
 
 from ingestapp.core.errors import JobConflict
+from ingestapp.core.formats import is_raw
 from ingestapp.core.ids import new_id
 from ingestapp.core.parameters import VIDEO_EXTENSIONS, ParameterError
-from ingestapp.core.vocabulary import FINISHED_STATUSES
+from ingestapp.core.vocabulary import FINISHED_STATUSES, PairImport
 from ingestapp.store.models import CatalogEntry, CatalogKeyword, IngestSession, Item
 
 #: The review's grid filters (``GET /api/ingest/<id>/items?view=``): what each one shows.
@@ -23,9 +24,9 @@ REVIEW_VIEWS = ("all", "new", "duplicates", "errors", "nsfw")
 
 def item_to_dict(item: Item) -> dict[str, Any]:
     """The API's ``Item``: ``id, path, status`` and the extracted fields, ``thumbnail_url``,
-    ``errors``, ``excluded`` and ``worker``."""
+    ``errors``, ``excluded``, ``worker`` and ``pair_id``."""
     return {"id": item.id, "path": item.path, "status": item.status, **_public_fields(item.fields, item.id),
-            "errors": item.errors, "excluded": bool(item.excluded), "worker": item.worker}
+            "errors": item.errors, "excluded": bool(item.excluded), "worker": item.worker, "pair_id": item.pair_id}
 
 
 def _public_fields(fields: dict[str, Any], item_id: str) -> dict[str, Any]:
@@ -59,8 +60,9 @@ def session_items(engine: Engine, session_id: str, offset: int, limit: int, view
 
 
 def session_review(engine: Engine, session_id: str) -> dict[str, Any]:
-    """What the review step shows: ``{"counts": {view: n}, "excluded", "import_count", "imported",
-    "import_offered"}``. ``import_count`` is the ok items not excluded (what Import writes);
+    """What the review step shows: ``{"counts": {view: n}, "pairs", "excluded", "import_count",
+    "imported", "import_offered"}`` (``pairs``: RAW+JPEG pairs among the items, ``jobs.pairs``).
+    ``import_count`` is the ok items not excluded (what Import writes);
     ``imported`` is None or ``{"at" (Unix seconds), "added", "updated", "excluded"}``; an import is
     offered until one happened, and again once the exclusions changed after it."""
     with engine.connect() as conn:
@@ -68,6 +70,8 @@ def session_review(engine: Engine, session_id: str) -> dict[str, Any]:
             Item.session_id == session_id, _view_filter(view))) for view in REVIEW_VIEWS}
         excluded = conn.scalar(select(func.count()).select_from(Item).where(
             Item.session_id == session_id, Item.status == "ok", Item.excluded.is_(True)))
+        paired = conn.scalar(select(func.count()).select_from(Item).where(
+            Item.session_id == session_id, Item.pair_id.is_not(None)))
         session = conn.execute(
             select(IngestSession.committed_at, IngestSession.commit_result, IngestSession.review_changed_at)
             .where(IngestSession.id == session_id)
@@ -81,6 +85,7 @@ def session_review(engine: Engine, session_id: str) -> dict[str, Any]:
     import_count = counts["new"] - excluded
     return {
         "counts": counts,
+        "pairs": paired // 2,
         "excluded": excluded,
         "import_count": import_count,
         "imported": imported,
@@ -97,10 +102,14 @@ def set_excluded(engine: Engine, session_id: str, excluded: bool, ids: list[str]
         conn.execute(update(IngestSession).where(IngestSession.id == session_id).values(review_changed_at=time.time()))
 
 
-def commit_session(engine: Engine, session_id: str, exclude: set[str] | None = None) -> dict[str, int]:
+def commit_session(
+    engine: Engine, session_id: str, exclude: set[str] | None = None, pairs: PairImport = PairImport.BOTH
+) -> dict[str, int]:
     """Write the session's ``ok`` items that are not excluded into the catalog in one transaction.
 
     ``exclude``, when given, replaces the stored exclusions first (the API's ``exclude`` field).
+    ``pairs`` says what to take of each RAW+JPEG pair whose two items are both imported: both,
+    only the RAW or only the JPEG (the other is counted as excluded, not marked so).
     Idempotent: an entry with the same SHA-256 is updated, never doubled. The result is kept
     with the session (see ``session_review``). Returns ``{"added", "updated", "excluded"}`` counts.
     Raises JobConflict when a job holds the session's lease (it is running, or a resume took it):
@@ -125,7 +134,7 @@ def commit_session(engine: Engine, session_id: str, exclude: set[str] | None = N
         if exclude is not None:
             for item in items:
                 item.excluded = item.id in exclude
-        chosen = [item for item in items if not item.excluded]
+        chosen = _pair_choice([item for item in items if not item.excluded], pairs)
         hashes = [item.sha256 for item in chosen]
         existing = {e.sha256: e for e in orm.scalars(select(CatalogEntry).where(CatalogEntry.sha256.in_(hashes)))}
         for item in chosen:
@@ -148,6 +157,15 @@ def commit_session(engine: Engine, session_id: str, exclude: set[str] | None = N
         result = {"added": added, "updated": updated, "excluded": len(items) - len(chosen)}
         orm.execute(update(IngestSession).where(IngestSession.id == session_id).values(commit_result=result))
     return result
+
+
+def _pair_choice(items: list[Item], pairs: PairImport) -> list[Item]:
+    """``items`` less, for ``raw`` (``jpeg``), the JPEG (RAW) of each pair whose partner is among them."""
+    if pairs == PairImport.BOTH:
+        return items
+    ids = {item.id for item in items}
+    keep_raw = pairs == PairImport.RAW
+    return [item for item in items if item.pair_id not in ids or is_raw(item.path) == keep_raw]
 
 
 def _fill_entry(entry: CatalogEntry, item: Item, now: float) -> None:

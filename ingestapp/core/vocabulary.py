@@ -83,6 +83,14 @@ class Parameter(StrEnum):
     SKIP_DUPLICATES = "skip_duplicates"
 
 
+class PairImport(StrEnum):
+    """What an import takes of each RAW+JPEG pair (``POST /api/ingest/<id>/commit`` ``pairs``)."""
+
+    BOTH = "both"
+    RAW = "raw"
+    JPEG = "jpeg"
+
+
 RUNNING_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING)
 #: Statuses after a terminal event; ``interrupted`` is neither running nor finished (resumable).
 FINISHED_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED)
@@ -132,6 +140,11 @@ LABELS: dict[str, dict[str, str]] = {
         StageStatus.FAILED: "Failed",
         StageStatus.INTERRUPTED: "Interrupted",
     },
+    "pairs": {
+        PairImport.BOTH: "RAW and JPEG",
+        PairImport.RAW: "RAW only",
+        PairImport.JPEG: "JPEG only",
+    },
     "stats": {
         "processed_files": "Processed",
         "metadata_extracted": "Metadata",
@@ -158,6 +171,7 @@ def for_scripts() -> dict[str, Any]:
         "event_type": _members(EventType),
         "stage_name": _members(StageName),
         "parameter": _members(Parameter),
+        "pair_import": _members(PairImport),
         "running_statuses": RUNNING_STATUSES,
         "finished_statuses": FINISHED_STATUSES,
         "terminal_events": TERMINAL_EVENTS,

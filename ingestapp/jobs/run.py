@@ -43,6 +43,7 @@ from ingestapp.core.vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
 from ingestapp.events.log import LeaseLost, SessionLog
 from ingestapp.events.model import make_event, publish
 from ingestapp.jobs import leases, sessions
+from ingestapp.jobs.pairs import Pairs
 from ingestapp.jobs.scanner import ScannedFile, list_directory, scan
 from ingestapp.jobs.state import ERRORS_KEPT, STATS_KEYS, JobState, StageProgress
 from ingestapp.jobs.throttle import ProgressThrottle
@@ -293,6 +294,7 @@ class Job(JobState):
         #: Content hashes met by this session: SHA-256 → the file that has it (a duplicate is
         #: another file with the same hash; asking again for the same file gives the same answer).
         self.seen_hashes: dict[str, Path] = {}
+        self.pairs = Pairs()  # item ids given at scan time: each item of a RAW+JPEG pair names the other
         self.catalog_hashes: set[str] = set()  # read at the start of a run that skips duplicates
         #: Where the files go: this process's work pool, or the work tier (set by the registry).
         self.remote: RemoteFiles | None = None
@@ -477,7 +479,7 @@ class Job(JobState):
             listdir=lambda d: self.registry.threadpool.apply(list_directory, (d, roots)),
             on_error=on_error,
         )
-        for file in _top_level_errors_named(found, prefix):
+        for file in _top_level_errors_named(self.pairs.scan(found, prefix), prefix):
             if self.cancel_requested or self.total_files == self.parameters.max_files:
                 break
             self.total_files += 1
@@ -607,7 +609,7 @@ class Job(JobState):
         errors: list[dict[str, str]],
     ) -> None:
         self._count(status, item)
-        item_id = new_id()
+        item_id, pair_id = self.pairs.take(relpath)
         self.log.add_item(
             {
                 "id": item_id,
@@ -620,6 +622,7 @@ class Job(JobState):
                 "fields": item,
                 "errors": errors,
                 "worker": worker,
+                "pair_id": pair_id,
             }
         )
         self.emit("file", item_id=item_id, path=shown, status=status, error=errors[0] if errors else None)

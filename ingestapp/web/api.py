@@ -37,6 +37,7 @@ from ingestapp.catalog.service import (
 from ingestapp.core.errors import JobConflict, JobNotFound
 from ingestapp.core.parameters import MEDIA_EXTENSIONS, ParameterError, parse_parameters
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine, display_path, path_error
+from ingestapp.core.vocabulary import PairImport
 from ingestapp.events.sse import EventStream, StreamSettings, is_finished, parse_last_event_id
 from ingestapp.jobs.run import JobRegistry
 from ingestapp.store.models import Item
@@ -213,13 +214,14 @@ def exclusions(session_id: str) -> Response:
                tags=["sessions"])
 def commit(session_id: str) -> Response:
     """Write the session's ok items that are not excluded into the catalog:
-    ``{"added", "updated", "excluded"}``. An ``exclude`` list replaces the stored exclusions."""
-    exclude = request.context.json.exclude
+    ``{"added", "updated", "excluded"}``. An ``exclude`` list replaces the stored exclusions;
+    ``pairs`` (``both``, ``raw``, ``jpeg``) takes both items of each RAW+JPEG pair, or one."""
+    exclude, pairs = request.context.json.exclude, PairImport(request.context.json.pairs)
     check_session_access(session_id)
     state = registry().state(session_id)
     if not is_finished(state) and state["status"] != "interrupted":
         raise JobConflict(f"the session is still {state['status']}")
-    return jsonify(commit_session(registry().engine, session_id, None if exclude is None else set(exclude)))
+    return jsonify(commit_session(registry().engine, session_id, None if exclude is None else set(exclude), pairs))
 
 
 # -- the live stream --------------------------------------------------------------------------------

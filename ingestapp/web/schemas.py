@@ -20,11 +20,13 @@ from pydantic.json_schema import SkipJsonSchema
 
 from ingestapp.catalog.service import CATALOG_SORTS, REVIEW_VIEWS
 from ingestapp.core.parameters import DEFAULT_PATTERN
+from ingestapp.core.vocabulary import PairImport
 
 #: The largest offset SQLite (and PostgreSQL) accept: a signed 64-bit integer.
 INT64_MAX = 2**63 - 1
 
 ReviewView = Literal[REVIEW_VIEWS]
+PairChoice = Literal[tuple(choice.value for choice in PairImport)]
 CatalogSort = Literal[tuple(CATALOG_SORTS)]
 SessionStatus = Literal["queued", "scanning", "processing", "completed", "failed", "cancelled", "interrupted"]
 ItemStatus = Literal["ok", "error", "skipped"]
@@ -164,6 +166,10 @@ class CommitRequest(BaseModel):
 
     exclude: list[str] | None = Field(
         None, description="item ids to leave out of the catalog; replaces the stored exclusions (absent: keep them)"
+    )
+    pairs: PairChoice = Field(
+        PairImport.BOTH.value,
+        description="what to import of each RAW+JPEG pair (both items imported): both, raw or jpeg",
     )
 
 
@@ -335,6 +341,8 @@ class Item(MediaFields):
     worker: str | None = Field(description="the work-tier process that ran the file's stages, host:pid: a pool "
                                "process of the web server, or a `flask --app ingestapp worker` process with "
                                "REDIS_URL; null for items of releases that did not record it")
+    pair_id: str | None = Field(None, description="the other item of a RAW+JPEG pair (same directory and base "
+                                "name, any case), else null")
 
 
 class ItemPage(BaseModel):
@@ -350,6 +358,7 @@ class Review(BaseModel):
     """The review step of a finished session."""
 
     counts: dict[ReviewView, int] = Field(description="items in each view")
+    pairs: int = Field(0, description="RAW+JPEG pairs among the items")
     excluded: int = Field(description="ok items left out of the import")
     import_count: int = Field(description="what Import writes: the ok items not excluded")
     imported: ImportRecord | None = Field(description="the last import, or null")
