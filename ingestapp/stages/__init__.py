@@ -2,6 +2,10 @@
 
 Each stage module exposes ``NAME`` and ``run(ctx: FileContext) -> None`` (see ``base``). The
 stages of one file run in :data:`STAGES` order and share ``ctx.cache``.
+
+Owns the per-file work of a stage process: decoding (Pillow, pillow-heif, pillow-jxl, exiv2,
+LibRaw, PyAV), metadata, keywords, scores, NSFW and thumbnails. It imports only ``core`` (the
+format table, parameters, paths): no database, no events, no Flask.
 """
 
 from __future__ import annotations
