@@ -104,11 +104,21 @@ def exiv2_metadata(reading: Exiv2Reading) -> dict[str, Any]:
         ),
         "exposure_time_s": _positive(first("Exif.Photo.ExposureTime", "Exif.Image.ExposureTime")),
         "f_number": _positive(first("Exif.Photo.FNumber", "Exif.Image.FNumber")),
-        "iso": _iso(first("Exif.Photo.ISOSpeedRatings", "Exif.Image.ISOSpeedRatings")),
+        "iso": _iso(first("Exif.Photo.ISOSpeedRatings", "Exif.Image.ISOSpeedRatings")) or _maker_note_iso(exif),
         "focal_length_mm": _positive(first("Exif.Photo.FocalLength", "Exif.Image.FocalLength")),
         "orientation": _orientation(exif.get("Exif.Image.Orientation")),
         "gps": gps_position(gps),
     }
+
+
+def _maker_note_iso(exif: Mapping[str, Any]) -> int | None:
+    """ISO speed from a maker note when the EXIF tag is absent (older Canon and Nikon cameras):
+    Canon ShotInfo ISOSpeed as exiv2 prints it, Nikon ISOSpeed's second value."""
+    canon = exif.get("Exif.CanonSi.ISOSpeed")
+    if isinstance(canon, str) and canon.strip().isdigit():
+        return _iso(int(canon))
+    nikon = exif.get("Exif.Nikon3.ISOSpeed")
+    return _iso(nikon[1]) if isinstance(nikon, tuple) and len(nikon) == 2 else None
 
 
 def pillow_metadata(ctx: FileContext) -> dict[str, Any]:

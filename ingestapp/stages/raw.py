@@ -57,8 +57,12 @@ EXIF_KEYS = (
     "Exif.Image.FocalLength", "Exif.Photo.PixelXDimension", "Exif.Photo.PixelYDimension",
     "Exif.GPSInfo.GPSLatitude", "Exif.GPSInfo.GPSLatitudeRef", "Exif.GPSInfo.GPSLongitude",
     "Exif.GPSInfo.GPSLongitudeRef", "Exif.GPSInfo.GPSAltitude", "Exif.GPSInfo.GPSAltitudeRef",
+    "Exif.CanonSi.ISOSpeed", "Exif.Nikon3.ISOSpeed",
 )
 _WANTED = frozenset(EXIF_KEYS)
+#: Maker-note tags whose raw value is a code: exiv2's interpretation (its ``print``) is kept instead
+#: (Canon's ShotInfo ISO is stored as an APEX-like code; exiv2 prints the ISO speed).
+_PRINTED = frozenset({"Exif.CanonSi.ISOSpeed"})
 
 #: LibRaw's failures, in words (rawpy raises one class per LibRaw error code).
 _LIBRAW_WORDS: tuple[tuple[type[BaseException], str], ...] = (
@@ -111,7 +115,11 @@ def read_exiv2(path: str | Path) -> Exiv2Reading:
     """Read :class:`Exiv2Reading` from ``path``; StageError as :func:`exiv2_image`."""
     with exiv2_image(path) as image:
         try:
-            exif = {datum.key(): _value(datum) for datum in image.exifData() if datum.key() in _WANTED}
+            data = image.exifData()
+            exif = {
+                datum.key(): datum.print(data) if datum.key() in _PRINTED else _value(datum)
+                for datum in data if datum.key() in _WANTED
+            }
             previews = [
                 (p.width_, p.height_, p.mimeType_, i)
                 for i, p in enumerate(exiv2.PreviewManager(image).getPreviewProperties())
