@@ -108,8 +108,8 @@ def commit_session(
     """Write the session's ``ok`` items that are not excluded into the catalog in one transaction.
 
     ``exclude``, when given, replaces the stored exclusions first (the API's ``exclude`` field).
-    ``pairs`` says what to take of each RAW+JPEG pair whose two items are both imported: both,
-    only the RAW or only the JPEG (the other is counted as excluded, not marked so).
+    ``pairs`` says what to take of each RAW+JPEG pair: both, only the RAW or only the JPEG (the
+    other is counted as excluded, not marked so); a pair whose other item failed keeps this one.
     Idempotent: an entry with the same SHA-256 is updated, never doubled. The result is kept
     with the session (see ``session_review``). Returns ``{"added", "updated", "excluded"}`` counts.
     Raises JobConflict when a job holds the session's lease (it is running, or a resume took it):
@@ -134,7 +134,8 @@ def commit_session(
         if exclude is not None:
             for item in items:
                 item.excluded = item.id in exclude
-        chosen = _pair_choice([item for item in items if not item.excluded], pairs)
+        present = set(orm.scalars(select(Item.id).where(Item.session_id == session_id, Item.status != "error")))
+        chosen = _pair_choice([item for item in items if not item.excluded], pairs, present)
         hashes = [item.sha256 for item in chosen]
         existing = {e.sha256: e for e in orm.scalars(select(CatalogEntry).where(CatalogEntry.sha256.in_(hashes)))}
         for item in chosen:
@@ -159,13 +160,13 @@ def commit_session(
     return result
 
 
-def _pair_choice(items: list[Item], pairs: PairImport) -> list[Item]:
-    """``items`` less, for ``raw`` (``jpeg``), the JPEG (RAW) of each pair whose partner is among them."""
+def _pair_choice(items: list[Item], pairs: PairImport, present: set[str]) -> list[Item]:
+    """``items`` less, for ``raw`` (``jpeg``), the JPEG (RAW) of each pair whose other item is
+    ``present`` (ok, excluded or a skipped duplicate: not an error, which would lose the shot)."""
     if pairs == PairImport.BOTH:
         return items
-    ids = {item.id for item in items}
     keep_raw = pairs == PairImport.RAW
-    return [item for item in items if item.pair_id not in ids or is_raw(item.path) == keep_raw]
+    return [item for item in items if item.pair_id not in present or is_raw(item.path) == keep_raw]
 
 
 def _fill_entry(entry: CatalogEntry, item: Item, now: float) -> None:

@@ -133,7 +133,7 @@ def _image_preview(path: str | Path, size: int) -> Image.Image:
     try:
         with open_image(path) as im:
             # For JPEG, decode at 1/2..1/8 scale straight from the DCT (a no-op for other formats).
-            im.draft("RGB", (size, size))
+            im.draft("RGB", fitted(im.size, size))
             im.load()
             if _jpeg_scan_truncated(im, path):
                 raise StageError("cannot decode the image: the JPEG scan data ends prematurely")
@@ -143,6 +143,14 @@ def _image_preview(path: str | Path, size: int) -> Image.Image:
         raise StageError(f"image too large: {exc}") from None
     except IMAGE_ERRORS as exc:
         raise StageError(f"cannot decode the image: {exc}") from None
+
+
+def fitted(dimensions: tuple[int, int], size: int) -> tuple[int, int]:
+    """``dimensions`` scaled to a long side of ``size`` px, aspect kept: the box to ask ``draft``
+    for (it picks the smallest DCT scale at least that large; a square box would ask for more)."""
+    width, height = dimensions
+    factor = size / max(width, height, 1)
+    return max(1, round(width * factor)), max(1, round(height * factor))
 
 
 def _upright(im: Image.Image) -> Image.Image:

@@ -239,7 +239,9 @@ def _embedded_preview(path: str | Path, index: int, size: int) -> Image.Image:
         data = bytes(manager.getPreviewImage(manager.getPreviewProperties()[index]).copy().data())
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG", "TIFF")) as im:
-            im.draft("RGB", (size, size))
+            width, height = im.size
+            factor = size / max(width, height, 1)  # draft picks the smallest DCT scale at least this large
+            im.draft("RGB", (max(1, round(width * factor)), max(1, round(height * factor))))
             im.load()
             im.thumbnail((size, size), Image.Resampling.BILINEAR)
             return im.convert("RGB")
