@@ -86,7 +86,7 @@ def _identify_raw(ctx: FileContext, fmt: Format) -> None:
     if fmt.reader == Reader.NONE:
         ctx.item["mime_type"] = fmt.mime_type
         raise StageError(f"{fmt.name} files cannot be read: no installed reader understands this RAW format")
-    width, height = check_raw(ctx.media(), fmt)
+    width, height, ctx.cache["exiv2"] = check_raw(ctx.media(), fmt)
     ctx.item["mime_type"], ctx.item["width"], ctx.item["height"] = fmt.mime_type, width or None, height or None
 
 

@@ -120,7 +120,7 @@ def preview(ctx: FileContext) -> Image.Image:
         image.thumbnail((size, size), Image.Resampling.BILINEAR)
     elif is_raw(ctx):
         try:
-            image = raw_preview(ctx.media(), size, THUMBNAIL_SIZE)
+            image = raw_preview(ctx.media(), size, THUMBNAIL_SIZE, ctx.cache.get("exiv2"))
         except StageError as exc:
             raise StageError(f"cannot decode the image: {exc}") from None
     else:

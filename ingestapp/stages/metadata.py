@@ -67,7 +67,7 @@ def image_metadata(ctx: FileContext) -> dict[str, Any]:
         StageError: a RAW file whose metadata exiv2 cannot read; an image Pillow cannot open.
     """
     if is_raw(ctx):
-        return exiv2_metadata(read_exiv2(ctx.media()))
+        return exiv2_metadata(ctx.cache.get("exiv2") or read_exiv2(ctx.media()))
     fields = pillow_metadata(ctx)
     if any(value is None for value in fields.values()):
         try:

@@ -127,6 +127,8 @@ def read_exiv2(path: str | Path) -> Exiv2Reading:
             image_type = int(exiv2.ImageFactory.getType(str(path)))
         except exiv2.Exiv2Error as exc:
             raise StageError(f"exiv2 cannot read the metadata: {_exiv2_words(exc)}") from None
+        except (UnicodeDecodeError, ValueError, OverflowError):
+            raise StageError("exiv2 cannot read the metadata: a tag holds malformed values") from None
         previews.sort(key=lambda p: p[0] * p[1])
         return Exiv2Reading(image_type, image.mimeType(), image.pixelWidth(), image.pixelHeight(), exif, previews)
 
@@ -166,9 +168,10 @@ def _exiv2_words(exc: BaseException) -> str:
     return str(message).rstrip(".").lower() or "unknown exiv2 error"
 
 
-def check_raw(path: str | Path, fmt: Format) -> tuple[int, int]:
+def check_raw(path: str | Path, fmt: Format) -> tuple[int, int, Exiv2Reading | None]:
     """Check that ``path``'s content is a RAW file as its extension (``fmt``) announces, and return
-    its (width, height) in pixels (sensor image, before orientation; 0 when unknown).
+    its (width, height) in pixels (sensor image, before orientation; 0 when unknown) and exiv2's
+    reading (None for a format only LibRaw reads), for the later stages to reuse.
 
     exiv2 judges first (it must find a TIFF-, BMFF- or vendor-RAW structure); formats exiv2 does
     not read (IIQ, 3FR, MOS ...) are accepted when LibRaw identifies them.
@@ -186,13 +189,13 @@ def check_raw(path: str | Path, fmt: Format) -> tuple[int, int]:
             f"not a {fmt.name} file: the content is {reading.mime_type} (the file's extension is wrong)"
         )
     if reading is not None and reading.width and reading.height:
-        return reading.width, reading.height
+        return reading.width, reading.height, reading
     try:
         with rawpy.imread(str(path)) as raw:
-            return raw.sizes.width, raw.sizes.height
+            return raw.sizes.width, raw.sizes.height, reading
     except rawpy.LibRawError as exc:
         if reading is not None:
-            return 0, 0  # exiv2 read its structure: the pixels are judged when decoded
+            return 0, 0, reading  # exiv2 read its structure: the pixels are judged when decoded
         raise StageError(
             f"not a readable {fmt.name} file: neither exiv2 nor LibRaw recognises its content "
             f"({libraw_words(exc)})"
@@ -207,15 +210,16 @@ def libraw_words(exc: BaseException) -> str:
     return "LibRaw cannot read it"
 
 
-def raw_preview(path: str | Path, size: int, minimum: int) -> Image.Image:
+def raw_preview(path: str | Path, size: int, minimum: int, reading: Exiv2Reading | None = None) -> Image.Image:
     """The RAW file's image, upright, long side at most ``size`` px: its largest embedded preview
     when that has at least ``minimum`` px on its long side (turned by the RAW's EXIF orientation),
-    else a half-size LibRaw demosaic (LibRaw applies the orientation itself).
+    else a half-size LibRaw demosaic (LibRaw applies the orientation itself). ``reading``: exiv2's,
+    when the caller has it already.
 
     Raises:
         StageError: "no embedded preview and LibRaw cannot demosaic it: ..." and the like.
     """
-    reading = _reading_or_none(path)
+    reading = reading or _reading_or_none(path)
     if reading is not None and reading.previews and max(reading.previews[-1][:2]) >= minimum:
         try:
             image = _embedded_preview(path, reading.previews[-1][3], size)
