@@ -3,7 +3,8 @@ libvips' ``vipsthumbnail``.
 
 It writes a card of ``--shots`` distinct shots (``--size`` px, scenes from the corpus's camera
 JPEGs, upscaled, each made distinct by its own noise, EXIF kept) twice: as camera JPEGs and as DNGs
-(12-bit RGGB mosaic, tests/rawfiles.py) embedding the same JPEG as their preview, as cameras do.
+(12-bit RGGB mosaic, Deflate-compressed, tests/rawfiles.py) embedding the same JPEG as their
+preview, as cameras do.
 Then, with ``--workers`` stage processes (``pipeline_bench.run_once``: the ingest job in-process):
 
 * ``jpeg`` / ``raw`` in mode ``metadata`` (identify = hash + the one decode, metadata, thumbnail;
@@ -72,7 +73,7 @@ def write_card(root: Path, shots: int, size: tuple[int, int]) -> tuple[Path, Pat
         buffer = io.BytesIO()
         shot.save(buffer, format="JPEG", quality=90, exif=exif)
         (jpegs / f"IMG_{i:04d}.JPG").write_bytes(buffer.getvalue())
-        write_dng(raws / f"IMG_{i:04d}.DNG", shot, preview=shot)
+        write_dng(raws / f"IMG_{i:04d}.DNG", shot, preview=shot, deflate=True)
     return jpegs, raws
 
 
@@ -88,6 +89,37 @@ def vipsthumbnail_rate(directory: Path, workers: int) -> float:
         )
         seconds = time.perf_counter() - started
     return len(files) / seconds
+
+
+def stage_seconds(jpegs: Path, raws: Path, batch: int = 10) -> dict[str, float]:
+    """Seconds per file of the stages of the ``metadata`` mode (identify, metadata, thumbnail) run
+    in this process on the JPEGs and on the DNGs, and of ``vipsthumbnail -s 320`` (one process, one
+    thread) on the JPEGs, interleaved batch by batch so that the machine's load drifts alike for all."""
+    from ingestapp.core.parameters import IngestParameters
+    from ingestapp.stages import identify, metadata, thumbnail
+    from ingestapp.stages.base import FileContext
+
+    parameters = IngestParameters(directory=str(jpegs.parent), extract_keywords=False, import_scores=False,
+                                  enable_nsfw_detection=False, skip_duplicates=False)
+    totals = {"jpeg": 0.0, "raw": 0.0, "vipsthumbnail": 0.0}
+    names = sorted(p.name for p in jpegs.iterdir())
+    with tempfile.TemporaryDirectory(prefix="stage-thumbs-") as thumbs:
+        for start in range(0, len(names), batch):
+            chunk = names[start:start + batch]
+            for card, folder in (("jpeg", jpegs), ("raw", raws)):
+                started = time.perf_counter()
+                for name in chunk:
+                    path = folder / (name if card == "jpeg" else name.replace(".JPG", ".DNG"))
+                    ctx = FileContext(path, path.name, parameters, Path(thumbs) / card)
+                    for stage in (identify, metadata, thumbnail):
+                        stage.run(ctx)
+                    ctx.close()
+                totals[card] += time.perf_counter() - started
+            started = time.perf_counter()
+            subprocess.run(["vipsthumbnail", "-s", "320", "-o", f"{thumbs}/%s.jpg", *(str(jpegs / n) for n in chunk)],
+                           env={**os.environ, "VIPS_CONCURRENCY": "1"}, check=True)
+            totals["vipsthumbnail"] += time.perf_counter() - started
+    return {key: value / len(names) for key, value in totals.items()}
 
 
 def demosaic_seconds(root: Path, size: tuple[int, int], count: int = 3) -> float:
@@ -125,17 +157,20 @@ def main(argv: list[str] | None = None) -> int:
                     assert result["errors"] == 0, result
                     rates.setdefault((card.name, mode), []).append(result["files_per_s"])
             vips.append(vipsthumbnail_rate(jpegs, args.workers))
-        report(args, size, rates, vips, demosaic_seconds(root, size))
+        per_file = stage_seconds(jpegs, raws)
+        sizes = {card.name: statistics.mean(p.stat().st_size for p in card.iterdir()) / 1e6 for card in (jpegs, raws)}
+        report(args, size, rates, vips, demosaic_seconds(root, size), sizes, per_file)
     finally:
         shutil.rmtree(root)
     return 0
 
 
 def report(args: argparse.Namespace, size: tuple[int, ...], rates: dict[tuple[str, str], list[float]],
-           vips: list[float], demosaic_s: float) -> None:
+           vips: list[float], demosaic_s: float, sizes: dict[str, float], per_file: dict[str, float]) -> None:
     median: dict[Any, float] = {key: statistics.median(values) for key, values in rates.items()}
     print(f"{args.shots} shots of {size[0]}x{size[1]} px, {args.workers} stage processes, "
-          f"median of {args.repeat} runs; {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+          f"median of {args.repeat} runs; {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"mean file size: JPEG {sizes['jpeg']:.1f} MB, DNG {sizes['raw']:.1f} MB")
     print("| card | mode | files/s (median) | runs | RAW / JPEG |")
     print("|---|---|---|---|---|")
     for mode in ("metadata", "full"):
@@ -147,6 +182,14 @@ def report(args: argparse.Namespace, size: tuple[int, ...], rates: dict[tuple[st
     print(f"\nvipsthumbnail -s 320 alone, {args.workers} processes: {vips_median:.1f} files/s "
           f"(runs {', '.join(f'{v:.1f}' for v in vips)}); the metadata mode on the JPEGs: "
           f"{median[('jpeg', 'metadata')] / vips_median:.2f}x of it")
+    paired = [raw / jpeg for raw, jpeg in zip(rates[("raw", "metadata")], rates[("jpeg", "metadata")], strict=True)]
+    print(f"RAW / JPEG run by run (metadata mode): {', '.join(f'{r:.2f}' for r in paired)}")
+    paired = [jpeg / v for jpeg, v in zip(rates[("jpeg", "metadata")], vips, strict=True)]
+    print(f"JPEG metadata mode / vipsthumbnail run by run: {', '.join(f'{r:.2f}' for r in paired)}")
+    ms = {key: value * 1000 for key, value in per_file.items()}
+    print(f"\nstages in one process (identify + metadata + thumbnail), ms per file: JPEG {ms['jpeg']:.1f}, "
+          f"DNG {ms['raw']:.1f} (RAW / JPEG {ms['jpeg'] / ms['raw']:.2f}x in files/s); vipsthumbnail alone, one "
+          f"process: {ms['vipsthumbnail']:.1f} (JPEG stages {ms['vipsthumbnail'] / ms['jpeg']:.2f}x of its files/s)")
     print(f"half-size demosaic of one {size[0]}x{size[1]} DNG (LibRaw, 1 process): {demosaic_s:.2f} s")
 
 
