@@ -1,9 +1,13 @@
-# ingestapp — `make run` starts the app on the embedded defaults; `make test` runs every check.
+# ingestapp — `make run` starts the app on the embedded defaults; `make test` runs every check;
+# `make check` is the edit-test loop (ruff + the tests that start no server or browser).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# pytest-xdist processes: the tests mostly wait on servers they started, so more than the 2 cores.
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: run test lint bench clean
+.PHONY: run test check lint bench bench-check clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +31,20 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
 test: lint
-	$(BIN)/pytest
+	$(PYTEST)
+
+# The tests marked neither server nor browser (tests/selection.py marks them by what they start);
+# INGEST_TEST_NO_SERVERS=1 makes a server a test starts anyway fail that test, naming the marker.
+check: lint
+	INGEST_TEST_NO_SERVERS=1 $(PYTEST) -q -m "not server and not browser"
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/stream_bench.py
+
+# Cheap guard against a fan-out regression: the broker's cost per event per stream against its
+# budget (bench/fanout_bench.py, docs/benchmarks.md section 5); ~10 s, no server.
+bench-check: $(VENV)/.dev
+	$(BIN)/python bench/fanout_bench.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

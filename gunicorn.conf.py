@@ -4,6 +4,7 @@ Every value can be overridden on the command line or with GUNICORN_CMD_ARGS.
 """
 
 import os
+import resource
 import shutil
 import tempfile
 
@@ -15,8 +16,22 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # No runtime control socket ($HOME/.gunicorn/gunicorn.ctl by default, shared by every gunicorn
 # of the user): it can change the worker count behind the check below.
 control_socket_disable = True
-# Each open SSE stream holds one connection (one greenlet); leave room for 10,000 viewers.
-worker_connections = 20000
+# Each open SSE stream holds one connection (one greenlet); room for 10,000 viewers, but always
+# below the open-files limit, so a flood of connections fills the accept queue instead of leaving
+# the worker without descriptors for its database, stage pipes and thumbnails (a reserve of 1,024).
+# The soft limit is raised to the hard one (systemd: LimitNOFILE=65536 in deploy/*.service).
+_OPEN_FILES = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _OPEN_FILES[0] != _OPEN_FILES[1]:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_OPEN_FILES[1], _OPEN_FILES[1]))
+_FD_RESERVE = 1024
+worker_connections = max(64, min(20000, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - _FD_RESERVE))
+# X-Forwarded-Proto and friends are believed only from the configured proxies: with
+# INGEST_PROXIES=0 from no address at all (gunicorn's default would trust 127.0.0.1 and ::1, so any
+# local client could claim https); with N > 0, from nginx on this host (FORWARDED_ALLOW_IPS
+# overrides, for a proxy on another host). ProxyFix in the app applies the same count.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or (
+    "127.0.0.1,::1" if int(os.environ.get("INGEST_PROXIES", "0")) > 0 else ""
+)
 # No preload: the app (its threadpool, database engine and hub) is created after the fork,
 # inside the worker, once gevent has monkey-patched it.
 preload_app = False
@@ -78,11 +93,19 @@ def post_worker_init(worker):
     gunicorn's gevent worker waits up to ``graceful_timeout`` for open connections; an SSE
     stream never finishes on its own, so it is closed here instead (browsers reconnect).
     """
+    import gc
+
     import gevent
 
     from ingestapp import shutdown
 
     worker.wsgi.extensions["ingest_jobs"].pool.start()  # warm before the first ingest
+    # The app's ~140,000 objects from its start live as long as the worker: move them out of the
+    # collector's reach (gc.freeze), so a full collection, which pauses the hub and so every stream,
+    # walks only what came later (bench/fanout_bench.py: -1.5 us per delivery at 1,000 streams).
+    gc.collect()
+    gc.freeze()
+    worker.wsgi.extensions["ingest_jobs"].restart_watches()  # watches stopped with their process go on
 
     def watch() -> None:
         while worker.alive:

@@ -12,7 +12,7 @@ Each mode runs with every pool size asked for (``--pool-sizes``, default 1 and 2
 worker processes, at ``INGEST_WORKER_NICE``), and the table gives each size's rate against one
 process's. One unmeasured warm-up run per (pool size, mode) comes first (it starts the pool's
 processes, which load the NSFW model once each). The
-directory defaults to ``/work/shared/corpus/camera-samples`` (read in place, never copied), else
+directory defaults to ``shared/corpus/camera-samples`` beside the repository (read in place, never copied), else
 the generated sample set (``ingestapp.cli.samples.write_samples``). Like the CLI, no monkey-patching.
 
 Each run also records every event's publish delay: from its ``emitted_at`` (stamped when the job
@@ -49,7 +49,8 @@ from ingestapp.core.parameters import parse_parameters  # noqa: E402
 from ingestapp.events.model import job_event  # noqa: E402
 from ingestapp.work.pool import close_all  # noqa: E402
 
-CORPUS = Path("/work/shared/corpus/camera-samples")
+#: The team's shared sample media beside the repository (``shared/`` next to its root), as the tests find it.
+CORPUS = REPO.parent / "shared" / "corpus" / "camera-samples"
 TICK = 0.005  # seconds the ticker sleeps between lag samples
 MODES: dict[str, dict[str, bool]] = {
     "metadata": {

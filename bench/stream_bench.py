@@ -1054,7 +1054,8 @@ def run_case(bench: Bench, mode: str, k: int) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="10,100,1000,10000", help="SSE client counts K (comma-separated)")
-    parser.add_argument("--poll-clients", default="10,100,1000", help="polling baseline client counts")
+    parser.add_argument("--poll-clients", default="10,100,1000",
+                        help="polling baseline client counts (0 or \"\": no polling case)")
     parser.add_argument("--floor-connections", type=int, default=10000,
                         help="bare connections for gunicorn's per-connection RSS floor (0: skip)")
     parser.add_argument("--files", type=int, default=100, help="files in the measured job")
@@ -1101,8 +1102,8 @@ def main(argv: list[str] | None = None) -> int:
         return write_report(args.out, "stream-scaled", started_at, report, scaled_markdown(results))
     with tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp:
         bench = prepare(Path(tmp), args.files, args.job_timeout)
-        cases = [("sse", int(k)) for k in args.clients.split(",") if k]
-        cases += [("poll", int(k)) for k in args.poll_clients.split(",") if k]
+        cases = [("sse", k) for k in counts(args.clients)]
+        cases += [("poll", k) for k in counts(args.poll_clients) if k > 0]  # 0 pollers: no polling case
         cases += [("bare-connection", args.floor_connections)] if args.floor_connections else []
         for mode, k in cases:
             print(f"{mode} K={k} ...", flush=True)
@@ -1128,6 +1129,11 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets(results),
     }
     return write_report(args.out, "stream", started_at, report, markdown(results))
+
+
+def counts(text: str) -> list[int]:
+    """The client counts of a comma-separated option ("" or "0": none of that case)."""
+    return [int(k) for k in text.split(",") if k.strip()]
 
 
 def write_report(out: Path, name: str, started_at: datetime, report: dict[str, Any], table: str) -> int:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 
 from ingestapp.accounts import auth, security
-from ingestapp.accounts import users as accounts
 from ingestapp.cli import commands as cli
 from ingestapp.core.config import load_config
 from ingestapp.events.broker import Broker
 from ingestapp.events.bus import create_bus
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 from ingestapp.store import db
 from ingestapp.store import revision as schema
-from ingestapp.web import api, contract, pages, prometheus
+from ingestapp.web import api, contract, errors, pages, prometheus
+from ingestapp.web.slow_clients import SlowClientGuard
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -47,19 +47,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     else:  # only ``flask db ...`` can do anything useful with this app; servers refuse to start
         app.before_request(_refuse_out_of_date_schema)
 
+    errors.init_app(app)
     security.init_app(app)
+    app.wsgi_app = SlowClientGuard(  # type: ignore[method-assign]  # outermost: it sees every request
+        app.wsgi_app, app.config["BODY_TIMEOUT"], app.config["BODY_MIN_RATE"], app.config["MAX_ANONYMOUS"],
+        app.config["SESSION_COOKIE_NAME"],
+    )
     auth.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(prometheus.bp)
     app.register_blueprint(contract.bp)
     app.register_blueprint(pages.bp)
     cli.init_app(app)
-    accounts.init_app(app)
     return app
 
 
-def _refuse_out_of_date_schema() -> tuple[dict[str, str], int]:
-    return {"error": current_app.extensions["ingest_schema_problem"]}, 503
+def _refuse_out_of_date_schema() -> Response:
+    return errors.error_response(503, current_app.extensions["ingest_schema_problem"], None)
 
 
 def shutdown(app: Flask) -> None:

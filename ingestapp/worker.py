@@ -1,9 +1,9 @@
 """A process of the scale-out work tier (``REDIS_URL``), started by ``flask --app ingestapp worker``
-(``cli.py``).
+(``cli/commands.py``).
 
-It wraps a Celery worker (``tasks.py``) with the gevent pool: its greenlets run the jobs it takes
+It wraps a Celery worker (``work/tasks.py``) with the gevent pool: its greenlets run the jobs it takes
 and the file tasks it receives, and the stage work runs in its own pool of ``--concurrency`` worker
-processes at ``INGEST_WORKER_NICE`` (``workpool.py``), as in the web server of the embedded default.
+processes at ``INGEST_WORKER_NICE`` (``work/pool.py``), as in the web server of the embedded default.
 Run any number, on any host that reaches Redis and the database and mounts the media roots and
 ``INGEST_THUMBNAIL_DIR`` at the same paths (README, "Scaling out").
 
@@ -26,7 +26,8 @@ from typing import Any
 import gevent
 from flask import Flask
 
-from ingestapp.work.remote import HEARTBEAT, WORKER_FRESH, WORKERS_KEY, worker_name
+from ingestapp.work.protocol import worker_name
+from ingestapp.work.remote import HEARTBEAT, WORKER_FRESH, WORKERS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     registry = app.extensions["ingest_jobs"]
     registry.use_work_tier(redis, tasks.send_session, tasks.send_files)
     registry.pool.start()
+    registry.restart_watches()
     celery = app.extensions["celery"]
     helpers = [gevent.spawn(_beat, redis), gevent.spawn(_restore_unacked, celery)]
     worker = celery.Worker(

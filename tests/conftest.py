@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from ingestapp import create_app, shutdown
 from ingestapp.store import revision as schema
 from tests.auth_support import AuthClient, csrf_token, prepare_instance, sign_in
+from tests.selection import group_by_shared_fixture, mark_by_what_starts
 from tests.services import POSTGRES_BIN, REDIS_SERVER, PostgresServer, RedisServer, postgres_server, redis_server
 
 #: Test modules whose ``app`` runs on both databases (the API, the jobs and the streams).
@@ -33,6 +34,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         both = module in POSTGRES_MODULES and not metafunc.definition.get_closest_marker("sqlite_only")
         databases = ["sqlite", "postgresql"] if both else ["sqlite"]
         metafunc.parametrize("database_url", databases, indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the markers (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that start servers or browsers (``make check`` skips them) and group those that
+    share a module's fixture on one pytest-xdist worker (``tests/selection.py``)."""
+    for item in items:
+        mark_by_what_starts(item)
+        group_by_shared_fixture(item)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -19,6 +19,7 @@ from typing import Any
 import gevent.socket
 
 from tests.auth_support import ADMIN, PASSWORD, prepare_instance
+from tests.selection import refuse_servers
 
 REPO = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -85,10 +86,14 @@ class Server:
 
 
 @contextmanager
-def gunicorn(instance: Path, media_root: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on a free port; stop it on exit. The
-    instance's database gets the test admin first, and the Server its new API token."""
-    port = free_port()
+def gunicorn(
+    instance: Path, media_root: Path, env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[Server]:
+    """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on ``port`` (default: a free one; a restart
+    after a crash passes the old one); stop it on exit. The instance's database gets the test admin
+    first, and the Server its new API token."""
+    refuse_servers("gunicorn")
+    port = port or free_port()
     instance.mkdir(parents=True, exist_ok=True)
     log = instance / f"gunicorn-{port}.log"
     environment = {

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.selection import refuse_servers
 from tests.servers import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -61,6 +62,7 @@ class RedisServer:
 
 @contextmanager
 def redis_server() -> Iterator[RedisServer]:
+    refuse_servers("redis-server")
     directory = Path(tempfile.mkdtemp(prefix="ingest-redis-"))
     server = RedisServer(free_port(), directory)
     try:
@@ -107,6 +109,7 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 @contextmanager
 def postgres_server() -> Iterator[PostgresServer]:
+    refuse_servers("PostgreSQL")
     directory = Path(tempfile.mkdtemp(prefix="ingest-pg-"))
     if os.geteuid() == 0:
         account = pwd.getpwnam("postgres")

@@ -1,12 +1,18 @@
-"""The JSON API: every bad input gets a 400 {error, field}; sessions, items, commit, catalog."""
+"""The JSON API: malformed input gets a 400 {error, field}, a well-formed request for a directory
+outside the media roots a 403 {error, field}; sessions, items, commit, catalog."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.auth_support import prepare_instance
 from tests.factories import start, wait_for, write_jpeg, write_jpegs
 
 
@@ -23,8 +29,7 @@ def post(client, url, body, **kwargs):
         ({"directory": 42}, "directory"),
         ({"directory": "{media}/missing"}, "directory"),
         ({"directory": "{media}/file.jpg"}, "directory"),
-        ({"directory": "/etc"}, "directory"),
-        ({"directory": "{media}/../"}, "directory"),
+        ({"directory": "{media}/a\x00b"}, "directory"),
         ({"directory": "{media}", "nsfw_threshold": 1.5}, "nsfw_threshold"),
         ({"directory": "{media}", "nsfw_threshold": -0.1}, "nsfw_threshold"),
         ({"directory": "{media}", "nsfw_threshold": "0.5"}, "nsfw_threshold"),
@@ -37,6 +42,8 @@ def post(client, url, body, **kwargs):
         ({"directory": "{media}", "pattern": "[abc.jpg"}, "pattern"),
         ({"directory": "{media}", "pattern": "../*.jpg"}, "pattern"),
         ({"directory": "{media}", "pattern": 7}, "pattern"),
+        ({"directory": "{media}", "pattern": "a]b[.jpg"}, "pattern"),  # brackets balanced in count only
+        ({"directory": "{media}", "pattern": "*.jpg\x01"}, "pattern"),  # a control character
         ({"directory": "{media}", "extract_metadata": "yes"}, "extract_metadata"),
         ({"directory": "{media}", "skip_duplicates": 1}, "skip_duplicates"),
         ({"directory": "{media}", "colour": "blue"}, "colour"),
@@ -79,14 +86,49 @@ def test_state_changes_need_json_and_same_origin(client, media: Path) -> None:
     assert response.status_code == 202
 
 
-def test_symlink_escaping_the_root_is_refused(client, media: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("directory", ["/etc", "{media}/../", "{outside}", "{media}/link", "{media}/link/deeper"])
+def test_a_directory_outside_the_media_roots_is_403(client, media: Path, tmp_path: Path, directory: str) -> None:
+    """Well-formed but not allowed: outside the roots, or inside them only by name (a symlink that
+    resolves outside). A 403 naming the field, flat or wrapped, and no session is started."""
     outside = tmp_path / "outside"
-    write_jpeg(outside / "secret.jpg")
+    write_jpeg(outside / "deeper" / "secret.jpg")
     os.symlink(outside, media / "link")
-    response = post(client, "/api/ingest/process", {"directory": str(media / "link")})
-    assert response.status_code == 400 and response.get_json()["field"] == "directory"
-    response = client.get("/api/ingest/browse", query_string={"path": str(media / "link")})
-    assert response.status_code == 400 and response.get_json()["field"] == "path"
+    named = directory.format(media=media, outside=outside)
+    for body in ({"directory": named}, {"parameters": {"directory": named}}):
+        response = post(client, "/api/ingest/process", body)
+        assert response.status_code == 403, (named, response.get_json())
+        assert response.get_json() == {"error": "directory is outside the configured media roots",
+                                       "field": "directory"}
+    assert client.get("/api/ingest/sessions").get_json()["sessions"] == []
+
+
+@pytest.mark.parametrize("path", ["/etc", "{media}/..", "{outside}", "{media}/link", "{media}/link/deeper"])
+def test_a_browse_path_outside_the_media_roots_is_403(client, media: Path, tmp_path: Path, path: str) -> None:
+    outside = tmp_path / "outside"
+    (outside / "deeper" / "hidden").mkdir(parents=True)
+    os.symlink(outside, media / "link")
+    response = client.get("/api/ingest/browse", query_string={"path": path.format(media=media, outside=outside)})
+    assert response.status_code == 403
+    assert response.get_json() == {"error": "path is outside the configured media roots", "field": "path"}
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({}, "path"), ({"path": ""}, "path"), ({"path": "relative/dir"}, "path"), ({"path": "{media}/a\x00b"}, "path")],
+)
+def test_a_malformed_browse_path_is_400(client, media: Path, query: dict, field: str) -> None:
+    """Malformed stays 400, even when it names nothing outside the roots."""
+    response = client.get("/api/ingest/browse", query_string={k: v.format(media=media) for k, v in query.items()})
+    assert response.status_code == 400 and response.get_json()["field"] == field and response.get_json()["error"]
+
+
+def test_malformed_input_is_400_before_the_directory_is_judged(client, media: Path) -> None:
+    """A body that is malformed anywhere is a 400, even when its directory is also outside the roots."""
+    for body in ({"directory": "/etc", "colour": "blue"}, {"directory": "/etc", "max_files": "10"},
+                 {"directory": 42}, {"directory": "etc"}, {"directory": "/etc\x00"}):
+        response = post(client, "/api/ingest/process", body)
+        assert response.status_code == 400, (body, response.get_json())
+        assert set(response.get_json()) == {"error", "field"}
 
 
 def test_symlinked_file_escaping_the_root_is_not_ingested(client, app, media: Path, tmp_path: Path) -> None:
@@ -198,7 +240,7 @@ def test_roots_and_browse(client, media: Path) -> None:
     assert listing["directories"] == [{"name": "photos", "path": str(media / "photos"), "media_count": 1}]
     sub = client.get("/api/ingest/browse", query_string={"path": str(media / "photos")}).get_json()
     assert sub["parent"] == str(media) and sub["directories"][0]["name"] == "2024"
-    assert client.get("/api/ingest/browse", query_string={"path": "/etc"}).status_code == 400
+    assert client.get("/api/ingest/browse", query_string={"path": "/etc"}).status_code == 403  # not allowed
     assert client.get("/api/ingest/browse", query_string={"path": "rel"}).status_code == 400
 
 
@@ -276,3 +318,77 @@ def test_catalog_search_ignores_case_and_matches_substrings(client, app, media: 
     suggestions = client.get("/api/catalog/keywords", query_string={"prefix": "p"}).get_json()
     assert suggestions == {"keywords": ["Pine"]}
     assert client.get("/api/catalog/keywords", query_string={"prefix": "%"}).get_json() == {"keywords": []}
+
+
+def test_search_text_with_control_characters_is_refused(client, app, media: Path) -> None:
+    """A NUL or other control character in ``q``/``keyword`` is a 400 naming the field (SQLite's FTS
+    string ended at a NUL: a 500, and ``q=%00`` matched every entry); the page says so too."""
+    write_jpeg(media / "owl.jpg", color=(7, 8, 9))
+    session_id = start(client, media)
+    wait_for(app, session_id, {"completed"})
+    post(client, f"/api/ingest/{session_id}/commit", {})
+    for args in ({"q": "owl\x00x"}, {"q": "\x00"}, {"q": "ab\x1b"}, {"keyword": "owl\x7f"}, {"q": "owl\x85"}):
+        response = client.get("/api/catalog", query_string=args)
+        assert response.status_code == 400, args
+        assert response.get_json()["field"] == next(iter(args)), args
+    page = client.get("/catalog", query_string={"q": "ab\x00"})
+    assert page.status_code == 200 and b"must not hold control characters" in page.data
+    assert b"owl.jpg" not in page.data  # nothing matched by accident
+    assert len(client.get("/api/catalog", query_string={"q": "owl"}).get_json()["items"]) == 1
+
+
+def test_every_error_body_has_error_and_field(client, anon_client, media: Path) -> None:
+    """One helper builds every JSON error: unknown route, wrong method, no credentials, untrusted
+    Host, not allowed, malformed, unknown session, conflict: always both keys."""
+    write_jpegs(media, 1)
+    finished = start(client, media)
+    answers = [
+        client.get("/api/nope"),
+        client.delete("/api/catalog"),
+        anon_client.get("/api/ingest/sessions"),
+        client.get("/api/ingest/sessions", headers={"Host": "evil.example"}),
+        post(client, "/api/ingest/process", {"directory": "/etc"}),
+        post(client, "/api/ingest/process", {"directory": 1}),
+        client.get("/api/ingest/status/nope"),
+        post(client, f"/api/ingest/{finished}/resume", {}),
+    ]
+    assert [a.status_code for a in answers] == [404, 405, 401, 400, 403, 400, 404, 409]
+    for answer in answers:
+        body = answer.get_json()
+        assert set(body) == {"error", "field"} and body["error"], body
+    assert answers[1].headers["Allow"] and answers[2].headers["WWW-Authenticate"].startswith("Bearer")
+
+
+UNREADABLE_CHECK = """
+import json, sys
+from pathlib import Path
+from ingestapp import create_app, shutdown
+instance, media, token = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+app = create_app({"INSTANCE_PATH": instance, "MEDIA_ROOTS": [media]})
+headers = {"Authorization": "Bearer " + token}
+client = app.test_client()
+answers = [client.post("/api/ingest/process", json={"directory": str(media / "locked")}, headers=headers),
+           client.get("/api/ingest/browse", query_string={"path": str(media / "locked")}, headers=headers)]
+print(json.dumps([[answer.status_code, answer.get_json()] for answer in answers]))
+shutdown(app)
+"""
+
+
+def test_a_directory_the_server_may_not_read_is_403(tmp_path: Path, media: Path) -> None:
+    """Inside the roots but unreadable (mode 000): well-formed, not allowed. Root reads anything, so
+    as root the server runs without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH (util-linux setpriv)."""
+    (media / "locked").mkdir()
+    (media / "locked").chmod(0)
+    token = prepare_instance(tmp_path / "instance")
+    command = [sys.executable, "-c", UNREADABLE_CHECK, str(tmp_path / "instance"), str(media), token]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("as root this needs setpriv (util-linux) to drop the file-permission override")
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]
+    (process, process_body), (browse, browse_body) = json.loads(result.stdout.strip().splitlines()[-1])
+    assert process == 403 and process_body["field"] == "directory" and "permission" in process_body["error"]
+    assert browse == 403 and browse_body == {"error": "permission denied", "field": "path"}

@@ -210,8 +210,10 @@ def test_sign_in_form_next_and_sign_out(app: Flask) -> None:
     assert_401(client.get("/api/ingest/sessions"))
 
 
-def test_failed_sign_ins_are_limited_per_address_and_per_username(app_config: dict) -> None:
-    app = create_app({**app_config, "LOGIN_LIMIT": "3 per minute"})
+def test_failed_sign_ins_are_limited_per_address_and_per_address_and_username(app_config: dict) -> None:
+    """Never per username alone: ten failures for ``admin`` from elsewhere must not lock the owner
+    out (issue 16, point 8)."""
+    app = create_app({**app_config, "LOGIN_LIMIT": "3 per minute", "LOGIN_ADDRESS_LIMIT": "6 per minute"})
     try:
         add_user(app.extensions["ingest_db"], "bob", is_admin=False)
 
@@ -221,18 +223,27 @@ def test_failed_sign_ins_are_limited_per_address_and_per_username(app_config: di
             form = {"username": username, "password": password, "csrf_token": csrf_token(client)}
             return client.post("/login", data=form)
 
-        for n in range(3):  # one address, three names: the address is counted
-            assert attempt(f"nobody{n}", "wrong-password", "10.0.0.1").status_code == 401
-        limited = attempt(ADMIN, PASSWORD, "10.0.0.1")  # even the right password now waits
+        for _ in range(3):  # one address, one name: the pair is counted
+            assert attempt("bob", "wrong-password", "10.0.0.1").status_code == 401
+        limited = attempt("bob", PASSWORD, "10.0.0.1")  # even the right password now waits
         assert limited.status_code == 429 and "Too many failed sign-ins" in limited.get_data(as_text=True)
         assert limited.headers["Retry-After"]
-        assert attempt(ADMIN, PASSWORD, "10.0.0.2").status_code == 302  # another address may
+        assert attempt(ADMIN, PASSWORD, "10.0.0.1").status_code == 302  # another name from that address may
+        assert attempt("bob", PASSWORD, "10.0.0.2").status_code == 302  # bob from his own address may
 
-        for n in range(3):  # one name, three addresses: the name is counted
-            assert attempt("bob", "wrong-password", f"10.0.1.{n}").status_code == 401
-        assert attempt("bob", PASSWORD, "10.0.1.9").status_code == 429
-        assert attempt(ADMIN, PASSWORD, "10.0.1.9").status_code == 302  # successes never count
-        assert attempt(ADMIN, PASSWORD, "10.0.1.9").status_code == 302
+        for n in range(6):  # one address, many names: the address is counted
+            assert attempt(f"nobody{n}", "wrong-password", "10.0.2.1").status_code == 401
+        assert attempt(ADMIN, PASSWORD, "10.0.2.1").status_code == 429
+
+        for n in range(12):  # the admin's name attacked from many addresses
+            assert attempt(ADMIN, "wrong-password", f"10.0.3.{n}").status_code == 401
+        assert attempt(ADMIN, PASSWORD, "10.0.9.9").status_code == 302  # the owner still signs in
+        assert attempt(ADMIN, PASSWORD, "10.0.9.9").status_code == 302  # successes never count
+        metrics = app.test_client().get("/metrics").get_data(as_text=True)
+        counted = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+                   if line.startswith(("ingest_sign_in_failures_total", "ingest_sign_ins_limited_total"))}
+        assert counted["ingest_sign_in_failures_total"] >= 21  # this process's, maybe other tests' too
+        assert counted["ingest_sign_ins_limited_total"] >= 2
     finally:
         shutdown(app)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from ingestapp.jobs import run as jobs
+from ingestapp.jobs import job as jobs
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "camera-samples"
 

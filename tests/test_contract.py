@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from ingestapp.web import schemas
+from ingestapp.core.parameters import DEFAULT_PATTERN
+from ingestapp.web.schemas.events import EVENT_MODELS
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.factories import start, wait_for, write_jpegs
 from tests.servers import Server, SSEClient, auth_headers, gunicorn
@@ -57,6 +58,25 @@ def test_document_covers_every_api_route_with_security_and_error_shapes(client, 
         assert responses[success]["content"] or path.endswith("thumbnail"), (path, method)
 
 
+def test_not_allowed_is_documented_as_403_and_the_schema_says_what_is_well_formed(client) -> None:
+    """A directory or browse path outside the media roots is a documented 403; the documented
+    forms of a path and a pattern are the ones the server accepts (positive data acceptance)."""
+    doc = client.get("/api/openapi.json").get_json()
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, method in (("/api/ingest/process", "post"), ("/api/ingest/browse", "get")):
+        response = doc["paths"][path][method]["responses"]["403"]
+        assert response["content"]["application/json"]["schema"] == error_ref, path
+    (browse_path,) = doc["paths"]["/api/ingest/browse"]["get"]["parameters"]
+    parameters = doc["components"]["schemas"]["IngestParametersIn"]["properties"]
+    assert browse_path["schema"]["pattern"] == parameters["directory"]["pattern"] == "^/[^\\u0000]*$"
+    pattern = re.compile(parameters["pattern"]["pattern"])
+    for accepted in (DEFAULT_PATTERN, "*.jpg, **/*.png", "My Photos/[ab]*.jpg"):
+        assert pattern.fullmatch(accepted), accepted
+    for refused in ("", "[abc.jpg", "../*.jpg", "/abs/*.jpg", "*.jpg,,*.png", "a\x00b"):
+        assert not pattern.fullmatch(refused), refused
+    assert not {"Item", "CatalogEntry", "ErrorEntry", "CatalogQuery"} & set(doc["components"]["schemas"])
+
+
 def test_stream_is_documented_as_event_stream_with_one_schema_per_event_type(client) -> None:
     doc = client.get("/api/openapi.json").get_json()
     operation = doc["paths"]["/api/ingest/stream/{session_id}"]["get"]
@@ -65,7 +85,7 @@ def test_stream_is_documented_as_event_stream_with_one_schema_per_event_type(cli
     assert set(frames) == {"snapshot", "progress", "stage", "file", "error", "complete", "cancelled", "failed"}
     for event_type, frame in frames.items():
         ref = frame["properties"]["data"]["contentSchema"]["$ref"]
-        assert ref == f"#/components/schemas/{schemas.EVENT_MODELS[event_type].__name__}"
+        assert ref == f"#/components/schemas/{EVENT_MODELS[event_type].__name__}"
         assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
     assert "Last-Event-ID" in {p["name"] for p in operation["parameters"]}
     assert "image/jpeg" in doc["paths"]["/api/ingest/items/{item_id}/thumbnail"]["get"]["responses"]["200"]["content"]
@@ -99,7 +119,7 @@ def stream_events(server: Server, session_id: str, **headers: str) -> Iterator[d
 
 
 def assert_valid(event: dict) -> None:
-    model = schemas.EVENT_MODELS[event["event"]]
+    model = EVENT_MODELS[event["event"]]
     model.model_validate(event["data"])
     if event["event"] != "snapshot":
         assert event["data"]["type"] == event["event"] and int(event["id"]) == event["data"]["seq"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sqlite3
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 import gevent
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from ingestapp import create_app, shutdown
 from tests.factories import start, wait_for, write_jpegs
@@ -177,7 +179,7 @@ def test_the_scan_waits_for_the_workers(app_config: dict, media: Path) -> None:
         depths, ahead = [], []
         while session_id in app.extensions["ingest_jobs"].jobs:
             depths.append(job.queue.qsize())
-            ahead.append(job.stages["scanning"].processed - job.run_done)
+            ahead.append(job.state.stages["scanning"].processed - job.state.timing.run_done)
             gevent.sleep(0.005)
         state = app.extensions["ingest_jobs"].state(session_id)
     finally:
@@ -260,8 +262,8 @@ def test_a_session_waiting_for_the_work_tier_is_not_reaped_and_cancels_at_once(
     """Queued for ``flask --app ingestapp worker`` processes that have not taken it yet: it has no
     lease to expire, and a cancel stops it by itself, with its ``cancelled`` event in the log."""
     from ingestapp.core.parameters import IngestParameters
+    from ingestapp.jobs.job import Job
     from ingestapp.jobs.leases import reap_expired
-    from ingestapp.jobs.run import Job
     from ingestapp.store.models import IngestSession
 
     registry = app.extensions["ingest_jobs"]
@@ -280,3 +282,120 @@ def test_a_session_waiting_for_the_work_tier_is_not_reaped_and_cancels_at_once(
     finally:
         events.close()
     assert b"id: 1\nevent: cancelled\n" in body
+
+
+def write_noise_jpegs(directory: Path, count: int) -> list[Path]:
+    """``count`` distinct JPEGs of random pixels: their thumbnail takes a while (~0.1-0.5 s), so a
+    file spends long between its identify report and its item."""
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"noise_{i:03d}.jpg" for i in range(count)]
+    for path in paths:
+        Image.frombytes("RGB", (1000, 750), os.urandom(1000 * 750 * 3)).save(path, quality=85)
+    return paths
+
+
+def persisted(database: Path) -> tuple[dict[str, Any], list[tuple[str, str, list[dict[str, str]]]], list[tuple]]:
+    """The session's committed state, its items ``(path, status, errors)`` and its error entries."""
+    with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
+        state = json.loads(conn.execute("SELECT state FROM ingest_sessions").fetchone()[0])
+        items = [(p, s, json.loads(e)) for p, s, e in conn.execute("SELECT path, status, errors FROM items")]
+        errors = conn.execute("SELECT file, stage, message FROM errors").fetchall()
+    return state, items, errors
+
+
+def stage_counts_of(items: list[tuple[str, str, list[dict[str, str]]]], names: list[str]) -> dict[str, dict]:
+    """What the items say of each stage: every item passed it once; it failed the item when an error
+    names it; it was skipped after the item's first failed stage, or after identify for a duplicate."""
+    counts = {name: {"processed": len(items), "errors": 0, "skipped": 0} for name in names}
+    for _, status, errors in items:
+        for error in errors:
+            counts[error["stage"]]["errors"] += 1
+        last_run = names.index(errors[0]["stage"]) if errors else 0 if status == "skipped" else len(names)
+        for name in names[last_run + 1:]:
+            counts[name]["skipped"] += 1
+    return counts
+
+
+@pytest.mark.server
+def test_kill_9_mid_file_then_resume_counts_every_file_once(tmp_path: Path, media: Path) -> None:
+    """The process dies while a file has been through identify but not recorded: the persisted
+    stage counters are ahead of the items. After the resume every stage's counters are what the
+    items say, skipped and duration_ms went on from their saved values, and no error is counted twice."""
+    originals = write_noise_jpegs(media, 24)
+    for i, original in enumerate(originals[:4]):  # duplicates: identify runs, the later stages are skipped
+        (media / f"z_copy_{i}.jpg").write_bytes(original.read_bytes())
+    for i in range(4):  # corrupt: a stage fails, the later ones are skipped
+        (media / f"z_broken_{i}.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    instance = tmp_path / "instance"
+    database = instance / "ingestapp.sqlite3"
+    with gunicorn(instance, media, {"INGEST_WORKERS": "2"}) as server:
+        session_id = server_start(server, media)
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "no commit ever had a file between identify and its item"
+            state, items, _ = persisted(database)
+            if len(items) >= 4 and state["stages"]["identify"]["processed"] > len(items):
+                server.kill_group()  # a file is in its thumbnail stage: no shutdown code runs
+                break
+            time.sleep(0.005)
+    before, items_before, _ = persisted(database)
+    assert before["stages"]["identify"]["processed"] > len(items_before), "not killed mid-file"
+    assert len(items_before) < 32
+    names = [name for name in before["stages"] if name != "scanning"]
+
+    with gunicorn(instance, media, {"INGEST_WORKERS": "2"}) as server:
+        server.wait_for_status(session_id, {"interrupted"}, timeout=30)
+        assert server.request("POST", f"/api/ingest/{session_id}/resume", {})[0] == 202
+        after = server.wait_for_status(session_id, {"completed"})
+    state, items, errors = persisted(database)
+    assert state == {**after, "status": state["status"]}
+    assert len(items) == len({path for path, _, _ in items}) == after["total_files"] == 32
+    expected = stage_counts_of(items, names)
+    for name in names:
+        stage = after["stages"][name]
+        assert {key: stage[key] for key in ("processed", "errors", "skipped")} == expected[name], name
+        assert stage["duration_ms"] >= before["stages"][name]["duration_ms"], name
+        assert stage["skipped"] >= before["stages"][name]["skipped"], name
+    assert expected["thumbnail"]["skipped"] >= 8  # the duplicates' and the broken files'
+    assert len(errors) == len(set(errors)) == after["stats"]["errors"] == sum(len(e) for _, _, e in items)
+    assert after["stats"]["processed_files"] + after["stats"]["skipped_duplicates"] == 32
+
+
+def test_a_resume_drops_the_errors_of_files_without_an_item(app: Flask, media: Path) -> None:
+    """A file that failed a stage and died before its item was written runs again on resume: its
+    error entry goes, the scan's and the recorded files' stay, and the counts are the items'."""
+    from ingestapp.core.parameters import IngestParameters
+    from ingestapp.jobs import recorded
+    from ingestapp.jobs.job import Job
+    from ingestapp.jobs.state import StageCount
+    from ingestapp.store.models import ErrorEntry, IngestSession, Item
+
+    registry = app.extensions["ingest_jobs"]
+    job = Job(registry, "resumed000000000000000000000000", IngestParameters(directory=str(media)))
+    error = {"session_id": job.session_id, "message": "bad", "time": 1.0}
+    with registry.engine.begin() as conn:
+        conn.execute(IngestSession.__table__.insert().values(
+            id=job.session_id, status="interrupted", parameters=job.parameters.to_dict(), state=job.committed_state,
+            created_at=time.time(), last_event_id=9,
+        ))
+        conn.execute(Item.__table__.insert().values(
+            id="item", session_id=job.session_id, seq=1, root=str(media), path="a.jpg", path_bytes=b"a.jpg",
+            status="error", sha256="ab" * 32, fields={}, errors=[{"stage": "metadata", "message": "bad"}],
+        ))
+        conn.execute(ErrorEntry.__table__.insert(), [
+            {**error, "file": "a.jpg", "stage": "metadata"},  # recorded with its item
+            {**error, "file": "b.jpg", "stage": "metadata"},  # its file died before its item: it runs again
+            {**error, "file": "gone.jpg", "stage": "scanning"},  # the scan's own
+        ])
+        earlier = recorded.read(conn, job.session_id)
+    assert earlier.done_paths == {b"a.jpg"} and earlier.last_event_id == 9
+    assert earlier.seen_hashes == {"ab" * 32: media / "a.jpg"}
+    assert earlier.recorded.stages["metadata"] == StageCount(processed=1, errors=1)
+    assert earlier.recorded.stages["thumbnail"] == StageCount(processed=1, errors=0)
+    assert earlier.recorded.error_count == 2
+    assert [(e["file"], e["stage"]) for e in earlier.recorded.recent_errors] == [("a.jpg", "metadata"),
+                                                                               ("gone.jpg", "scanning")]
+    with registry.engine.connect() as conn:
+        assert sorted(conn.scalars(select(ErrorEntry.file))) == ["a.jpg", "gone.jpg"]

@@ -162,7 +162,7 @@ def test_a_bad_name_does_not_fail_resume(client, app_config: dict, app: Flask, m
     registry.file_delay = 0.1
     session_id = start(client, media)
     job = registry.jobs[session_id]
-    while job.done_files < 3:
+    while job.state.done_files < 3:
         gevent.sleep(0.01)
     job.greenlet.kill()  # what a shutdown does: the session becomes interrupted
     assert registry.state(session_id)["status"] == "interrupted"

@@ -221,3 +221,31 @@ def test_workers_and_queue_add_up_while_running(client, app, media: Path) -> Non
             assert pool["active"] == pool["max"] == 2, pool
     final = registry.state(session_id)
     assert final["worker_pool"] == {"active": 0, "max": 2, "queue_depth": 0}
+
+
+def test_a_restored_state_takes_each_field_by_name_and_processed_from_the_items(tmp_path: Path) -> None:
+    """The saved state of an interrupted run, through JSON as the database holds it: ``skipped`` and
+    ``duration_ms`` come back as they were, ``processed`` and ``errors`` as the items say (the saved
+    counters also counted the file that was in flight), ready to run again."""
+    import json
+
+    from ingestapp.core.parameters import IngestParameters
+    from ingestapp.jobs.state import JobState, Recorded, StageCount
+
+    names = ["scanning", "identify", "thumbnail"]
+    parameters = IngestParameters(directory=str(tmp_path))
+    before = JobState("s", parameters, names, concurrency=2)
+    identify = before.stages["identify"]
+    identify.processed, identify.errors, identify.skipped, identify.duration_ms = 7, 2, 3, 1234.5
+    before.stats.update(processed_files=6, errors=3)
+    saved = json.loads(json.dumps(before.to_dict(last_event_id=40)))
+
+    after = JobState("s", parameters, names, concurrency=2)
+    after.restore(saved, Recorded(stages={"identify": StageCount(processed=6, errors=1)}, error_count=2,
+                                  recent_errors=[{"file": "a.jpg", "stage": "identify", "message": "x", "time": 1.0}]))
+    restored = after.stages["identify"]
+    assert (restored.processed, restored.errors, restored.skipped, restored.duration_ms) == (6, 1, 3, 1234.5)
+    assert restored.status == "pending" and restored.in_flight == 0
+    assert after.stages["thumbnail"].processed == 0  # the items say no file reached it
+    assert after.stats["processed_files"] == 6 and after.stats["errors"] == 2
+    assert list(after.errors) == [{"file": "a.jpg", "stage": "identify", "message": "x", "time": 1.0}]

@@ -130,3 +130,50 @@ def test_items_name_the_pool_process_that_ran_them(client, app: Flask, media: Pa
     hosts_and_pids = [worker.rsplit(":", 1) for worker in workers]
     assert hosts_and_pids and all(host == socket.gethostname() for host, _ in hosts_and_pids)
     assert all(int(pid) != os.getpid() for _, pid in hosts_and_pids)  # a pool process, not the web process
+
+
+def test_the_file_protocol_round_trips_through_json(tmp_path: Path) -> None:
+    """The work tier carries the same messages as the pipe: a task and a result survive JSON,
+    a name that is not UTF-8 included; the scan's identity is dropped on another host."""
+    import json
+    from dataclasses import replace
+
+    from ingestapp.core.parameters import IngestParameters
+    from ingestapp.work.protocol import FileResult, FileTask, StageReport
+
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: a surrogate escape in str form
+    task = FileTask(
+        path=tmp_path / name, relpath="café.jpg", parameters=IngestParameters(directory=str(tmp_path)),
+        thumbnail_dir=tmp_path / "thumbs", real_path=str(tmp_path / name), identity=(5, 77),
+        media_roots=(tmp_path,), stages=("ingestapp.stages.identify",), check_duplicates=True, delay=0.25,
+    )
+    data = json.loads(json.dumps(task.to_dict()))
+    assert FileTask.from_dict(data, task.thumbnail_dir, task.media_roots) == task
+    elsewhere = FileTask.from_dict({**data, "host": "another-host"}, task.thumbnail_dir, task.media_roots)
+    assert elsewhere == replace(task, identity=None)
+
+    result = FileResult(key=task.key, worker="host:1", stages=(StageReport("identify", None, 0.5),
+                        StageReport("metadata", "bad EXIF", 0.1)), sha256="ab" * 32, item={"sha256": "ab" * 32})
+    assert FileResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_one_rule_says_where_a_files_stages_stop(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ingestapp.core.parameters import IngestParameters
+    from ingestapp.work.protocol import FileTask, StageReport, stops_after
+
+    task = FileTask(tmp_path / "a.jpg", "a.jpg", IngestParameters(directory=str(tmp_path)), tmp_path, None, None,
+                    (tmp_path,), (), check_duplicates=True)
+    asked: list[bool] = []
+
+    def duplicate(answer: bool):
+        return lambda: asked.append(answer) or answer
+
+    assert stops_after(StageReport("metadata", "bad EXIF", 0.0), task, duplicate(False))  # a failed stage
+    assert stops_after(StageReport("identify", None, 0.0), task, duplicate(True))  # a duplicate
+    assert not stops_after(StageReport("identify", None, 0.0), task, duplicate(False))
+    assert not stops_after(StageReport("metadata", None, 0.0), task, duplicate(True))  # asked after identify only
+    no_check = replace(task, check_duplicates=False)
+    assert not stops_after(StageReport("identify", None, 0.0), no_check, duplicate(True))
+    assert asked == [True, False]

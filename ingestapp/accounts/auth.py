@@ -13,6 +13,7 @@ first-start setup page, and who may see which session.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +25,6 @@ from flask import (
     Response,
     current_app,
     g,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -38,10 +38,12 @@ from sqlalchemy import Engine, exists, select
 
 from ingestapp.accounts import users as accounts
 from ingestapp.accounts.users import Account, AccountError
-from ingestapp.core.errors import JobNotFound
+from ingestapp.core.errors import ApiError, JobNotFound
+from ingestapp.core.metrics import SIGN_IN_FAILURES, SIGN_INS_LIMITED
 from ingestapp.store.models import CatalogEntry, IngestSession, Item
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
@@ -103,31 +105,21 @@ def _load_from_header(req: object) -> Account | None:
     return account
 
 
-def _json_error(status: int, message: str, field: str | None) -> Response:
-    response = jsonify(error=message, field=field)
-    response.status_code = status
-    return response
-
-
-def require_api_user() -> Response | None:
-    """``before_request`` of the API: 401 without valid credentials, 403 for a cookie-authenticated
-    change without a valid CSRF token."""
+def require_api_user() -> None:
+    """``before_request`` of the API: raises ApiError 401 without valid credentials (with
+    ``WWW-Authenticate: Bearer``, RFC 6750 §3), 403 for a cookie-authenticated change without a
+    valid CSRF token."""
     if not current_user.is_authenticated:
         sent = "Authorization" in request.headers
-        response = _json_error(
-            401,
-            "the token is invalid, expired or revoked" if sent else "sign in, or send Authorization: Bearer <token>",
-            "Authorization",
-        )
+        message = ("the token is invalid, expired or revoked" if sent
+                   else "sign in, or send Authorization: Bearer <token>")
         challenge = 'Bearer realm="ingestapp"' + (', error="invalid_token"' if sent else "")
-        response.headers["WWW-Authenticate"] = challenge  # RFC 6750 §3
-        return response
+        raise ApiError(401, message, "Authorization", {"WWW-Authenticate": challenge})
     if request.method not in SAFE_METHODS and g.get("auth_method") != "token":
         try:
             csrf.protect()
         except CSRFError as exc:
-            return _json_error(403, f"CSRF check failed: {exc.description}", "X-CSRFToken")
-    return None
+            raise ApiError(403, f"CSRF check failed: {exc.description}", "X-CSRFToken") from None
 
 
 def require_page_user() -> Response | None:
@@ -197,8 +189,9 @@ def _login_address_key() -> str:
     return "address:" + (get_remote_address() or "")
 
 
-def _login_username_key() -> str:
-    return "username:" + request.form.get("username", "").strip().lower()
+def _login_pair_key() -> str:
+    """(address, username): a name under attack from elsewhere still signs in from its own address."""
+    return f"pair:{get_remote_address() or ''}|{request.form.get('username', '').strip().lower()}"
 
 
 def _failed(response: Response) -> bool:
@@ -209,6 +202,10 @@ def _login_limit() -> str:
     return current_app.config["LOGIN_LIMIT"]
 
 
+def _login_address_limit() -> str:
+    return current_app.config["LOGIN_ADDRESS_LIMIT"]
+
+
 @bp.app_context_processor
 def _no_users_yet() -> dict[str, Any]:
     """``no_users``: the sign-in page then explains the first start (only that page asks)."""
@@ -217,13 +214,16 @@ def _no_users_yet() -> dict[str, Any]:
 
 @bp.errorhandler(RateLimitExceeded)
 def _too_many_attempts(exc: RateLimitExceeded) -> tuple[str, int, dict[str, str]]:
+    SIGN_INS_LIMITED.inc()
+    log.warning("sign-in refused (%s) for %r from %s", exc.description,
+                request.form.get("username", "")[:64], get_remote_address())
     error = f"Too many failed sign-ins ({exc.description}). Wait a minute, then try again."
     return render_template("login.html", error=error, next=request.args.get("next", "")), 429, {"Retry-After": "60"}
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, key_func=_login_address_key, methods=["POST"], deduct_when=_failed)
-@limiter.limit(_login_limit, key_func=_login_username_key, methods=["POST"], deduct_when=_failed)
+@limiter.limit(_login_address_limit, key_func=_login_address_key, methods=["POST"], deduct_when=_failed)
+@limiter.limit(_login_limit, key_func=_login_pair_key, methods=["POST"], deduct_when=_failed)
 def login() -> Response | str | tuple[str, int]:
     """The sign-in form; on success a session cookie and a redirect to ``next`` (same site only)."""
     next_url = request.args.get("next", "")
@@ -235,6 +235,8 @@ def login() -> Response | str | tuple[str, int]:
     account = accounts.authenticate(_engine(), username, request.form.get("password", ""), _offload)
     if account is None:
         g.login_failed = True
+        SIGN_IN_FAILURES.inc()
+        log.warning("failed sign-in for %r from %s", username[:64], get_remote_address())
         return render_template("login.html", error="Wrong username or password.", next=next_url), 401
     login_user(account)
     return redirect(safe_next(next_url))

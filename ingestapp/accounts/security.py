@@ -1,8 +1,8 @@
 """The hardened web surface: trusted Host values, reverse-proxy headers, TLS-aware cookies, the
 same-origin check and the security headers of every response.
 
-- Host: Flask's ``TRUSTED_HOSTS`` (``INGEST_TRUSTED_HOSTS``); any other Host is a 400, which stops
-  DNS rebinding (a page on evil.example whose name now resolves to 127.0.0.1).
+- Host: Flask's ``TRUSTED_HOSTS`` (``INGEST_TRUSTED_HOSTS``); any other Host is a 400 (answered by
+  ``web/errors.py``), which stops DNS rebinding (a page on evil.example whose name now resolves to 127.0.0.1).
 - ``INGEST_PROXIES`` > 0 wraps the app in Werkzeug's ProxyFix, so the client address (rate limits),
   the scheme (Secure cookies, HSTS, the Origin check) and the host come from nginx's X-Forwarded-*.
 - Headers: CSP without inline scripts or styles, nosniff, Referrer-Policy, Permissions-Policy;
@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, Request, Response, jsonify, request
+from flask import Flask, Request, Response, request
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 #: Content-Security-Policy Level 3. Scripts and styles come only from /static (no inline code);
@@ -53,7 +52,6 @@ def init_app(app: Flask) -> None:
         hops = app.config["PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.after_request(add_security_headers)
-    app.register_error_handler(SecurityError, untrusted_host)
 
 
 def add_security_headers(response: Response) -> Response:
@@ -65,16 +63,6 @@ def add_security_headers(response: Response) -> Response:
     if request.is_secure:
         headers.setdefault("Strict-Transport-Security", HSTS)
     return response
-
-
-def untrusted_host(exc: SecurityError) -> Response | tuple[str, int]:
-    """400 for a Host outside ``TRUSTED_HOSTS``: JSON ``{error, field}`` under /api, text elsewhere."""
-    message = "this host name is not served here (INGEST_TRUSTED_HOSTS)"
-    if request.path.startswith("/api/"):
-        response = jsonify(error=message, field="Host")
-        response.status_code = 400
-        return response
-    return message, 400
 
 
 def _origin_tuple(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int | None]:

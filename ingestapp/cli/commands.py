@@ -1,7 +1,12 @@
-"""``flask --app ingestapp ingest ...``: run an ingest in the terminal, write sample media."""
+"""``flask --app ingestapp ingest ...``: run an ingest in the terminal, write sample media; and the
+registration of every command group (``ingest``, ``worker``, ``users``, ``tokens``).
+
+A new ``ingest`` subcommand is one more ``@ingest.command(...)`` function (here or in a module this
+one imports)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -15,19 +20,21 @@ from flask.cli import AppGroup
 from tqdm import tqdm
 
 from ingestapp.accounts.users import AccountError, default_cli_user
-from ingestapp.catalog.service import commit_session
+from ingestapp.catalog.commit import commit_session
+from ingestapp.cli import accounts
 from ingestapp.core.parameters import ParameterError, parse_parameters
 from ingestapp.core.paths import printable
+from ingestapp.core.vocabulary import EventType, SessionStatus
 from ingestapp.events.model import Event, job_event
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 from ingestapp.store.revision import SchemaOutOfDate, require_current
 
 ingest = AppGroup("ingest", help="Ingest media from the command line.")
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(ingest)
-    app.cli.add_command(worker_command)
+    for command in (ingest, worker_command, accounts.users, accounts.tokens):
+        app.cli.add_command(command)
 
 
 class ProgressBar:
@@ -40,7 +47,7 @@ class ProgressBar:
 
     def on_event(self, _sender: str, event: Event) -> None:
         data = json.loads(event.data)
-        if event.type == "error":
+        if event.type == EventType.ERROR:
             line = f"error: {data['file']} [{data['stage']}] {data['message']}"
             self.bar.write(printable(line), file=sys.stderr)  # a file name may hold terminal controls
         if "total_files" in data:
@@ -66,7 +73,7 @@ class ProgressLines:
 
     def on_event(self, _sender: str, event: Event) -> None:
         data = json.loads(event.data)
-        if event.type == "error":
+        if event.type == EventType.ERROR:
             self._write(f"error: {data['file']} [{data['stage']}] {data['message']}")
             return
         if "total_files" not in data or (not event.terminal and time.monotonic() - self.last < self.interval):
@@ -129,6 +136,8 @@ def run_command(
     commit_after: bool,
     as_json: bool,
     username: str | None,
+    watch: bool = False,
+    auto_import: bool = False,
 ) -> None:
     """Ingest DIRECTORY in this process with progress on the terminal; exit 1 if the job fails.
 
@@ -152,6 +161,8 @@ def run_command(
         "import_scores": not no_scores,
         "enable_nsfw_detection": not no_nsfw,
         "skip_duplicates": not keep_duplicates,
+        "watch": watch,
+        "auto_import": auto_import,
     }
     for name, value in (("pattern", pattern), ("nsfw_threshold", threshold), ("max_files", max_files)):
         if value is not None:
@@ -172,16 +183,31 @@ def run_command(
     try:
         job.greenlet.join()
     except KeyboardInterrupt:
-        job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
-        raise
+        if not watch:
+            job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
+            raise
+        job.cancel.request()  # Ctrl-C ends a watch as Cancel on the page does
+        job.greenlet.join()
     finally:
         bar.close()
     state = registry.state(job.session_id)
-    if commit_after and state["status"] == "completed":
+    finished = SessionStatus.CANCELLED if watch else SessionStatus.COMPLETED  # a watch ends only when cancelled
+    if commit_after and state["status"] == finished:
         state["commit"] = commit_session(registry.engine, job.session_id, set())
     _report(state, as_json)
-    if state["status"] != "completed":
+    if state["status"] != finished:
         sys.exit(1)
+
+
+ingest.add_command(click.Command(
+    "watch",
+    params=[*run_command.params, click.Option(
+        ["--auto-import"], is_flag=True, help="Commit each new ok file to the catalog as soon as it is processed."
+    )],
+    callback=functools.partial(run_command.callback, watch=True),  # type: ignore[arg-type]
+    help="Ingest DIRECTORY as `ingest run` does, then keep watching it: each new or changed file (once it stopped "
+         "changing for INGEST_WATCH_SETTLE seconds) is ingested too, until Ctrl-C or Cancel on the page.",
+))
 
 
 def _report(state: dict[str, Any], as_json: bool) -> None:
@@ -197,7 +223,7 @@ def _report(state: dict[str, Any], as_json: bool) -> None:
     if "commit" in state:
         commit = state["commit"]
         click.echo(f"catalog: {commit['added']} added, {commit['updated']} updated")
-    elif state["status"] == "completed":
+    elif state["status"] == SessionStatus.COMPLETED:
         click.echo("nothing committed — add --commit to import the ok files into the catalog")
 
 

@@ -7,6 +7,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+#: Hamming bits of perceptual hash up to which two pictures count as the same: the default of
+#: INGEST_SIMILAR_DISTANCE, chosen on the test set of bench/similar_set.py (docs/similar.md).
+SIMILAR_DISTANCE = 14
+
 
 def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The app configuration as Flask config keys: ``os.environ`` read now, then ``overrides``.
@@ -34,11 +38,18 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         or default_trusted_hosts(env.get("INGEST_BIND", "127.0.0.1:8000")),
         # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host are believed (ProxyFix).
         "PROXIES": int(env.get("INGEST_PROXIES", 0)),
-        # Failed sign-ins allowed per client address and, separately, per username (Flask-Limiter syntax).
+        # Failed sign-ins allowed per (client address, username) and per client address (Flask-Limiter
+        # syntax). Never per username alone: an attacker elsewhere must not lock its owner out.
         "LOGIN_LIMIT": env.get("INGEST_LOGIN_LIMIT", "10 per minute"),
+        "LOGIN_ADDRESS_LIMIT": env.get("INGEST_LOGIN_ADDRESS_LIMIT", "50 per minute"),
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         # Request bodies over this many bytes are answered 413 before they are read (Flask's key).
         "MAX_CONTENT_LENGTH": int(env.get("INGEST_MAX_BODY", 1024 * 1024)),
+        # Slow clients (web/slow_clients.py): seconds every request body gets, plus its length at
+        # this many bytes/s; requests without credentials in progress at once per worker.
+        "BODY_TIMEOUT": float(env.get("INGEST_BODY_TIMEOUT", 10)),
+        "BODY_MIN_RATE": float(env.get("INGEST_BODY_MIN_RATE", 65536)),
+        "MAX_ANONYMOUS": int(env.get("INGEST_MAX_ANONYMOUS", 256)),
         # Live progress over SSE. The keepalive must stay below nginx's proxy_read_timeout.
         "SSE_RETRY_MS": int(env.get("INGEST_SSE_RETRY_MS", 2000)),
         "SSE_KEEPALIVE": float(env.get("INGEST_SSE_KEEPALIVE", 15)),
@@ -62,8 +73,17 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "TASK_INFLIGHT": int(env.get("INGEST_TASK_INFLIGHT", 256)),
         "TASK_VISIBILITY_TIMEOUT": float(env["INGEST_TASK_VISIBILITY_TIMEOUT"])
         if env.get("INGEST_TASK_VISIBILITY_TIMEOUT") else None,
+        # Hamming bits up to which two pictures count as the same (issue 19, docs/similar.md).
+        "SIMILAR_DISTANCE": int(env.get("INGEST_SIMILAR_DISTANCE", SIMILAR_DISTANCE)),
         # Seconds each file waits before processing: 0 in production; lets demos and tests watch.
         "FILE_DELAY": float(env.get("INGEST_FILE_DELAY", 0)),
+        # Watch folders (jobs/watch.py): seconds a file's size and mtime must hold still before it
+        # is taken; seconds between reconciliation scans; between scans when inotify is unavailable.
+        "WATCH_SETTLE": float(env.get("INGEST_WATCH_SETTLE", 2)),
+        "WATCH_RESCAN": float(env.get("INGEST_WATCH_RESCAN", 300)),
+        "WATCH_POLL": float(env.get("INGEST_WATCH_POLL", 10)),
+        # Fault injection for tests: "enospc" makes adding an inotify watch fail as at the limit.
+        "WATCH_FAULT": env.get("INGEST_WATCH_FAULT", ""),
     }
     config.update(overrides or {})
     instance = Path(config["INSTANCE_PATH"]).resolve()

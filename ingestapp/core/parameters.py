@@ -1,7 +1,7 @@
 """Ingest request parameters: parsing, defaults and validation.
 
 Every rule here produces a :class:`ParameterError` naming the offending field, which the API
-turns into ``400 {"error", "field"}``.
+turns into ``400 {"error", "field"}`` — or a :class:`DirectoryNotAllowed`, ``403``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from ingestapp.core.formats import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine, path_error
 from ingestapp.core.patterns import compile_patterns
-from ingestapp.core.vocabulary import OPTION_FLAGS
+from ingestapp.core.vocabulary import OPTION_FLAGS, Parameter
 
 __all__ = [
     "DEFAULT_PATTERN", "IMAGE_EXTENSIONS", "MEDIA_EXTENSIONS", "VIDEO_EXTENSIONS", "IngestParameters", "ParameterError",
@@ -36,6 +36,11 @@ class ParameterError(ValueError):
         self.field = field
 
 
+class DirectoryNotAllowed(ParameterError):
+    """A well-formed directory the server may not ingest: outside the media roots (symlinks
+    resolved) or not readable by the server (EACCES)."""
+
+
 @dataclass(frozen=True)
 class IngestParameters:
     """What one ingest session does. ``directory`` is absolute and resolved (symlinks followed)."""
@@ -49,6 +54,10 @@ class IngestParameters:
     nsfw_threshold: float = 0.7
     max_files: int | None = None
     skip_duplicates: bool = True
+    #: After the scan, keep ingesting each new or changed file of ``directory`` (``jobs.watch``).
+    watch: bool = False
+    #: With ``watch``: commit each new ok item to the catalog as soon as it is processed.
+    auto_import: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +96,8 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
     Raises:
         ParameterError: for a non-object body, unknown fields, wrong JSON types, a directory that
             is missing, relative, not a directory or outside ``media_roots`` (after resolving
-            symlinks), a threshold outside [0, 1], ``max_files`` < 1, or a malformed pattern.
+            symlinks), a threshold outside [0, 1], ``max_files`` < 1, a malformed pattern,
+            ``auto_import`` without ``watch``, or ``max_files`` with ``watch``.
     """
     if not isinstance(body, dict):
         raise ParameterError("the body must be a JSON object", None)
@@ -98,7 +108,7 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
     if unknown:
         raise ParameterError(f"unknown field {unknown[0]!r}", unknown[0])
 
-    values: dict[str, Any] = {"directory": str(_directory(raw.get("directory"), media_roots))}
+    values: dict[str, Any] = {"directory": str(resolve_directory(raw.get("directory"), media_roots))}
     if "pattern" in raw:
         if not isinstance(raw["pattern"], str):
             raise ParameterError("pattern must be a string", "pattern")
@@ -113,10 +123,32 @@ def parse_parameters(body: Any, media_roots: list[Path]) -> IngestParameters:
         values["nsfw_threshold"] = _threshold(raw["nsfw_threshold"])
     if raw.get("max_files") is not None:
         values["max_files"] = _max_files(raw["max_files"])
+    check_watch(bool(values.get(Parameter.WATCH)), bool(values.get(Parameter.AUTO_IMPORT)), values.get("max_files"))
     return IngestParameters(**values)
 
 
-def _directory(value: Any, media_roots: list[Path]) -> Path:
+def check_watch(watch: bool, auto_import: bool, max_files: int | None) -> None:
+    """The watch's combination rules (``jobs.watch``), for the CLI's ``parse_parameters`` and the
+    API's request model alike.
+
+    Raises:
+        ParameterError: ``max_files`` with ``watch`` (a watch ingests every file), or
+            ``auto_import`` without ``watch`` (only a watching session imports by itself).
+    """
+    if watch and max_files is not None:
+        raise ParameterError("max_files cannot be combined with watch: a watch ingests every file", "max_files")
+    if auto_import and not watch:
+        raise ParameterError("auto_import needs watch: only a watching session imports by itself", "auto_import")
+
+
+def resolve_directory(value: Any, media_roots: list[Path]) -> Path:
+    """The directory ``value`` names, resolved (symlinks followed).
+
+    Raises:
+        DirectoryNotAllowed: it is outside ``media_roots`` or the server may not read it.
+        ParameterError: missing, not a string, relative, holding a NUL, unresolvable, absent or
+            not a directory.
+    """
     if value is None or value == "":
         raise ParameterError("directory is required", "directory")
     if not isinstance(value, str):
@@ -126,17 +158,21 @@ def _directory(value: Any, media_roots: list[Path]) -> Path:
     try:
         resolved = confine(Path(value), media_roots)
     except OutsideMediaRoots:
-        raise ParameterError("directory is outside the configured media roots", "directory") from None
+        raise DirectoryNotAllowed("directory is outside the configured media roots", "directory") from None
     except UnusablePath as exc:
         raise ParameterError(f"directory: {exc}", "directory") from None
     try:
         info = resolved.stat()
     except FileNotFoundError:
         raise ParameterError("directory does not exist", "directory") from None
+    except PermissionError:
+        raise DirectoryNotAllowed("directory: permission denied", "directory") from None
     except OSError as exc:
         raise ParameterError(f"directory: {path_error(exc)}", "directory") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ParameterError("directory is not a directory", "directory")
+    if not os.access(resolved, os.R_OK | os.X_OK):
+        raise DirectoryNotAllowed("directory: permission denied (the server cannot list it)", "directory")
     return resolved
 
 

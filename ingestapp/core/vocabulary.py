@@ -19,6 +19,9 @@ class SessionStatus(StrEnum):
     QUEUED = "queued"
     SCANNING = "scanning"
     PROCESSING = "processing"
+    #: The scan is done and the job goes on ingesting each new or changed file of its directory
+    #: (``parameters.watch``): live, not finished; it ends only when cancelled or when it fails.
+    WATCHING = "watching"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -38,10 +41,12 @@ class StageStatus(StrEnum):
 
 
 class ItemStatus(StrEnum):
-    """An item's ``status``: processed (``ok``) or an error entry (``error``)."""
+    """An item's ``status``: processed (``ok``), an error entry (``error``), or a duplicate whose
+    later stages did not run (``skipped``)."""
 
     OK = "ok"
     ERROR = "error"
+    SKIPPED = "skipped"
 
 
 class EventType(StrEnum):
@@ -81,6 +86,8 @@ class Parameter(StrEnum):
     NSFW_THRESHOLD = "nsfw_threshold"
     MAX_FILES = "max_files"
     SKIP_DUPLICATES = "skip_duplicates"
+    WATCH = "watch"
+    AUTO_IMPORT = "auto_import"
 
 
 class PairImport(StrEnum):
@@ -91,7 +98,7 @@ class PairImport(StrEnum):
     JPEG = "jpeg"
 
 
-RUNNING_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING)
+RUNNING_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING, SessionStatus.WATCHING)
 #: Statuses after a terminal event; ``interrupted`` is neither running nor finished (resumable).
 FINISHED_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED)
 STATUSES = tuple(SessionStatus)
@@ -104,10 +111,10 @@ TERMINAL_EVENT_OF = {
 TERMINAL_EVENTS = tuple(TERMINAL_EVENT_OF.values())
 EVENT_TYPES = tuple(EventType)
 STAGE_NAMES = tuple(StageName)
-#: The boolean ingest parameters (the form's checkboxes), all true by default.
+#: The boolean ingest parameters (the form's checkboxes): true by default but the watch's two.
 OPTION_FLAGS = (
     Parameter.EXTRACT_METADATA, Parameter.EXTRACT_KEYWORDS, Parameter.IMPORT_SCORES,
-    Parameter.ENABLE_NSFW_DETECTION, Parameter.SKIP_DUPLICATES,
+    Parameter.ENABLE_NSFW_DETECTION, Parameter.SKIP_DUPLICATES, Parameter.WATCH, Parameter.AUTO_IMPORT,
 )
 #: Stage statuses a stopped session replaces with its own final status.
 UNFINISHED_STAGE_STATUSES = (StageStatus.PENDING, StageStatus.RUNNING)
@@ -118,6 +125,7 @@ LABELS: dict[str, dict[str, str]] = {
         SessionStatus.QUEUED: "Queued",
         SessionStatus.SCANNING: "Scanning",
         SessionStatus.PROCESSING: "Processing",
+        SessionStatus.WATCHING: "Watching",
         SessionStatus.COMPLETED: "Completed",
         SessionStatus.FAILED: "Failed",
         SessionStatus.CANCELLED: "Cancelled",

@@ -12,7 +12,7 @@ Everything here runs on the hub thread.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from itertools import islice
 from typing import Any
 
@@ -24,6 +24,8 @@ from ingestapp.events.model import Event, job_event
 #: Events kept in memory per watched session for streams that fell behind (about 3 MB each). Without
 #: it, thousands of streams overflowing at once would each read the SQL log (a connection apiece).
 RECENT_EVENTS = 5000
+#: Seconds between two mirrorings of the stream counters to Prometheus (``GET /metrics`` lags that much).
+FLUSH_SECONDS = 1.0
 
 
 class Subscription:
@@ -98,12 +100,16 @@ class Broker:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self.subscriptions: dict[str, set[Subscription]] = defaultdict(set)
-        self.counters: Counter[str] = MirroredCounts()  # also feeds the Prometheus counters
+        self.counters: MirroredCounts = MirroredCounts()  # also feeds the Prometheus counters
         self.closing = False  # set at shutdown: streams opened from then on end after their start
         #: The latest events of each watched session, consecutive in seq (see ``recent_after``).
         self.recent: dict[str, deque[Event]] = {}
         # blinker holds receivers weakly; the app keeps this broker (and so the bound method) alive.
         job_event.connect(self._on_event)
+        # Mirror the counters to Prometheus once a second, not per chunk (``MirroredCounts``); an
+        # unreferenced timer, so it keeps no hub loop alive.
+        self._flush_timer = gevent.get_hub().loop.timer(FLUSH_SECONDS, FLUSH_SECONDS, ref=False)
+        self._flush_timer.start(gevent.spawn, self.counters.flush)  # a greenlet: the hub never takes a lock
 
     def subscribe(self, session_id: str) -> Subscription:
         subscription = Subscription(session_id, self.queue_size)
@@ -167,6 +173,7 @@ class Broker:
 
     def metrics(self) -> dict[str, Any]:
         """Counters for ``GET /api/ingest/metrics``."""
+        self.counters.flush()
         by_session = {sid: len(subs) for sid, subs in self.subscriptions.items()}
         return {
             "open_streams": sum(by_session.values()),
@@ -181,3 +188,5 @@ class Broker:
     def disconnect(self) -> None:
         """Stop receiving events (the app is being torn down)."""
         job_event.disconnect(self._on_event)
+        self._flush_timer.stop()
+        self.counters.flush()

@@ -1,6 +1,7 @@
 """The event bus: how a published event reaches the streams of every worker.
 
-Two implementations of one small interface (``publish``, ``start``, ``close``, ``status``):
+Two implementations of one small interface (``start``, ``close``, ``status``); ``events.model.publish``
+hands each event to the one started (``set_transport``):
 
 - ``LocalBus`` (the embedded default): the in-process blinker signal, so one worker only.
 - ``RedisStreamBus`` (when ``REDIS_URL`` is set): each event is appended to one Redis Stream
@@ -47,17 +48,13 @@ RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
 
 class Bus(Protocol):
-    def publish(self, event: Event) -> None: ...
     def start(self) -> None: ...
     def close(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
 
 
 class LocalBus:
-    """The in-process bus: ``publish`` is the blinker signal itself (one worker)."""
-
-    def publish(self, event: Event) -> None:
-        events.deliver(event)
+    """The in-process bus: ``events.model.publish`` sends the blinker signal itself (one worker)."""
 
     def start(self) -> None:
         events.set_transport(None)

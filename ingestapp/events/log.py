@@ -1,9 +1,16 @@
-"""Where an event is stored: a running session's rows (events, items, errors, state), written in
-batches under the job's lease, and the reads that replay them.
+"""Where an event is stored, and the one way an event comes to be: built (``events.model.make_event``)
+with the session's next ``seq``, inserted by :func:`store` in a transaction and, once that is
+committed, published (:func:`publish_all`).
+
+Two writers take that path. A running job buffers its rows (events, items, errors) in a
+:class:`SessionLog` (``add_event``) and writes them in batches with its state, under its lease
+(``jobs.writer``); a session that no process runs (its lease expired, or it was cancelled while
+queued for the work tier) gets its one last event by :func:`record` (``jobs.leases``).
+``events_after`` reads the events back for stream replay.
 
 All calls happen on the gevent hub thread. A batch is one short transaction, so readers (status,
-stream replay) never see an item without the events and state that announced it. Events are
-published only after their batch is committed (``jobs.Job``), so every id a client sees is durable.
+stream replay) never see an item without the events and state that announced it; events are
+published only after their transaction is committed, so every id a client sees is durable.
 """
 
 from __future__ import annotations
@@ -12,10 +19,31 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
-from ingestapp.events.model import Event, from_record
+from ingestapp.events.model import Event, from_record, make_event, publish
 from ingestapp.store.models import ErrorEntry, EventRecord, IngestSession, Item
+
+
+def record(conn: Connection, session_id: str, seq: int, event_type: str, fields: dict[str, Any]) -> Event:
+    """Build the event ``seq`` of a session no job runs and store it, in ``conn``'s transaction;
+    publish it (``publish_all``) once that is committed."""
+    event = make_event(session_id, seq, event_type, fields)
+    store(conn, [event])
+    return event
+
+
+def store(conn: Connection, events: list[Event]) -> None:
+    """Insert ``events`` into the event log, in ``conn``'s transaction (publish them after it)."""
+    if events:
+        rows = [{"session_id": e.session_id, "seq": e.seq, "type": e.type, "data": e.data} for e in events]
+        conn.execute(insert(EventRecord), rows)
+
+
+def publish_all(events: list[Event]) -> None:
+    """Publish committed ``events``, in order (``events.model.publish``)."""
+    for event in events:
+        publish(event)
 
 
 class LeaseLost(RuntimeError):
@@ -34,13 +62,16 @@ class SessionLog:
         self._items: list[dict[str, Any]] = []
         self._errors: list[dict[str, Any]] = []
 
-    def add_event(self, event: Event) -> None:
-        self._events.append(event)
+    def add_event(self, seq: int, event_type: str, fields: dict[str, Any]) -> None:
+        """Build the session's event ``seq`` and buffer it for the next ``commit``."""
+        self._events.append(make_event(self.session_id, seq, event_type, fields))
 
     def add_item(self, row: dict[str, Any]) -> None:
+        """Buffer an item row (``store.models.Item`` columns but ``session_id``) for the next ``commit``."""
         self._items.append({"session_id": self.session_id, **row})
 
     def add_error(self, entry: dict[str, Any]) -> None:
+        """Buffer an error entry (``{file, stage, message, time}``) for the next ``commit``."""
         self._errors.append({"session_id": self.session_id, **entry})
 
     def commit(self, state: dict[str, Any], release: bool = False) -> tuple[list[Event], bool]:
@@ -69,9 +100,7 @@ class SessionLog:
                 conn.execute(insert(Item), items)
             if errors:
                 conn.execute(insert(ErrorEntry), errors)
-            if events:
-                rows = [{"session_id": e.session_id, "seq": e.seq, "type": e.type, "data": e.data} for e in events]
-                conn.execute(insert(EventRecord), rows)
+            store(conn, events)
             cancel = conn.scalar(select(IngestSession.cancel_requested).where(IngestSession.id == self.session_id))
         return events, bool(cancel)
 

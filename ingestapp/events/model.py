@@ -1,9 +1,10 @@
 """Where an event is born: the ``job-event`` blinker signal and the ``Event`` it carries.
 
-Every state change of a session is published with ``publish(event)`` from the gevent hub thread,
-once the event log (``eventlog.py``) has committed it; through the bus (``bus.py``) it arrives in
-each worker as ``job_event.send(session_id, event=Event)``. Receivers: the stream broker
-(``broker.py``, SSE fan-out) and the CLI progress bar (``cli.py``).
+An event is built here (``make_event``) and stored and published by the event log (``log.py``:
+``SessionLog`` for a running job, ``record`` for a session no job runs), from the gevent hub
+thread, only once committed; through the bus (``bus.py``) it arrives in each worker as
+``job_event.send(session_id, event=Event)``. Receivers: the stream broker (``broker.py``, SSE
+fan-out) and the CLI progress bar (``cli/commands.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from blinker import Namespace
 
 from ingestapp.core.metrics import EVENTS_EMITTED
-from ingestapp.core.vocabulary import TERMINAL_EVENTS
+from ingestapp.core.vocabulary import TERMINAL_EVENTS, EventType
 
 signals = Namespace()
 
@@ -26,7 +27,7 @@ job_event = signals.signal("job-event")
 
 TERMINAL_TYPES = frozenset(TERMINAL_EVENTS)
 #: Types a slow subscriber may skip when a newer one of the same key is already queued.
-CONFLATABLE_TYPES = frozenset({"progress", "stage"})
+CONFLATABLE_TYPES = frozenset({EventType.PROGRESS, EventType.STAGE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +77,8 @@ def make_event(session_id: str, seq: int, event_type: str, fields: dict[str, Any
 def from_record(session_id: str, seq: int, event_type: str, data: str) -> Event:
     """Rebuild an event from its persisted row (replay)."""
     key = None
-    if event_type == "stage":
-        key = "stage:" + json.loads(data)["stage"]
+    if event_type == EventType.STAGE:
+        key = f"{EventType.STAGE}:{json.loads(data)['stage']}"
     elif event_type in CONFLATABLE_TYPES:
         key = event_type
     return Event(session_id, seq, event_type, data, sse_frame(data, event_type, seq), key)

@@ -102,6 +102,7 @@ class EventStream:
         self.last_sent = 0
         self._socket = client_socket
         self._watcher: Any = None
+        self._send_timer: Any = None  # the send_timeout timer, re-armed for each chunk (``_guard_write``)
         self._last_activity = time.monotonic()  # when an event (not a keepalive) was last sent
 
     def __iter__(self) -> Iterator[bytes]:
@@ -136,6 +137,9 @@ class EventStream:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._send_timer is not None:
+            self._send_timer.stop()
+            self._send_timer = None
         self.broker.unsubscribe(self.subscription)
 
     def _snapshot(self) -> bytes:
@@ -188,8 +192,8 @@ class EventStream:
                 if event.terminal:
                     terminal = True
                     break
-        # Counted once per chunk, not per event: the counter also feeds a Prometheus counter (an
-        # mmap write in multiprocess mode), and this runs for every event of every stream.
+        # Counted once per chunk, not per event: this runs for every event of every stream (the
+        # broker mirrors the sum to Prometheus once a second, ``MirroredCounts``).
         self.broker.counters["events_delivered"] += len(frames)
         return b"".join(frames), terminal
 
@@ -218,18 +222,29 @@ class EventStream:
         socket buffer is full) before it asks for the next one, and the caller stops the timer
         then. If it fires, the socket is shut down: the blocked ``sendall`` fails with EPIPE,
         which gunicorn treats as a gone client, and closes this stream.
+
+        This runs for every chunk of every stream, so the usual case re-arms the stream's one
+        ``send_timeout`` timer (libev restarts a stopped timer with its full interval) instead of
+        making a timer and a callback per chunk; only the last chunks before ``max_age`` get a
+        shorter timer of their own.
         """
         left = self._last_activity + self.settings.max_age - time.monotonic()
-        timer = gevent.get_hub().loop.timer(max(0.0, min(self.settings.send_timeout, left)))
-
-        def drop() -> None:
-            self.broker.counters["slow_client_drops"] += 1
-            self.subscription.close()
-            with contextlib.suppress(OSError):  # already gone
-                sock.shutdown(socket.SHUT_RDWR)
-
-        timer.start(drop)
+        if left < self.settings.send_timeout:
+            timer = gevent.get_hub().loop.timer(max(0.0, left))
+        else:
+            if self._send_timer is None:
+                self._send_timer = gevent.get_hub().loop.timer(self.settings.send_timeout)
+            timer = self._send_timer
+        timer.start(self._drop_slow_client, sock)
         return timer
+
+    def _drop_slow_client(self, sock: Any) -> None:
+        """The write did not complete in time: end the stream (a hub callback: never blocks)."""
+        self._send_timer = None  # a timer that fired restarts at once in gevent: never reuse it
+        self.broker.counters["slow_client_drops"] += 1
+        self.subscription.close()
+        with contextlib.suppress(OSError):  # already gone
+            sock.shutdown(socket.SHUT_RDWR)
 
     def _watch_disconnect(self, sock: Any) -> None:
         """Close the stream as soon as the client's socket reports EOF, even while idle.

@@ -2,9 +2,9 @@
 
 A session has one owner at a time: a lease in its row (``lease_owner``, ``lease_expires_at``) taken
 and renewed by conditional UPDATEs, so it holds across processes and hosts. A new session is created
-leased to its registry (``jobs.JobRegistry.start``); a resume takes an ``interrupted`` session's
+leased to its registry (``registry.JobRegistry.start``); a resume takes an ``interrupted`` session's
 lease here (``take_interrupted``); the job's every commit renews it and its last one releases it
-(``eventlog.SessionLog.commit``). ``reap_expired`` (run periodically by every registry) marks
+(``events.log.SessionLog.commit``). ``reap_expired`` (run periodically by every registry) marks
 sessions whose lease expired, i.e. whose process died, ``interrupted``.
 
 With the scale-out work tier a session can also be ``queued`` with no owner: it waits for a worker
@@ -22,18 +22,19 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from sqlalchemy import Connection, Engine, and_, insert, not_, or_, select, update
+from sqlalchemy import Connection, Engine, and_, not_, or_, select, update
 
 from ingestapp.core.errors import JobConflict, JobNotFound
-from ingestapp.core.vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF
-from ingestapp.events.model import Event, make_event, publish
+from ingestapp.core.vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF, EventType, SessionStatus
+from ingestapp.events.log import publish_all, record
+from ingestapp.events.model import Event
 from ingestapp.jobs.state import stopped_state
-from ingestapp.store.models import EventRecord, IngestSession
+from ingestapp.store.models import IngestSession
 
 log = logging.getLogger(__name__)
 
 #: A session queued for the work tier, waiting for a worker: it has no owner yet.
-WAITING = and_(IngestSession.status == "queued", IngestSession.lease_owner.is_(None))
+WAITING = and_(IngestSession.status == SessionStatus.QUEUED, IngestSession.lease_owner.is_(None))
 
 
 def new_owner() -> str:
@@ -53,11 +54,11 @@ def take_interrupted(conn: Connection, session_id: str, owner: str | None, lease
         update(IngestSession)
         .where(
             IngestSession.id == session_id,
-            IngestSession.status == "interrupted",
+            IngestSession.status == SessionStatus.INTERRUPTED,
             IngestSession.lease_owner.is_(None),
         )
         .values(
-            status="queued",
+            status=SessionStatus.QUEUED,
             lease_owner=owner,
             lease_expires_at=None if owner is None else time.time() + lease,
             cancel_requested=False,
@@ -83,7 +84,7 @@ def take_queued(conn: Connection, session_id: str, owner: str, lease: float) -> 
 def cancel_queued(conn: Connection, session_id: str) -> Event | None:
     """Cancel a session waiting for the work tier, in ``conn``'s transaction; its ``cancelled``
     event (to publish after the commit), or None when it is not waiting."""
-    return _stop(conn, session_id, "cancelled", WAITING)
+    return _stop(conn, session_id, SessionStatus.CANCELLED, WAITING)
 
 
 def spawn_reaper(engine: Engine, lease: float, on_reaped: Callable[[str], None]) -> gevent.Greenlet:
@@ -128,19 +129,20 @@ def reap_expired(engine: Engine) -> list[str]:
     reaped: list[Event] = []
     for session_id in candidates:
         with engine.begin() as conn:
-            event = _stop(conn, session_id, "interrupted", and_(IngestSession.status.in_(RUNNING_STATUSES), expired))
+            running = and_(IngestSession.status.in_(RUNNING_STATUSES), expired)
+            event = _stop(conn, session_id, SessionStatus.INTERRUPTED, running)
         if event is not None:
             log.warning("session %s: its lease expired; marked interrupted", session_id)
             reaped.append(event)
-    for event in reaped:
-        publish(event)
+    publish_all(reaped)
     return [event.session_id for event in reaped]
 
 
-def _stop(conn: Connection, session_id: str, status: str, condition: Any) -> Event | None:
+def _stop(conn: Connection, session_id: str, status: SessionStatus, condition: Any) -> Event | None:
     """Give a session that no process runs the final ``status`` if ``condition`` still holds, with
-    the event that says so (``progress`` for ``interrupted``, else the terminal event) appended to
-    its log, in ``conn``'s transaction; the event to publish after the commit, or None."""
+    the event that says so (``progress`` for ``interrupted``, else the terminal event) stored by
+    the event log (``events.log.record``), in ``conn``'s transaction; the event to publish after
+    the commit, or None."""
     taken = conn.execute(  # first, so the transaction holds the write lock from here on
         update(IngestSession)
         .where(IngestSession.id == session_id, condition)
@@ -154,9 +156,8 @@ def _stop(conn: Connection, session_id: str, status: str, condition: Any) -> Eve
     seq = row.last_event_id
     state = {**stopped_state(row.state, status), "last_event_id": seq}
     progress = {k: v for k, v in state.items() if k not in ("session_id", "message", "parameters", "errors")}
-    event_type = TERMINAL_EVENT_OF.get(status, "progress")
-    data = progress if event_type == "progress" else {"message": None, **progress}
-    event = make_event(session_id, seq, event_type, data)
-    conn.execute(insert(EventRecord).values(session_id=session_id, seq=seq, type=event.type, data=event.data))
+    event_type = TERMINAL_EVENT_OF.get(status, EventType.PROGRESS)
+    data = progress if event_type == EventType.PROGRESS else {"message": None, **progress}
+    event = record(conn, session_id, seq, event_type, data)
     conn.execute(update(IngestSession).where(IngestSession.id == session_id).values(state=state))
     return event

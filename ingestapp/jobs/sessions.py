@@ -1,6 +1,6 @@
 """Session queries: whether a session exists, its state as persisted, and the listing of sessions.
 
-These read the database only; ``jobs.JobRegistry`` puts a job running in this process in front of
+These read the database only; ``registry.JobRegistry`` puts a job running in this process in front of
 them (its last commit's state), so the API never disagrees with the database.
 """
 

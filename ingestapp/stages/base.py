@@ -150,4 +150,6 @@ def new_item_fields() -> dict[str, Any]:
         "nsfw_score": None,
         "nsfw": None,
         "thumbnail": None,
+        "phash": None,
+        "sharpness": None,
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ingestapp.stages import similar
 from ingestapp.stages.base import FileContext
 from ingestapp.stages.identify import sha256_file
 from ingestapp.stages.media import THUMBNAIL_SIZE, preview
@@ -34,6 +35,7 @@ def run(ctx: FileContext) -> None:
         image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
         write_jpeg_atomically(image, target)
     ctx.item["thumbnail"] = relative
+    similar.run(ctx, target)  # the perceptual hash and sharpness (issue 19)
 
 
 def thumbnail_relpath(sha256: str) -> str:

@@ -19,7 +19,8 @@
   const FINISHED = I.vocabulary.finished_statuses;
   const TERMINAL_EVENTS = I.vocabulary.terminal_events;
   const PROGRESS_KEYS = ['status', 'progress_percent', 'total_files', 'processed_files', 'current_file',
-    'stages', 'stats', 'worker_pool', 'timing', 'last_event_id'];
+    'stages', 'stats', 'worker_pool', 'timing', 'last_event_id', 'watch'];
+  const WATCHING = I.vocabulary.session_status.WATCHING;
   const MAX_ERROR_ROWS = 1000;
   const STRIP_SIZE = 24; // thumbnails in the live strip
   const CONNECTION_TEXT = {
@@ -270,13 +271,26 @@
     I.setText($('errors-total'), s.stats.errors);
   }
 
+  /** A watching session: how it watches, its last file, what it imported; and why it polls. */
+  function renderWatch(s) {
+    const w = s.status === WATCHING ? s.watch : null;
+    $('watch-line').hidden = !w;
+    $('watch-warning').hidden = !(w && w.warning);
+    if (!w) return;
+    const last = w.last_file_at ? new Date(w.last_file_at * 1000).toLocaleTimeString() : 'none yet';
+    const how = w.mode === 'polling' ? 'by polling' : 'with inotify';
+    const imported = w.imported ? ` · imported ${w.imported.added} added, ${w.imported.updated} updated` : '';
+    I.setText($('watch-line'), `Watching for new files ${how} · last file: ${last}${imported}`);
+    I.setText($('watch-warning'), w.warning || '');
+  }
+
   function renderActions(s) {
     const running = RUNNING.includes(s.status);
     $('cancel').hidden = !running;
     $('resume').hidden = s.status !== 'interrupted';
     if (!running) $('cancel').disabled = false;
     if (!running && $('action-status').textContent === 'Cancelling…') $('action-status').textContent = '';
-    if (running || !window.IngestPreview) {
+    if ((running && s.status !== WATCHING) || !window.IngestPreview) { // a watch's review grows as it goes
       if (window.IngestPreview) window.IngestPreview.hide();
     } else {
       window.IngestPreview.show(urls, s);
@@ -291,6 +305,7 @@
     renderStats(s);
     renderTiming(s);
     renderErrors(s);
+    renderWatch(s);
     renderActions(s);
     firstRender = false;
   }

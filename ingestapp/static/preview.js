@@ -170,7 +170,8 @@
     }
   }
 
-  /** Show the review of a session that is no longer running (loads again if its status changed). */
+  /** Show the review of a session that is no longer running, or watching (loads again when its
+   * status or its number of files done changed). */
   function show(urls, state) {
     preview.urls = urls;
     const empty = state.status === 'completed' && state.total_files === 0;
@@ -179,12 +180,15 @@
     $('review-heading').textContent = empty ? 'Nothing to import' : 'Review and import';
     $('review-body').hidden = empty;
     $('preview').hidden = empty;
-    if (empty || preview.shownFor === state.status) return;
-    preview.shownFor = state.status;
+    // A watching session's review grows: load it again whenever a file was done.
+    const shownFor = `${state.status}:${state.processed_files + state.stats.skipped_duplicates}`;
+    if (empty || preview.shownFor === shownFor) return;
+    preview.shownFor = shownFor;
     loadReview().catch((err) => { // e.g. the server is restarting: say so; the next status loads it again
       $('import-result').textContent = `The review could not be loaded: ${err.message}`;
     });
     load(preview.offset);
+    if (window.IngestSimilar) window.IngestSimilar.show(urls); // similar.js: the Similar filter
   }
 
   function hide() {
@@ -209,5 +213,5 @@
     box.disabled = false;
   });
 
-  window.IngestPreview = { show, hide };
+  window.IngestPreview = { show, hide, reloadReview: loadReview };
 })();

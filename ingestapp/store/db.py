@@ -1,26 +1,22 @@
-"""The SQLAlchemy engine of an app, created once per process by ``init_app``."""
+"""The SQLAlchemy engine of an app, created once per process by ``init_app`` (read it as
+``app.extensions["ingest_db"]``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app
-from sqlalchemy import Engine, create_engine, event
+from flask import Flask
+from sqlalchemy import create_engine, event
 
 
 def init_app(app: Flask) -> None:
-    """Create the engine for ``app.config["DATABASE_URL"]``; the tables come from the migrations
-    (``schema.py``)."""
+    """Create the engine for ``app.config["DATABASE_URL"]`` as ``app.extensions["ingest_db"]``; the
+    tables come from the migrations (``store/migrations``, checked by ``store/revision.py``)."""
     url = app.config["DATABASE_URL"]
     engine = create_engine(url, **_engine_options(url))
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
     app.extensions["ingest_db"] = engine
-
-
-def engine() -> Engine:
-    """The current app's engine."""
-    return current_app.extensions["ingest_db"]
 
 
 def _engine_options(url: str) -> dict[str, Any]:

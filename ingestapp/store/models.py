@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,7 +40,7 @@ class IngestSession(Base):
     last_event_id: Mapped[int] = mapped_column(Integer, default=0)
     #: The lease of the process running the job (``JobRegistry.owner``, unique per process start); None
     #: when no process runs it. Taken, renewed and released by conditional UPDATEs
-    #: (``leases.py``, ``eventlog.py``).
+    #: (``jobs/leases.py``, ``events/log.py``).
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     #: Unix time (seconds) after which the lease is void and the reaper marks the session interrupted.
     lease_expires_at: Mapped[float | None] = mapped_column(Float, index=True)
@@ -62,7 +64,7 @@ class Item(Base):
     """
 
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("session_id", "path_bytes"),)
+    __table_args__ = (UniqueConstraint("session_id", "path_bytes", "version"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("ingest_sessions.id"), index=True)
@@ -81,6 +83,13 @@ class Item(Base):
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: The other item of a RAW+JPEG pair (same directory and base name; ``jobs.pairs``), else None.
     pair_id: Mapped[str | None] = mapped_column(String(32))
+    #: Perceptual hash of the picture, 16 hex digits (``stages/similar.py``); None: not hashed.
+    phash: Mapped[str | None] = mapped_column(String(16))
+    #: 1, or n when a watching session ingested the path's n-th content (``jobs.watch``).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    #: The file's size (bytes) and mtime (ns) before its stages ran; watching sessions only.
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ErrorEntry(Base):
@@ -130,6 +139,8 @@ class CatalogEntry(Base):
     media_type: Mapped[str | None] = mapped_column(String(8))  # image | video
     #: Lower-cased path, keywords, camera make and model, lens: what ``q`` searches.
     search_text: Mapped[str] = mapped_column(Text, default="")
+    #: The item's perceptual hash, copied at commit (``catalog/similar.py``); None: not hashed.
+    phash: Mapped[str | None] = mapped_column(String(16))
 
 
 class CatalogKeyword(Base):

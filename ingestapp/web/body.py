@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import request
 
-from ingestapp.web.errors import ApiError
+from ingestapp.core.errors import ApiError
 
 #: JSON bodies nested deeper than this are refused (Python's parser would recurse into the C stack).
 MAX_JSON_DEPTH = 64

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 contract of ``/api``, built by spectree from the models in ``schemas.py``.
+"""The OpenAPI 3.1 contract of ``/api``, built by spectree from the models in ``schemas/``.
 
 ``spec.validate(...)`` on each API route declares (and, for query strings and JSON bodies,
 enforces) its request models and documents its response models. ``document()`` is the OpenAPI
@@ -15,6 +15,7 @@ import copy
 from functools import cache
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, make_response, render_template, request, url_for
 from pydantic import BaseModel, ValidationError
@@ -24,7 +25,13 @@ from spectree.plugins.base import Context
 from spectree.plugins.flask_plugin import FlaskPlugin
 from spectree.utils import get_multidict_items
 
-from ingestapp.web import schemas
+from ingestapp.core.errors import ApiError
+from ingestapp.core.vocabulary import EventType
+from ingestapp.web.body import json_body
+from ingestapp.web.errors import error_response
+from ingestapp.web.schemas.events import EVENT_MODELS
+from ingestapp.web.schemas.requests import REQUEST_FIELDS
+from ingestapp.web.schemas.responses import ErrorBody
 
 #: Declared for every operation: a token (``Authorization: Bearer``, RFC 6750) or the session cookie.
 SECURITY_SCHEMES = [
@@ -49,11 +56,15 @@ DOCS_ASSETS = {
 
 
 class ApiFlaskPlugin(FlaskPlugin):
-    """spectree's Flask plugin, with two changes this app needs.
+    """spectree's Flask plugin, with the changes this app needs.
 
+    - Requests are validated once, here, with the app's media roots as the validation context
+      (``schemas/requests.py`` checks directories and browse paths against them).
     - The JSON body is the one ``body.json_body`` parsed (size, depth and NaN limits; an empty
       body is ``{}``) instead of ``get_json(silent=True) or {}``, which turns ``[]`` or ``0`` into
       ``{}`` and malformed JSON into an empty object.
+    - A query field holding a file name is read from the raw query string as ``os.fsdecode``
+      reads names, so a directory whose name is not UTF-8 can be browsed.
     - Responses pass through untouched: spectree would read every response body to validate it,
       which never ends for the SSE stream and fails on a file sent with ``send_file``. The
       responses are checked against the contract by the tests instead (schemathesis, the stream
@@ -61,12 +72,10 @@ class ApiFlaskPlugin(FlaskPlugin):
     """
 
     def request_validation(self, request: Any, query: Any, json: Any, form: Any, headers: Any, cookies: Any) -> None:
-        from ingestapp.web.body import json_body
-
-        adapter = self.model_adapter  # the API declares query and JSON models only
+        context = {"media_roots": current_app.extensions["ingest_jobs"].media_roots}
         request.context = Context(
-            adapter.validate_obj(query, get_multidict_items(request.args, query)) if query else None,
-            adapter.validate_obj(json, json_body()) if json and request.method == "POST" else None,
+            query.model_validate(_query_items(request, query), context=context) if query else None,
+            json.model_validate(json_body(), context=context) if json and request.method == "POST" else None,
             None,
             None,
             None,
@@ -76,11 +85,20 @@ class ApiFlaskPlugin(FlaskPlugin):
         return make_response(resp), None
 
 
+def _query_items(request: Any, model: Any) -> dict[str, Any]:
+    """The query string as ``model`` reads it: text, but its ``file_name_fields`` as file names."""
+    items = get_multidict_items(request.args, model)
+    if model.file_name_fields:
+        query = request.query_string.decode("utf-8", "surrogateescape")
+        for key, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape"):
+            if key in model.file_name_fields:
+                items[key] = value
+    return items
+
+
 def _raise_api_error(req: Any, resp: Any, error: Exception | None, instance: Any, adapter: Any) -> None:
     """spectree's ``before`` hook: a request that fails its model is a 400 ``{error, field}``."""
     if isinstance(error, ValidationError):
-        from ingestapp.web.errors import ApiError
-
         raise ApiError(400, *describe(error)) from None
 
 
@@ -93,7 +111,7 @@ def describe(error: ValidationError) -> tuple[str, str | None]:
     if first["type"] == "extra_forbidden":
         names = [str(loc[-1])]
     else:
-        names = [part for part in loc if isinstance(part, str) and part in schemas.REQUEST_FIELDS]
+        names = [part for part in loc if isinstance(part, str) and part in REQUEST_FIELDS]
     field = names[-1] if names else None
     text = first["msg"].removeprefix("Value error, ")
     message = text[0].lower() + text[1:]
@@ -112,7 +130,7 @@ spec = SpecTree(
     security_schemes=SECURITY_SCHEMES,
     security=[{"bearerAuth": []}, {"cookieAuth": []}],
     validation_error_status=400,
-    validation_error_model=schemas.ErrorBody,
+    validation_error_model=ErrorBody,
     before=_raise_api_error,
     naming_strategy=lambda model: model.__name__,  # the models' own names (spectree adds a hash)
     nested_naming_strategy=lambda _parent, child: child,
@@ -124,7 +142,7 @@ def responses(*errors: int, **successes: Any) -> Responses:
     ``errors`` and for those every API route may answer: 401 (no or bad credentials) and 413 (a
     body over ``INGEST_MAX_BODY``)."""
     codes = {*errors, 401, 413}
-    return Responses(**successes, **{f"HTTP_{code}": schemas.ErrorBody for code in sorted(codes)})
+    return Responses(**successes, **{f"HTTP_{code}": ErrorBody for code in sorted(codes)})
 
 
 # -- the document ----------------------------------------------------------------------------------
@@ -140,7 +158,7 @@ def document() -> dict[str, Any]:
     doc = copy.deepcopy(spec.spec)
     components = doc["components"]["schemas"]
     frames = []
-    for event_type, model in schemas.EVENT_MODELS.items():
+    for event_type, model in EVENT_MODELS.items():
         _add_schema(components, model)
         frames.append(_frame_schema(event_type, model))
     stream = doc["paths"]["/api/ingest/stream/{session_id}"]["get"]
@@ -179,7 +197,7 @@ def _frame_schema(event_type: str, model: type[BaseModel]) -> dict[str, Any]:
     return {
         "title": event_type,
         "type": "object",
-        "required": ["event", "data"] + ([] if event_type == "snapshot" else ["id"]),
+        "required": ["event", "data"] + ([] if event_type == EventType.SNAPSHOT else ["id"]),
         "properties": {
             "event": {"const": event_type},
             "id": {"type": "string", "pattern": "^[0-9]+$"},
@@ -210,8 +228,6 @@ def docs() -> Response:
 def docs_asset(name: str) -> Response:
     """A Swagger UI file from the allowlist (looked up by name, never by a path from the request)."""
     if name not in DOCS_ASSETS:
-        from ingestapp.web.errors import error_response
-
         return error_response(404, "no such file", "name")
     filename, mimetype = DOCS_ASSETS[name]
     response = Response(_asset(filename), mimetype=mimetype)

@@ -13,12 +13,12 @@ from typing import Any
 from flask import Blueprint, abort, current_app, render_template, request
 
 from ingestapp.accounts.auth import check_session_access, owner_filter, require_page_user
-from ingestapp.catalog.service import CATALOG_SORTS, parse_catalog_query, query_catalog
+from ingestapp.catalog.search import CATALOG_SORTS, parse_catalog_query, query_catalog
 from ingestapp.core.errors import JobNotFound
 from ingestapp.core.parameters import DEFAULT_PATTERN, ParameterError
 from ingestapp.core.paths import display_path
 from ingestapp.core.vocabulary import LABELS, for_scripts
-from ingestapp.jobs.run import JobRegistry
+from ingestapp.jobs.registry import JobRegistry
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
@@ -125,7 +125,12 @@ def sessions() -> str:
 
 
 #: The catalog search form's fields (``GET /catalog``, as ``GET /api/catalog`` takes them).
-CATALOG_FIELDS = ("q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort")
+CATALOG_FIELDS = (
+    "q", "keyword", "min_rating", "nsfw", "has_gps", "media_type", "taken_from", "taken_to", "sort", "similar_to"
+)
+
+#: Typed words: when one is refused the page shows no entry (another invalid filter is dropped instead).
+SEARCH_TEXT_FIELDS = ("q", "keyword")
 
 
 @bp.get("/catalog")
@@ -134,7 +139,11 @@ def catalog() -> str:
     filters, error = catalog_filters(request.args)
     page = min(max(1, _int(request.args.get("page"), 1)), MAX_CATALOG_PAGE)
     query = parse_catalog_query(filters)
-    result = query_catalog(registry().engine, query, (page - 1) * CATALOG_PAGE_SIZE, CATALOG_PAGE_SIZE)
+    offset, distance = (page - 1) * CATALOG_PAGE_SIZE, current_app.config["SIMILAR_DISTANCE"]
+    if error and error["field"] in SEARCH_TEXT_FIELDS:  # unreadable words match nothing, not everything
+        result: dict[str, Any] = {"items": [], "total": 0}
+    else:
+        result = query_catalog(registry().engine, query, offset, CATALOG_PAGE_SIZE, distance)
     pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))
     narrowed = any(value for name, value in filters.items() if name != "sort")
     return render_template(

@@ -7,10 +7,11 @@ process, so stage code runs on plain native threads with plain locks (Pillow, Py
 (``os.nice(INGEST_WORKER_NICE)``: serving comes first) and loads the NSFW model once, in
 :func:`serve`, before its first file.
 
-One file is one task: the job greenlet sends a :class:`FileTask` over the process's pipe and the
-process runs all the file's stages, sending a small message after each stage (its name, error
-message if any, and seconds taken) so the job counts stages and reports errors as they happen, then
-the item fields.
+One file is one task: the job greenlet sends a :class:`~ingestapp.work.protocol.FileTask` over the
+process's pipe and the process runs all the file's stages, sending a
+:class:`~ingestapp.work.protocol.StageReport` after each so the job counts stages and reports errors
+as they happen, then the file's ``FileResult`` (``protocol.py`` defines every message, for the work
+tier too).
 The hub waits on the pipe with ``gevent.socket.wait_read``: it never blocks and never decodes,
 hashes, classifies or thumbnails. A process that dies mid-file (a decoder segfault) closes its end
 of the pipe: the file's wait raises :class:`WorkerDied` and a new process takes its place. A file
@@ -31,7 +32,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,9 @@ from typing import Any
 import gevent.queue
 import gevent.socket
 
-from ingestapp.core.parameters import IngestParameters
 from ingestapp.core.paths import display_path, scrub_paths
 from ingestapp.stages.base import FileContext
+from ingestapp.work.protocol import FileResult, FileTask, Identified, StageReport, Started, stops_after, worker_name
 
 #: Never ``fork``: a fork of a monkey-patched process inherits the hub and patched locks.
 CONTEXT = multiprocessing.get_context("spawn")
@@ -66,38 +66,8 @@ class FileAbandoned(RuntimeError):
     """The job gave up waiting for a file (it was cancelled); its process was killed."""
 
 
-@dataclass(frozen=True)
-class FileTask:
-    """One file to process, as sent to a worker process (pickled).
-
-    ``stages`` are the stage modules' import names (``ingestapp.stages.identify`` ...), in order;
-    a worker imports each by name. ``check_duplicates``: after identify, ask the job whether the
-    SHA-256 is a duplicate (the job holds the catalog's and the session's hashes) and stop if so.
-    The other fields are those of :class:`~ingestapp.stages.base.FileContext`.
-    """
-
-    path: Path
-    relpath: str
-    parameters: IngestParameters
-    thumbnail_dir: Path
-    real_path: str | Path | None
-    identity: tuple[int, int] | None
-    media_roots: tuple[Path, ...]
-    stages: tuple[str, ...]
-    check_duplicates: bool
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """What a file's run produced: the item fields (``new_item_fields`` shape) and the work-tier
-    process that ran its stages (``host:pid``)."""
-
-    item: dict[str, Any]
-    worker: str
-
-
-#: Called in the hub for each stage a worker ran: (stage name, error message or None, seconds).
-OnStage = Callable[[str, "str | None", float], None]
+#: Called in the hub for each stage a worker ran, as soon as it is reported.
+OnStage = Callable[[StageReport], None]
 #: Called in the hub after identify (with ``check_duplicates``): is this SHA-256 a duplicate?
 IsDuplicate = Callable[[str], bool]
 #: Called in the hub every POLL_INTERVAL while a file is in a process: give up on it now?
@@ -127,9 +97,9 @@ class WorkPool:
         after ``time_limit`` seconds), or FileAbandoned once ``abandon()`` is true (the process is
         replaced in every case)."""
         self.start()  # at the first file, and after a replacement
-        worker = self._idle.get()
+        worker = self._take_idle(abandon)
         try:
-            item = worker.run(task, on_stage, is_duplicate, abandon, self.time_limit)
+            result = worker.run(task, on_stage, is_duplicate, abandon, self.time_limit)
         except BaseException as exc:
             # Dead, or abandoned mid-file (the job was killed): a process still busy with a file,
             # or waiting for an answer, must not get the next one.
@@ -138,7 +108,16 @@ class WorkPool:
                 exc.worker = worker.name
             raise
         self._idle.put(worker)
-        return FileResult(item, worker.name)
+        return result
+
+    def _take_idle(self, abandon: Abandon) -> _Worker:
+        """An idle process (other jobs share the pool: it may take a while), unless ``abandon()``."""
+        while True:
+            try:
+                return self._idle.get(timeout=POLL_INTERVAL)
+            except gevent.queue.Empty:
+                if abandon():
+                    raise FileAbandoned("abandoned after a cancel") from None
 
     def close(self) -> None:
         """Kill every worker process (a file being processed is abandoned)."""
@@ -173,23 +152,23 @@ class _Worker:
         self.process = CONTEXT.Process(target=serve, args=(child, nice), daemon=True, name="ingest-worker")
         self.process.start()  # spawn: fork+exec of a new interpreter; does not wait for it
         child.close()  # the child holds the only other end: its death is EOF here
-        self.name = f"{socket.gethostname()}:{self.process.pid}"
+        self.name = f"{socket.gethostname()}:{self.process.pid}"  # its worker_name()
 
     def run(
         self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon, time_limit: float
-    ) -> dict[str, Any]:
+    ) -> FileResult:
         self._send(task)
         deadline = time.monotonic() + time_limit + STARTUP  # a new process first loads the model
         while True:
-            kind, *payload = self._receive(abandon, deadline, time_limit)
-            if kind == "started":
+            message = self._receive(abandon, deadline, time_limit)
+            if isinstance(message, Started):
                 deadline = time.monotonic() + time_limit
-            elif kind == "stage":
-                on_stage(*payload)
-            elif kind == "identified":
-                self._send(is_duplicate(*payload))
-            else:  # "done"
-                return payload[0]
+            elif isinstance(message, StageReport):
+                on_stage(message)
+            elif isinstance(message, Identified):
+                self._send(is_duplicate(message.sha256))
+            else:  # a FileResult: the file is done
+                return message
 
     def _send(self, message: Any) -> None:
         try:
@@ -197,7 +176,7 @@ class _Worker:
         except OSError:
             raise WorkerDied(WORKER_DIED) from None
 
-    def _receive(self, abandon: Abandon, deadline: float, time_limit: float) -> tuple[Any, ...]:
+    def _receive(self, abandon: Abandon, deadline: float, time_limit: float) -> Any:
         while True:
             try:
                 gevent.socket.wait_read(self.conn.fileno(), POLL_INTERVAL, _Waiting)
@@ -253,17 +232,20 @@ def serve(conn: Connection, nice: int) -> None:
             task = conn.recv()
         except EOFError:
             return
-        conn.send(("started",))  # the file's time limit counts from here
-        conn.send(("done", run_file(task, conn)))
+        conn.send(Started())  # the file's time limit counts from here
+        conn.send(run_file(task, conn))
 
 
-def run_file(task: FileTask, conn: Connection) -> dict[str, Any]:
-    """Run the task's stages in order, stopping at the first error (or a duplicate), sending
-    ``("stage", name, message, seconds)`` after each; return the item fields."""
+def run_file(task: FileTask, conn: Connection) -> FileResult:
+    """Wait the task's ``delay``, then run its stages in order until ``stops_after`` says so (an
+    error, or a duplicate), sending a ``StageReport`` after each; return the file's result."""
+    if task.delay:
+        time.sleep(task.delay)  # a plain sleep: this process has no hub
     ctx = FileContext(
         task.path, task.relpath, task.parameters, task.thumbnail_dir,
         real_path=task.real_path, identity=task.identity, media_roots=task.media_roots,
     )
+    reports: list[StageReport] = []
     try:
         for module in (importlib.import_module(name) for name in task.stages):
             started = time.perf_counter()
@@ -272,16 +254,20 @@ def run_file(task: FileTask, conn: Connection) -> dict[str, Any]:
                 message = None
             except Exception as exc:
                 message = error_message(exc, ctx.path_replacements(), task.media_roots)
-            conn.send(("stage", module.NAME, message, time.perf_counter() - started))
-            if message is not None:
+            report = StageReport(module.NAME, message, time.perf_counter() - started)
+            reports.append(report)
+            conn.send(report)
+            if stops_after(report, task, lambda: _ask_duplicate(conn, ctx.item["sha256"])):
                 break
-            if module.NAME == "identify" and task.check_duplicates:
-                conn.send(("identified", ctx.item["sha256"]))
-                if conn.recv():
-                    break
     finally:
         ctx.close()
-    return ctx.item
+    return FileResult(key=task.key, worker=worker_name(), stages=tuple(reports), sha256=ctx.item["sha256"],
+                      item=ctx.item)
+
+
+def _ask_duplicate(conn: Connection, sha256: str) -> bool:
+    conn.send(Identified(sha256))
+    return bool(conn.recv())
 
 
 def error_message(exc: BaseException, replacements: dict[str, str], media_roots: Sequence[Path]) -> str:

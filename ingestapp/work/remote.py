@@ -3,20 +3,27 @@
 With ``REDIS_URL`` a job runs in a ``flask --app ingestapp worker`` process (``worker.py``), and
 its files run on every such process, on any host: ``RemoteFiles`` gathers the files its job hands
 it into tasks of ``INGEST_TASK_FILES`` (``tasks.run_files``) and waits for each file's result on
-the run's Redis stream. A worker sends one message per file when it is done (every stage's outcome
-and the item fields, or why it died), and asks the job, after identify, whether the file is a
+the run's Redis stream. A worker sends one message per file when it is done (a ``protocol.FileResult``:
+every stage's report and the item fields, or why it died), and asks the job, after identify, whether the file is a
 duplicate; the job answers on a list only that worker waits on. The job replays a result through
 the same calls as a file of its local pool, so counting, events and the log are the same code.
 
-Keys (all under ``ingestapp:``):
+Redis keys (all under ``ingestapp:``; ``<run>`` is a run's ``new_id``, one per job run):
 
-- ``run:<session>``: the id of the session's current run. Workers run a task's files only while it
-  holds their run id: a cancel, the job's end or its process's death (the key expires unless the
-  job renews it) stops them before their next file.
-- ``work:<session>:<run>``: the results stream, workers → job (one per run, deleted at its end).
-- ``control:<session>``: web → job (``cancel``), heard at once rather than at the next commit.
-- ``reply:<token>``: the job's answer to one duplicate question.
-- ``workers``: a sorted set of live workers (``host:pid`` → last heartbeat, Unix seconds).
+- ``run:<session>`` (string): the id of the session's current run, expiring after the job's lease
+  unless the job renews it (``renew``). Workers run a task's files only while it holds their run
+  id: a cancel (``request_cancel`` deletes it), the job's end or its process's death stops them
+  before their next file.
+- ``work:<session>:<run>`` (stream): workers → job, one entry per message (``{"m": JSON}``): a
+  file's ``result`` (``protocol.FileResult``) or an ``identified`` question; trimmed as the job
+  reads it, deleted at the run's end, expires KEY_TTL after its last write.
+- ``attempts:<run>`` (hash): file key → deliveries of its task (``tasks.MAX_ATTEMPTS``).
+- ``reply:<token>`` (list): the job's answer (``"1"``/``"0"``) to one duplicate question.
+- ``control:<session>`` (stream, 10 entries): web → job (``cancel``), heard at once rather than at
+  the job's next commit.
+- ``resumes:<session>`` (counter, a day): times the session was queued again by itself after its
+  process died (``jobs.registry``: at most ``AUTO_RESUMES``).
+- ``workers`` (sorted set): live workers, ``host:pid`` → last heartbeat (Unix seconds).
 
 A task is delivered again when its worker died (Celery's late acks): the job records the first
 result of each file and drops the others, so every file is recorded exactly once.
@@ -26,8 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,16 +42,8 @@ import gevent
 import gevent.event
 
 from ingestapp.core.ids import new_id
-from ingestapp.work.pool import (
-    POLL_INTERVAL,
-    Abandon,
-    FileAbandoned,
-    FileResult,
-    FileTask,
-    IsDuplicate,
-    OnStage,
-    WorkerDied,
-)
+from ingestapp.work.pool import POLL_INTERVAL, Abandon, FileAbandoned, IsDuplicate, OnStage, WorkerDied
+from ingestapp.work.protocol import FileResult, FileTask, key_path, stops_after
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +52,7 @@ RESULTS_KEY = "ingestapp:work:{session_id}:{run_id}"
 CONTROL_KEY = "ingestapp:control:{session_id}"
 REPLY_KEY = "ingestapp:reply:{token}"
 ATTEMPTS_KEY = "ingestapp:attempts:{run_id}"
+RESUMES_KEY = "ingestapp:resumes:{session_id}"
 WORKERS_KEY = "ingestapp:workers"
 
 #: Seconds a worker's heartbeat counts: a web process sends jobs to the work tier only while one
@@ -66,16 +64,6 @@ BATCH_WAIT = 0.02
 #: Seconds a worker waits for the job's answer to a duplicate question (then it goes on).
 REPLY_WAIT = 30
 KEY_TTL = 3600  # seconds the results stream and answers outlive their last use
-
-
-def worker_name() -> str:
-    """This process's ``host:pid``: the ``worker`` of the items it produces."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def file_key(path: Path) -> str:
-    """A file's key in tasks and results: its absolute path's exact bytes, in hex (JSON-safe)."""
-    return os.fsencode(path).hex()
 
 
 def workers_alive(redis: Any) -> int:
@@ -92,8 +80,19 @@ def request_cancel(redis: Any, session_id: str) -> None:
     pipe.execute()
 
 
-#: Sends one task: (session id, run id, the task's files, as ``RemoteFiles._describe`` makes them).
-SendFiles = Callable[[str, str, dict[str, Any]], None]
+def send_message(redis: Any, session_id: str, run_id: str, message: dict[str, Any]) -> None:
+    """Append a worker's message (``result`` or ``identified``) to a run's results stream."""
+    key = RESULTS_KEY.format(session_id=session_id, run_id=run_id)
+    redis.pipeline(transaction=False).xadd(key, {"m": json.dumps(message)}).expire(key, KEY_TTL).execute()
+
+
+def send_result(redis: Any, session_id: str, run_id: str, result: FileResult) -> None:
+    """Send a file's result to its job."""
+    send_message(redis, session_id, run_id, {"kind": "result", "result": result.to_dict()})
+
+
+#: Sends one task: (session id, run id, its files as ``FileTask.to_dict`` gives them).
+SendFiles = Callable[[str, str, list[dict[str, Any]]], None]
 
 
 class RemoteFiles:
@@ -151,56 +150,45 @@ class RemoteFiles:
 
     def run_file(self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon) -> FileResult:
         """Run ``task`` in the work tier; the same contract as ``WorkPool.run_file``. The stage
-        outcomes are replayed through ``on_stage`` when the file's result arrives."""
-        key = file_key(task.path)
-        waiter = self._waiting[key] = gevent.event.AsyncResult()
+        reports are replayed through ``on_stage`` when the file's result arrives, stopping where
+        the stage process stopped (``protocol.stops_after``)."""
+        waiter = self._waiting[task.key] = gevent.event.AsyncResult()
         try:
-            self._add(key, task)
+            self._add(task)
             while True:
                 try:
-                    result = waiter.get(timeout=POLL_INTERVAL)
+                    result: FileResult = waiter.get(timeout=POLL_INTERVAL)
                     break
                 except gevent.Timeout:
                     if abandon():
                         raise FileAbandoned("abandoned after a cancel") from None
         finally:
-            self._waiting.pop(key, None)
-        for name, message, seconds in result["stages"]:
-            on_stage(name, message, seconds)
-            if message is not None:
+            self._waiting.pop(task.key, None)
+        for report in result.stages:
+            on_stage(report)
+            if stops_after(report, task, lambda: is_duplicate(result.sha256)):  # type: ignore[arg-type]
                 break
-            if name == "identify" and task.check_duplicates and is_duplicate(result["sha256"]):
-                break
-        if result["kind"] == "died":
-            raise WorkerDied(result["message"], result["worker"])
-        return FileResult(result["item"], result["worker"])
+        if result.died is not None:
+            raise WorkerDied(result.died, result.worker)
+        return result
 
     # -- sending ------------------------------------------------------------------------------------
 
-    def _add(self, key: str, task: FileTask) -> None:
+    def _add(self, task: FileTask) -> None:
         """Add a file to the task being filled; the file that opens a task sends it once it is
         full or BATCH_WAIT later (in this greenlet, so a failing send fails the job)."""
         batch = self._batch
-        batch.append({"key": key, "relpath": task.relpath, "identity": task.identity,
-                      "real": None if task.real_path is None else os.fsencode(task.real_path).hex()})
+        batch.append(task.to_dict())
         if len(batch) >= self.task_files:
-            self._send(batch, task)
+            self._send(batch)
         elif len(batch) == 1:
             gevent.sleep(BATCH_WAIT)
             if self._batch is batch:
-                self._send(batch, task)
+                self._send(batch)
 
-    def _send(self, batch: list[dict[str, Any]], task: FileTask) -> None:
-        """Send ``batch``: the files, and what they share (``task``'s parameters and stages, and
-        this host's name: a worker on another host cannot compare ``st_dev``)."""
+    def _send(self, batch: list[dict[str, Any]]) -> None:
         self._batch = []
-        self.send(self.session_id, self.run_id, {
-            "files": batch,
-            "parameters": task.parameters.to_dict(),
-            "stages": list(task.stages),
-            "check_duplicates": task.check_duplicates,
-            "host": socket.gethostname(),
-        })
+        self.send(self.session_id, self.run_id, batch)
 
     # -- receiving ----------------------------------------------------------------------------------
 
@@ -224,13 +212,13 @@ class RemoteFiles:
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["kind"]
         if kind == "identified":
-            path = Path(os.fsdecode(bytes.fromhex(message["key"])))
-            answer = "1" if self.is_duplicate(message["sha256"], path) else "0"
+            answer = "1" if self.is_duplicate(message["sha256"], key_path(message["key"])) else "0"
             reply = REPLY_KEY.format(token=message["reply"])
             self.redis.pipeline(transaction=False).lpush(reply, answer).expire(reply, REPLY_WAIT).execute()
         elif kind == "cancel":
             self.on_cancel()
-        else:  # "done" or "died": the first result of a file counts, a redelivered task's is dropped
-            waiter = self._waiting.get(message["key"])
+        else:  # "result": the first result of a file counts, a redelivered task's is dropped
+            result = FileResult.from_dict(message["result"])
+            waiter = self._waiting.get(result.key)
             if waiter is not None and not waiter.ready():
-                waiter.set(message)
+                waiter.set(result)

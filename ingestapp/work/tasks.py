@@ -5,7 +5,7 @@ Two tasks, both run by ``flask --app ingestapp worker`` processes (``worker.py``
 - ``run_session(session_id)``: take a ``queued`` session (new, or resumed) and run its job in this
   process (``JobRegistry.take_queued``); the job sends its files out as ``run_files`` tasks
   (``remote.RemoteFiles``). A web process sends it (``JobRegistry.start`` / ``resume``).
-- ``run_files(session_id, run_id, chunk)``: run a few files of a job on this process's work pool
+- ``run_files(session_id, run_id, files)``: run a few files of a job on this process's work pool
   and send each file's result to the job (``remote.py``).
 
 Delivery: late acknowledgement with ``task_reject_on_worker_lost``, so a task whose worker died
@@ -22,23 +22,27 @@ context of the process's Flask app.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
 import time
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
-import gevent
 from celery import Celery, Task, shared_task
 from flask import Flask, current_app
 from redis.exceptions import RedisError
 
 from ingestapp.core.ids import new_id
-from ingestapp.core.parameters import IngestParameters
-from ingestapp.work.pool import FileAbandoned, FileTask, WorkerDied
-from ingestapp.work.remote import ATTEMPTS_KEY, KEY_TTL, REPLY_KEY, REPLY_WAIT, RESULTS_KEY, RUN_KEY, worker_name
+from ingestapp.work.pool import FileAbandoned, WorkerDied, WorkPool
+from ingestapp.work.protocol import FileResult, FileTask, StageReport, worker_name
+from ingestapp.work.remote import (
+    ATTEMPTS_KEY,
+    KEY_TTL,
+    REPLY_KEY,
+    REPLY_WAIT,
+    RUN_KEY,
+    send_message,
+    send_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +108,9 @@ def send_session(session_id: str) -> None:
     run_session.apply_async((session_id,), queue=QUEUE)
 
 
-def send_files(session_id: str, run_id: str, chunk: dict[str, Any]) -> None:
+def send_files(session_id: str, run_id: str, files: list[dict[str, Any]]) -> None:
     """Queue a task of a few files of a job run (``remote.RemoteFiles``)."""
-    run_files.apply_async((session_id, run_id, chunk), queue=QUEUE)
+    run_files.apply_async((session_id, run_id, files), queue=QUEUE)
 
 
 @shared_task(name="ingestapp.run_session")
@@ -121,69 +125,54 @@ class FilesTask(FlaskTask):
     so the job is never left waiting for them."""
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
-        session_id, run_id, chunk = args
+        """Celery's hook after the last retry: a ``died`` result for each of the task's files."""
+        session_id, run_id, files = args
         redis = self.app.flask_app.extensions["ingest_redis"]
-        for file in chunk["files"]:
-            _send_result(redis, session_id, run_id, {
-                "kind": "died", "key": file["key"], "stages": [], "sha256": None, "worker": worker_name(),
-                "message": f"the work tier could not run it ({type(exc).__name__})",
-            })
+        for file in files:
+            died = f"the work tier could not run it ({type(exc).__name__})"
+            send_result(redis, session_id, run_id, FileResult(key=file["key"], worker=worker_name(), died=died))
 
 
 @shared_task(name="ingestapp.run_files", base=FilesTask, bind=True, autoretry_for=(RedisError, OSError),
              max_retries=3, retry_backoff=True)
-def run_files(self: Task, session_id: str, run_id: str, chunk: dict[str, Any]) -> None:
-    """Run a task's files one after another on this process's work pool, each only while its
-    run is open, sending each file's result to the job as soon as it is done."""
+def run_files(self: Task, session_id: str, run_id: str, files: list[dict[str, Any]]) -> None:
+    """Run a task's files (``FileTask.to_dict`` forms) one after another on this process's work
+    pool, each only while its run is open, sending each file's result to the job as soon as it is done."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     redis = app.extensions["ingest_redis"]
+    registry = app.extensions["ingest_jobs"]
     run_key = RUN_KEY.format(session_id=session_id)
     attempts_key = ATTEMPTS_KEY.format(run_id=run_id)
-    for file in chunk["files"]:
+    for file in files:
+        task = FileTask.from_dict(file, registry.thumbnail_dir, tuple(registry.media_roots))
         pipe = redis.pipeline(transaction=False)  # one round trip: is the run open, and count the attempt
-        current, attempts, _ = pipe.get(run_key).hincrby(attempts_key, file["key"], 1).expire(
+        current, attempts, _ = pipe.get(run_key).hincrby(attempts_key, task.key, 1).expire(
             attempts_key, KEY_TTL).execute()
         if current != run_id.encode():
             return  # cancelled, finished, or its job died: the rest is not run
         if attempts > MAX_ATTEMPTS:
-            result = {"kind": "died", "stages": [], "sha256": None,
-                      "message": f"its worker stopped {MAX_ATTEMPTS} times while running it"}
+            result = FileResult(key=task.key, worker=worker_name(),
+                                died=f"its worker stopped {MAX_ATTEMPTS} times while running it")
         else:
-            if app.config["FILE_DELAY"]:
-                gevent.sleep(app.config["FILE_DELAY"])
             try:
-                result = _run_file(app, redis, session_id, run_id, chunk, file)
+                result = _run_file(registry.pool, redis, session_id, run_id, task)
             except FileAbandoned:
                 return  # the run was closed while the file ran: its job no longer waits for it
-        _send_result(redis, session_id, run_id, {"key": file["key"], "worker": worker_name(), **result})
+        send_result(redis, session_id, run_id, result)
 
 
-def _run_file(app: Flask, redis: Any, session_id: str, run_id: str, chunk: dict[str, Any],
-              file: dict[str, Any]) -> dict[str, Any]:
-    """One file on the pool: ``{"kind": "done", "stages", "sha256", "item"}`` or ``{"kind": "died",
-    "stages", "sha256", "message"}`` (its stage process died or ran past the time limit; ``sha256``
-    is None unless identify ran)."""
-    registry = app.extensions["ingest_jobs"]
-    path = Path(os.fsdecode(bytes.fromhex(file["key"])))
-    same_host = chunk["host"] == socket.gethostname()
-    task = FileTask(
-        path, file["relpath"], IngestParameters(**chunk["parameters"]), registry.thumbnail_dir,
-        os.fsdecode(bytes.fromhex(file["real"])) if file["real"] else None,
-        tuple(file["identity"]) if same_host and file["identity"] else None,  # st_dev differs across hosts
-        tuple(registry.media_roots), tuple(chunk["stages"]), chunk["check_duplicates"],
-    )
-    stages: list[tuple[str, str | None, float]] = []
+def _run_file(pool: WorkPool, redis: Any, session_id: str, run_id: str, task: FileTask) -> FileResult:
+    """One file on the pool: its result as this worker (``host:pid``) produced it, with ``died``
+    set when its stage process died or ran past the time limit (the reports until then kept)."""
+    reports: list[StageReport] = []
     identified: dict[str, str] = {}
     checked = [time.monotonic(), False]  # last run-key check, and whether the run was closed
-
-    def on_stage(name: str, message: str | None, seconds: float) -> None:
-        stages.append((name, message, seconds))
 
     def is_duplicate(sha256: str) -> bool:
         identified["sha256"] = sha256
         token = new_id()
-        _send_result(redis, session_id, run_id,
-                     {"kind": "identified", "key": file["key"], "sha256": sha256, "reply": token})
+        send_message(redis, session_id, run_id,
+                     {"kind": "identified", "key": task.key, "sha256": sha256, "reply": token})
         answer = redis.blpop([REPLY_KEY.format(token=token)], timeout=REPLY_WAIT)
         return answer is not None and answer[1] == b"1"
 
@@ -193,12 +182,8 @@ def _run_file(app: Flask, redis: Any, session_id: str, run_id: str, chunk: dict[
         return bool(checked[1])
 
     try:
-        result = registry.pool.run_file(task, on_stage, is_duplicate, abandon)
+        result = pool.run_file(task, reports.append, is_duplicate, abandon)
     except WorkerDied as exc:
-        return {"kind": "died", "stages": stages, "sha256": identified.get("sha256"), "message": str(exc)}
-    return {"kind": "done", "stages": stages, "sha256": result.item["sha256"], "item": result.item}
-
-
-def _send_result(redis: Any, session_id: str, run_id: str, message: dict[str, Any]) -> None:
-    key = RESULTS_KEY.format(session_id=session_id, run_id=run_id)
-    redis.pipeline(transaction=False).xadd(key, {"m": json.dumps(message)}).expire(key, KEY_TTL).execute()
+        return FileResult(key=task.key, worker=worker_name(), stages=tuple(reports),
+                          sha256=identified.get("sha256"), died=str(exc))
+    return replace(result, worker=worker_name())
