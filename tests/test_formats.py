@@ -20,8 +20,10 @@ from ingestapp.jobs.pairs import pair_up
 from ingestapp.stages import enabled_stages, nsfw
 from ingestapp.stages.base import FileContext
 from ingestapp.stages.media import PREVIEW_SIZE, THUMBNAIL_SIZE
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, SignedInBrowser, require_chromium
 from tests.factories import start, wait_for
 from tests.rawfiles import CORPUS, photo, write_dng
+from tests.servers import gunicorn
 
 RAW_SAMPLES = CORPUS / "raw-samples"
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -287,3 +289,52 @@ def test_pairs_are_found_reviewed_and_imported_as_chosen(app: Any, client: Any, 
     ]
     result = client.post(f"/api/ingest/{session_id}/commit", json={"pairs": "both"}).get_json()
     assert result == {"added": 2, "updated": 3, "excluded": 0}
+
+
+@pytest.mark.browser
+def test_review_page_shows_one_pair_card_and_imports_the_raw_only(tmp_path: Path) -> None:
+    """A RAW+JPEG pair is one card naming both formats; "RAW only" then Import puts the DNG and the
+    lone JPEG in the catalog, not the pair's JPEG (headless Chromium against the real gunicorn)."""
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    card = tmp_path / "media" / "card"
+    card.mkdir(parents=True)
+    scene = photo()
+    write_dng(card / "IMG_0001.DNG", scene, preview=scene.resize((800, 544)))
+    scene.save(card / "IMG_0001.JPG", quality=90)
+    scene.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((600, 408)).save(card / "IMG_0002.jpg", quality=90)
+    with gunicorn(tmp_path / "instance", tmp_path / "media", {"INGEST_WORKERS": "1"}) as server:
+        status, answer = server.request("POST", "/api/ingest/process", {"parameters": {
+            "directory": str(card), "enable_nsfw_detection": False}})
+        assert status == 202, answer
+        base = f"http://127.0.0.1:{server.port}"
+        with sync_playwright() as playwright:
+            browser = SignedInBrowser(playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS),
+                                      base, server.username, server.password)
+            try:
+                page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+                script_errors: list[str] = []
+                page.on("pageerror", lambda exc: script_errors.append(str(exc)))
+                page.goto(f"{base}/ingest/{answer['session_id']}")
+                page.locator("#status[data-status='completed']").wait_for(timeout=60_000)
+                page.wait_for_function("() => document.getElementById('import').textContent === 'Import 3'",
+                                       timeout=15_000)
+                cards = page.locator("#preview-grid .item")
+                cards.nth(1).wait_for()
+                assert cards.count() == 2  # the pair's two files are one card
+                pair = page.locator("#preview-grid .item", has=page.locator(".pair"))
+                assert pair.locator(".pair").text_content() == "RAW+JPEG pair: DNG + JPG"
+                assert pair.locator(".path").text_content() == "card/IMG_0001.JPG"  # the JPEG's thumbnail
+                assert "1 RAW+JPEG pair" in page.text_content("#preview-summary")
+                page.get_by_label("Of each RAW+JPEG pair, import").select_option(label="RAW only")
+                page.locator("#import").click()
+                page.get_by_role("link", name="Open the catalog").wait_for(timeout=15_000)
+                assert "2 added, 0 updated, 1 excluded" in page.text_content("#import-result")
+                assert script_errors == []
+                browser.check_csp()
+            finally:
+                browser.close()
+        status, catalog = server.request("GET", "/api/catalog?limit=100")
+    assert status == 200
+    assert sorted(entry["path"] for entry in catalog["items"]) == ["card/IMG_0001.DNG", "card/IMG_0002.jpg"]
