@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from alembic.script import ScriptDirectory
 from PIL import Image, ImageFilter
-from sqlalchemy import inspect, select, text, update
+from sqlalchemy import inspect, text, update
 
 from bench.similar_set import CORPUS, labelled_hashes, table
 from ingestapp import create_app, shutdown
@@ -196,10 +196,9 @@ def test_items_of_one_pair_are_never_similar_nor_excluded(client, app, media: Pa
     items = items_by_name(client, session_id)
     engine = app.extensions["ingest_db"]
     pair = [items[files["original"].name]["id"], items[files["half"].name]["id"]]
-    with engine.begin() as conn:  # as the RAW+JPEG pairing of issue 18 marks them
-        for item_id in pair:
-            fields = conn.scalar(select(Item.fields).where(Item.id == item_id))
-            conn.execute(update(Item).where(Item.id == item_id).values(fields={**fields, "pair_id": "p1"}))
+    with engine.begin() as conn:  # as the RAW+JPEG pairing (jobs.pairs) marks them: each names the other
+        for item_id, other in zip(pair, reversed(pair), strict=True):
+            conn.execute(update(Item).where(Item.id == item_id).values(pair_id=other))
     (group,) = client.get(f"/api/ingest/{session_id}/similar").get_json()["groups"]
     assert set(pair) <= set(group["item_ids"])  # still similar to the other copies
     assert not set(pair) & set(group["exclude"])

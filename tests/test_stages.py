@@ -268,8 +268,8 @@ def test_truncated_jpeg_is_an_error(folder: Path, thumbs: Path) -> None:
     ctx, errors = run_pipeline(path, thumbs, enable_nsfw_detection=False)
     assert len(errors) == 1
     stage, message = errors[0]
-    assert stage == "thumbnail"
-    assert message.startswith("corrupt or truncated image: image file is truncated")
+    assert stage == "identify"  # decoded once, early (issue 18): not filed under a later stage
+    assert message.startswith("cannot decode the image: image file is truncated")
     assert ctx.item["mime_type"] == "image/jpeg"  # the header itself was fine
     assert not thumbs.exists() or not any(thumbs.rglob("*.jpg"))
 
@@ -283,7 +283,7 @@ def test_jpeg_whose_scan_ends_early_is_an_error(folder: Path, thumbs: Path) -> N
         im.load()  # no exception: this is what the stage has to detect by itself
         assert im.getpixel((399, 299)) == (128, 128, 128)
     _ctx, errors = run_pipeline(path, thumbs)
-    assert errors == [("nsfw", "corrupt or truncated image: the JPEG scan data ends prematurely")]
+    assert errors == [("identify", "cannot decode the image: the JPEG scan data ends prematurely")]
 
 
 def test_flat_mid_gray_jpeg_is_not_mistaken_for_truncated(folder: Path, thumbs: Path) -> None:

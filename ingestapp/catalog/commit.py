@@ -10,16 +10,21 @@ from sqlalchemy.orm import Session
 
 from ingestapp.catalog.records import orm_session
 from ingestapp.core.errors import JobConflict
+from ingestapp.core.formats import is_raw
 from ingestapp.core.ids import new_id
 from ingestapp.core.parameters import VIDEO_EXTENSIONS
-from ingestapp.core.vocabulary import FINISHED_STATUSES, ItemStatus, SessionStatus
+from ingestapp.core.vocabulary import FINISHED_STATUSES, ItemStatus, PairImport, SessionStatus
 from ingestapp.store.models import CatalogEntry, CatalogKeyword, IngestSession, Item
 
 
-def commit_session(engine: Engine, session_id: str, exclude: set[str] | None = None) -> dict[str, int]:
+def commit_session(
+    engine: Engine, session_id: str, exclude: set[str] | None = None, pairs: PairImport = PairImport.BOTH
+) -> dict[str, int]:
     """Write the session's ``ok`` items that are not excluded into the catalog in one transaction.
 
     ``exclude``, when given, replaces the stored exclusions first (the API's ``exclude`` field).
+    ``pairs`` says what to take of each RAW+JPEG pair: both, only the RAW or only the JPEG (the
+    other is counted as excluded, not marked so); a pair whose other item failed keeps this one.
     Idempotent: an entry with the same SHA-256 is updated, never doubled. The result is kept
     with the session (see ``session_review``). Returns ``{"added", "updated", "excluded"}`` counts.
     Raises JobConflict when a job holds the session's lease (it is running, or a resume took it),
@@ -46,11 +51,22 @@ def commit_session(engine: Engine, session_id: str, exclude: set[str] | None = N
         if exclude is not None:
             for item in items:
                 item.excluded = item.id in exclude
-        chosen = [item for item in items if not item.excluded]
+        present = set(orm.scalars(select(Item.id).where(Item.session_id == session_id,
+                                                        Item.status != ItemStatus.ERROR)))
+        chosen = _pair_choice([item for item in items if not item.excluded], pairs, present)
         added, updated = _write_entries(orm, chosen, now)
         result = {"added": added, "updated": updated, "excluded": len(items) - len(chosen)}
         orm.execute(update(IngestSession).where(IngestSession.id == session_id).values(commit_result=result))
     return result
+
+
+def _pair_choice(items: list[Item], pairs: PairImport, present: set[str]) -> list[Item]:
+    """``items`` less, for ``raw`` (``jpeg``), the JPEG (RAW) of each pair whose other item is
+    ``present`` (ok, excluded or a skipped duplicate: not an error, which would lose the shot)."""
+    if pairs == PairImport.BOTH:
+        return items
+    keep_raw = pairs == PairImport.RAW
+    return [item for item in items if item.pair_id not in present or is_raw(item.path) == keep_raw]
 
 
 def import_items(engine: Engine, session_id: str, item_ids: list[str] | None) -> dict[str, int]:

@@ -18,9 +18,9 @@ REVIEW_VIEWS = ("all", "new", "duplicates", "errors", "nsfw")
 
 def item_to_dict(item: Item) -> dict[str, Any]:
     """The API's ``ItemOut``: ``id, path, status`` and the extracted fields, ``thumbnail_url``,
-    ``errors``, ``excluded`` and ``worker``."""
+    ``errors``, ``excluded``, ``worker`` and ``pair_id``."""
     return {"id": item.id, "path": item.path, "status": item.status, **public_fields(item.fields, item.id),
-            "errors": item.errors, "excluded": bool(item.excluded), "worker": item.worker}
+            "errors": item.errors, "excluded": bool(item.excluded), "worker": item.worker, "pair_id": item.pair_id}
 
 
 def _view_filter(view: str) -> ColumnElement[bool]:
@@ -47,8 +47,9 @@ def session_items(engine: Engine, session_id: str, offset: int, limit: int, view
 
 
 def session_review(engine: Engine, session_id: str) -> dict[str, Any]:
-    """What the review step shows: ``{"counts": {view: n}, "excluded", "import_count", "imported",
-    "import_offered"}``. ``import_count`` is the ok items not excluded (what Import writes);
+    """What the review step shows: ``{"counts": {view: n}, "pairs", "excluded", "import_count",
+    "imported", "import_offered"}`` (``pairs``: RAW+JPEG pairs among the items, ``jobs.pairs``).
+    ``import_count`` is the ok items not excluded (what Import writes);
     ``imported`` is None or ``{"at" (Unix seconds), "added", "updated", "excluded"}``; an import is
     offered until one happened, and again once the exclusions changed after it."""
     with engine.connect() as conn:
@@ -56,6 +57,8 @@ def session_review(engine: Engine, session_id: str) -> dict[str, Any]:
             Item.session_id == session_id, _view_filter(view))) for view in REVIEW_VIEWS}
         excluded = conn.scalar(select(func.count()).select_from(Item).where(
             Item.session_id == session_id, Item.status == ItemStatus.OK, Item.excluded.is_(True)))
+        paired = conn.scalar(select(func.count()).select_from(Item).where(
+            Item.session_id == session_id, Item.pair_id.is_not(None)))
         session = conn.execute(
             select(IngestSession.committed_at, IngestSession.commit_result, IngestSession.review_changed_at)
             .where(IngestSession.id == session_id)
@@ -69,6 +72,7 @@ def session_review(engine: Engine, session_id: str) -> dict[str, Any]:
     import_count = counts["new"] - excluded
     return {
         "counts": counts,
+        "pairs": paired // 2,
         "excluded": excluded,
         "import_count": import_count,
         "imported": imported,

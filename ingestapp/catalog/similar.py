@@ -14,7 +14,7 @@ a whole catalog (:func:`group_hashes`) probes fewer keys, see :data:`CATALOG_RAD
 
 Grouping is the connected components of the "similar" relation among a session's ``ok`` items
 (errors and skipped exact duplicates never take part), except that two items of one RAW+JPEG pair
-(the same ``pair_id``, where items have one) never count as similar: a pair is one picture.
+(each naming the other in ``pair_id``) never count as similar: a pair is one picture.
 """
 
 from __future__ import annotations
@@ -174,8 +174,7 @@ def _item_labels(items: list[dict[str, Any]], hashes: np.ndarray, distance: int)
     """The group label of each item: connected through pairs within ``distance``, except pairs
     of items of one RAW+JPEG pair."""
     left, right = HashIndex(hashes).within(hashes, distance)
-    one_pair = [items[a]["pair_id"] is not None and items[a]["pair_id"] == items[b]["pair_id"]
-                for a, b in zip(left.tolist(), right.tolist(), strict=True)]
+    one_pair = [items[a]["pair_id"] == items[b]["id"] for a, b in zip(left.tolist(), right.tolist(), strict=True)]
     edge = (left != right) & ~np.array(one_pair, dtype=bool)
     return components(len(items), left[edge], right[edge])
 
@@ -208,12 +207,9 @@ def _group(members: list[dict[str, Any]], catalog_ids: list[str]) -> tuple[str, 
 
 def _session_items(engine: Engine, session_id: str) -> list[dict[str, Any]]:
     """The session's ok items that have a hash, with what choosing the keeper needs. ``pair_id``
-    is read from the ``items.pair_id`` column where the schema has one (RAW+JPEG pairs, issue
-    18), else from the item's fields."""
-    pair_column = getattr(Item, "pair_id", None)
-    columns = [Item.id, Item.path, Item.phash, Item.fields] + ([pair_column] if pair_column is not None else [])
+    is the other item of a RAW+JPEG pair (``items.pair_id``, ``jobs.pairs``: each names the other)."""
     with engine.connect() as conn:
-        rows = conn.execute(select(*columns).where(
+        rows = conn.execute(select(Item.id, Item.path, Item.phash, Item.fields, Item.pair_id).where(
             Item.session_id == session_id, Item.status == ItemStatus.OK, Item.phash.is_not(None)
         )).all()
     items = []
@@ -227,7 +223,7 @@ def _session_items(engine: Engine, session_id: str) -> list[dict[str, Any]]:
             "pixels": (fields.get("width") or 0) * (fields.get("height") or 0),
             "sharpness": fields.get("sharpness") or 0.0,
             "size": fields.get("size_bytes") or 0,
-            "pair_id": getattr(row, "pair_id", None) if pair_column is not None else fields.get("pair_id"),
+            "pair_id": row.pair_id,
         })
     return items
 

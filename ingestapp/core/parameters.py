@@ -13,14 +13,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ingestapp.core.formats import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine, path_error
 from ingestapp.core.patterns import compile_patterns
 from ingestapp.core.vocabulary import OPTION_FLAGS, Parameter
 
-#: File extensions the pipeline understands (lower case, with the dot).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".gif", ".bmp")
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
-MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+__all__ = [
+    "DEFAULT_PATTERN", "IMAGE_EXTENSIONS", "MEDIA_EXTENSIONS", "VIDEO_EXTENSIONS", "IngestParameters", "ParameterError",
+    "parse_parameters", "split_pattern",
+]
+
+#: The default pattern: every extension of the format table (``core.formats``), in any case.
 DEFAULT_PATTERN = ",".join(f"**/*{ext}" for ext in MEDIA_EXTENSIONS)
 
 

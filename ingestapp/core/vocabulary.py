@@ -90,6 +90,14 @@ class Parameter(StrEnum):
     AUTO_IMPORT = "auto_import"
 
 
+class PairImport(StrEnum):
+    """What an import takes of each RAW+JPEG pair (``POST /api/ingest/<id>/commit`` ``pairs``)."""
+
+    BOTH = "both"
+    RAW = "raw"
+    JPEG = "jpeg"
+
+
 RUNNING_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING, SessionStatus.WATCHING)
 #: Statuses after a terminal event; ``interrupted`` is neither running nor finished (resumable).
 FINISHED_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED)
@@ -145,6 +153,11 @@ LABELS: dict[str, dict[str, str]] = {
         ItemStatus.SKIPPED: "Duplicate, skipped",
         ItemStatus.ERROR: "Error",
     },
+    "pairs": {
+        PairImport.BOTH: "RAW and JPEG",
+        PairImport.RAW: "RAW only",
+        PairImport.JPEG: "JPEG only",
+    },
     "stats": {
         "processed_files": "Processed",
         "metadata_extracted": "Metadata",
@@ -171,6 +184,7 @@ def for_scripts() -> dict[str, Any]:
         "event_type": _members(EventType),
         "stage_name": _members(StageName),
         "parameter": _members(Parameter),
+        "pair_import": _members(PairImport),
         "running_statuses": RUNNING_STATUSES,
         "finished_statuses": FINISHED_STATUSES,
         "terminal_events": TERMINAL_EVENTS,

@@ -27,7 +27,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 
 from ingestapp import stages
-from ingestapp.core.ids import new_id
 from ingestapp.core.parameters import IngestParameters
 from ingestapp.core.paths import display_path, root_of
 from ingestapp.core.vocabulary import TERMINAL_EVENT_OF, EventType, SessionStatus, StageName, StageStatus
@@ -35,6 +34,7 @@ from ingestapp.events.log import LeaseLost, SessionLog
 from ingestapp.jobs import watch
 from ingestapp.jobs.cancel import CancelFlag
 from ingestapp.jobs.filerun import FileRecord, FileRun, FileRunner
+from ingestapp.jobs.pairs import Pairs
 from ingestapp.jobs.recorded import Earlier
 from ingestapp.jobs.scanner import ScannedFile, list_directory, scan
 from ingestapp.jobs.state import JobState
@@ -83,6 +83,7 @@ class Job:
         #: Content hashes met by this session: SHA-256 → the file that has it (a duplicate is
         #: another file with the same hash; asking again for the same file gives the same answer).
         self.seen_hashes: dict[str, Path] = {}
+        self.pairs = Pairs()  # item ids given at scan time: each item of a RAW+JPEG pair names the other
         last_event_id = 0
         if earlier is not None:
             self.state.restore(earlier.saved_state, earlier.recorded)
@@ -148,7 +149,7 @@ class Job:
         """The per-file recording step: count a file done with its stages, buffer its item for the
         next commit and announce it (``file`` event)."""
         self.state.count_file(record.status, record.item)
-        item_id = new_id()
+        item_id, pair_id = self.pairs.take(record.relpath)
         self.writer.log.add_item({
             "id": item_id,
             "seq": self.state.done_files,
@@ -161,6 +162,7 @@ class Job:
             "fields": record.item,
             "errors": record.errors,
             "worker": record.worker,
+            "pair_id": pair_id,
             **watch.item_columns(self.item_extras.pop(record.relpath, None)),
         })
         error = record.errors[0] if record.errors else None
@@ -258,7 +260,7 @@ class Job:
             listdir=lambda d: self.registry.threadpool.apply(list_directory, (d, roots)),
             on_error=on_error,
         )
-        for file in _top_level_errors_named(found, prefix):
+        for file in _top_level_errors_named(self.pairs.scan(found, prefix), prefix):
             if self.cancel:
                 break
             self.state.files_found += 1

@@ -42,7 +42,8 @@ class FileContext:
         thumbnail_dir: directory where thumbnails are stored, keyed by content hash.
         item: the result fields, filled in by the stages (see ``new_item_fields``).
         cache: scratch space shared by the stages of this one file, e.g. ``"preview"`` (a
-            reduced, orientation-corrected RGB ``PIL.Image``) or ``"xmp"`` (parsed XMP).
+            reduced, orientation-corrected RGB ``PIL.Image``), ``"xmp"`` (parsed XMP), ``"kind"``
+            and ``"reader"`` (what identify found) or ``"exiv2"`` (a RAW's ``raw.Exiv2Reading``).
         real_path: the file's real path at scan time (symlinks resolved); None: ``path``.
         identity: ``(st_dev, st_ino)`` seen by the scan; None: not checked (direct callers).
         media_roots: the roots sidecar reads are confined to; empty: not checked.

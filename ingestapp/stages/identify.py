@@ -2,11 +2,20 @@
 
 Fills ``size_bytes``, ``sha256``, ``mime_type``, ``width`` and ``height`` (pixels as the decoder
 delivers them, before any EXIF orientation is applied) and sets ``ctx.cache["kind"]`` to
-``"image"`` or ``"video"``. The extension is never trusted: a text file named ``.jpg`` fails.
+``"image"`` or ``"video"`` and ``ctx.cache["reader"]`` to the ``core.formats.Reader`` used. The
+extension is never trusted: a text file named ``.jpg`` fails, and so does a JPEG named ``.cr2``.
+Camera RAW extensions (``core.formats``) are checked with exiv2/LibRaw and typed by the format
+table; a RAW format no reader understands (Sigma X3F) is typed by its extension and fails in words.
+
+Images are decoded here, once (the preview the later stages share, ``media.preview``), so a file
+that cannot be decoded fails in this stage with "cannot decode the image: ..." (issue 18) rather
+than in whichever later stage first needs its pixels; what its header says (EXIF) is still read
+when the session extracts metadata.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -16,8 +25,11 @@ import av
 import av.error
 from PIL import Image
 
+from ingestapp.core.formats import Format, Reader, format_of
+from ingestapp.stages import metadata
 from ingestapp.stages.base import FileContext, StageError
-from ingestapp.stages.media import IMAGE_ERRORS, IMAGE_FORMATS
+from ingestapp.stages.media import IMAGE_ERRORS, IMAGE_FORMATS, preview
+from ingestapp.stages.raw import check_raw
 
 NAME = "identify"
 
@@ -30,14 +42,21 @@ _VIDEO_CONTAINERS = {
     "mov,mp4,m4a,3gp,3g2,mj2": "video/mp4",
     "matroska,webm": "video/x-matroska",
     "avi": "video/x-msvideo",
+    "mpegts": "video/m2ts",
+    "mpeg": "video/mpeg",
+    "asf": "video/x-ms-wmv",
 }
-_VIDEO_MIME_BY_EXTENSION = {
-    ".mp4": ("mov,mp4,m4a,3gp,3g2,mj2", "video/mp4"),
-    ".m4v": ("mov,mp4,m4a,3gp,3g2,mj2", "video/mp4"),
-    ".mov": ("mov,mp4,m4a,3gp,3g2,mj2", "video/quicktime"),
-    ".mkv": ("matroska,webm", "video/x-matroska"),
-    ".webm": ("matroska,webm", "video/webm"),
-    ".avi": ("avi", "video/x-msvideo"),
+#: The demuxer each video MIME type of the format table (``core.formats``) is read by.
+_CONTAINER_OF_MIME = {
+    "video/mp4": "mov,mp4,m4a,3gp,3g2,mj2",
+    "video/quicktime": "mov,mp4,m4a,3gp,3g2,mj2",
+    "video/3gpp": "mov,mp4,m4a,3gp,3g2,mj2",
+    "video/x-matroska": "matroska,webm",
+    "video/webm": "matroska,webm",
+    "video/x-msvideo": "avi",
+    "video/m2ts": "mpegts",
+    "video/mpeg": "mpeg",
+    "video/x-ms-wmv": "asf",
 }
 
 
@@ -47,11 +66,39 @@ def run(ctx: FileContext) -> None:
     if ctx.item["size_bytes"] == 0:
         raise StageError("empty file (0 bytes)")
     ctx.item["sha256"] = sha256_file(ctx.media())
-    image = _probe_image(ctx.media())
-    detected = ("image", *image) if image else _probe_video(ctx.media(), ctx.path.suffix)
-    if detected is None:
-        raise StageError("unsupported or corrupt file: not a recognised image or video")
-    ctx.cache["kind"], ctx.item["mime_type"], ctx.item["width"], ctx.item["height"] = detected
+    fmt = format_of(ctx.path.name)
+    if fmt is not None and fmt.reader in (Reader.RAW, Reader.NONE):
+        _identify_raw(ctx, fmt)
+    else:
+        image = _probe_image(ctx.media())
+        detected = ("image", *image) if image else _probe_video(ctx.media(), ctx.path.name)
+        if detected is None:
+            raise StageError("unsupported or corrupt file: not a recognised image or video")
+        ctx.cache["kind"], ctx.item["mime_type"], ctx.item["width"], ctx.item["height"] = detected
+        ctx.cache["reader"] = Reader.PILLOW if image else Reader.VIDEO
+    if ctx.cache["kind"] == "image":
+        _decode(ctx)
+
+
+def _identify_raw(ctx: FileContext, fmt: Format) -> None:
+    """Type a RAW file by its extension once its content is checked (``raw.check_raw``)."""
+    ctx.cache["kind"], ctx.cache["reader"] = "image", fmt.reader
+    if fmt.reader == Reader.NONE:
+        ctx.item["mime_type"] = fmt.mime_type
+        raise StageError(f"{fmt.name} files cannot be read: no installed reader understands this RAW format")
+    width, height, ctx.cache["exiv2"] = check_raw(ctx.media(), fmt)
+    ctx.item["mime_type"], ctx.item["width"], ctx.item["height"] = fmt.mime_type, width or None, height or None
+
+
+def _decode(ctx: FileContext) -> None:
+    """Decode the shared preview now; on failure, read the header's metadata, then fail."""
+    try:
+        preview(ctx)
+    except StageError:
+        if ctx.parameters.extract_metadata:
+            with contextlib.suppress(StageError):  # the decode failure is the error to report
+                metadata.run(ctx)
+        raise
 
 
 def file_size(path: str | Path) -> int:
@@ -108,15 +155,17 @@ def _image_mime(image_format: str | None) -> str:
     return Image.MIME.get(image_format or "", f"image/{(image_format or 'unknown').lower()}")
 
 
-def _probe_video(path: str | Path, suffix: str) -> tuple[str, str, int, int] | None:
+def _probe_video(path: str | Path, name: str) -> tuple[str, str, int, int] | None:
     """("video", MIME type, width, height) for a video container FFmpeg can demux, else None;
-    ``suffix``, the file name's extension, tells flavours of one container apart."""
+    ``name``, the file's name, tells flavours of one container apart by its extension."""
     try:
         with av.open(str(path)) as container:
             family = container.format.name
             if family not in _VIDEO_CONTAINERS or not container.streams.video:
                 return None
             codec = container.streams.video[0].codec_context
+            if codec is None:
+                return None  # a stream FFmpeg has no decoder for (e.g. a CR3's CRAW track)
             width, height = codec.width, codec.height
     except av.error.PermissionError:
         raise StageError("permission denied") from None
@@ -124,9 +173,11 @@ def _probe_video(path: str | Path, suffix: str) -> tuple[str, str, int, int] | N
         return None
     if not width or not height:
         return None
-    return "video", _video_mime(suffix, family), width, height
+    return "video", _video_mime(name, family), width, height
 
 
-def _video_mime(suffix: str, family: str) -> str:
-    expected_family, mime = _VIDEO_MIME_BY_EXTENSION.get(suffix.lower(), ("", ""))
-    return mime if expected_family == family else _VIDEO_CONTAINERS[family]
+def _video_mime(name: str, family: str) -> str:
+    fmt = format_of(name)
+    if fmt is not None and _CONTAINER_OF_MIME.get(fmt.mime_type) == family:
+        return fmt.mime_type
+    return _VIDEO_CONTAINERS[family]

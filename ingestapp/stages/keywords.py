@@ -22,7 +22,7 @@ from PIL import IptcImagePlugin
 
 from ingestapp.core.paths import is_file
 from ingestapp.stages.base import FileContext
-from ingestapp.stages.media import kind, open_image
+from ingestapp.stages.media import is_raw, kind, open_image
 from ingestapp.stages.xmp import read_sidecar, xmp_sources
 
 NAME = "keywords"
@@ -35,7 +35,7 @@ def run(ctx: FileContext) -> None:
     """Set ``ctx.item["keywords"]`` (list of str); a malformed XMP sidecar raises StageError."""
     sources = xmp_sources(ctx)
     found: list[str] = list(sources.embedded.subjects) if sources.embedded else []
-    if kind(ctx) == "image":
+    if kind(ctx) == "image" and not is_raw(ctx):  # RAW files carry their keywords in XMP
         found += iptc_keywords(ctx.media())
     for _path, fields in sources.sidecars:
         found += fields.subjects

@@ -16,23 +16,29 @@ import av
 import av.error
 import numpy as np
 import pillow_heif
+import pillow_jxl  # noqa: F401  (registers the JPEG XL plugin with Pillow on import)
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ingestapp.core.parameters import VIDEO_EXTENSIONS
+from ingestapp.core.formats import Reader, format_of
+from ingestapp.core.parameters import IngestParameters
 from ingestapp.stages.base import FileContext, StageError
+from ingestapp.stages.raw import raw_preview
 
 # HEIC/HEIF support for Image.open; libheif applies the container's rotation (irot/imir) while
 # decoding and pillow-heif resets the EXIF orientation to 1, so HEIF pixels are already upright.
 pillow_heif.register_heif_opener()
 
-#: Pillow formats the pipeline accepts (the decoders behind ``IMAGE_EXTENSIONS``). Limiting
+#: Pillow formats the pipeline accepts (the ``pillow`` readers of ``core.formats``). Limiting
 #: ``Image.open`` to these keeps exotic decoders (and their attack surface) out, and stops
 #: formats without a magic number (e.g. TGA) from claiming arbitrary files. (Multi-picture JPEGs
 #: open through the JPEG entry and report format "MPO".)
-IMAGE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "HEIF", "GIF", "BMP")
+IMAGE_FORMATS = ("JPEG", "PNG", "TIFF", "WEBP", "HEIF", "AVIF", "JXL", "GIF", "BMP")
 
-#: Long side, in pixels, of the cached preview image.
+#: Long side, in pixels, of the cached preview image when the NSFW stage needs it.
 PREVIEW_SIZE = 1024
+#: Longest side of a thumbnail, in pixels: the preview size of a run without NSFW detection, and
+#: the least size an embedded RAW preview must have to stand in for the RAW's pixels.
+THUMBNAIL_SIZE = 320
 
 #: Exceptions Pillow raises for undecodable or truncated image data.
 IMAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -74,46 +80,77 @@ def kind(ctx: FileContext) -> str:
     detected = ctx.cache.get("kind")
     if detected in ("image", "video"):
         return str(detected)
-    return "video" if ctx.path.suffix.lower() in VIDEO_EXTENSIONS else "image"
+    fmt = format_of(ctx.path.name)
+    return fmt.kind if fmt is not None else "image"
+
+
+def is_raw(ctx: FileContext) -> bool:
+    """Whether the file is read as camera RAW (exiv2 + LibRaw): identify's verdict, else the extension's."""
+    detected = ctx.cache.get("reader")
+    if detected is not None:
+        return detected == Reader.RAW
+    fmt = format_of(ctx.path.name)
+    return fmt is not None and fmt.reader == Reader.RAW
+
+
+def preview_size(parameters: IngestParameters) -> int:
+    """The long side the preview needs: :data:`PREVIEW_SIZE` for NSFW detection, else the thumbnail's."""
+    return PREVIEW_SIZE if parameters.enable_nsfw_detection else THUMBNAIL_SIZE
 
 
 def preview(ctx: FileContext) -> Image.Image:
-    """The file as an upright RGB image, long side at most :data:`PREVIEW_SIZE` px.
+    """The file as an upright RGB image, long side at most :func:`preview_size` px (the smallest
+    size the session's stages need: 1024 px with NSFW detection, else the thumbnail's 320 px).
 
     Images are decoded with JPEG DCT scaling (``Image.draft``) when possible, then rotated by
-    their EXIF orientation; videos yield the frame about 10 % into the clip, rotated by the
-    stream's display matrix. The result is cached in ``ctx.cache["preview"]``; treat it as
-    read-only (copy before modifying).
+    their EXIF orientation; camera RAW files come from their largest embedded preview of at
+    least :data:`THUMBNAIL_SIZE` px, else from a half-size LibRaw demosaic (``raw.raw_preview``);
+    videos yield the frame about 10 % into the clip, rotated by the stream's display matrix. The
+    result is cached in ``ctx.cache["preview"]``; treat it as read-only (copy before modifying).
 
     Raises:
-        StageError: "corrupt or truncated image: ..." or "corrupt or unreadable video: ...".
+        StageError: "cannot decode the image: ..." or "corrupt or unreadable video: ...".
     """
     cached = ctx.cache.get("preview")
     if isinstance(cached, Image.Image):
         return cached
+    size = preview_size(ctx.parameters)
     if kind(ctx) == "video":
         image = video_frames(ctx.media(), [0.1])[0]
-        image.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.BILINEAR)
+        image.thumbnail((size, size), Image.Resampling.BILINEAR)
+    elif is_raw(ctx):
+        try:
+            image = raw_preview(ctx.media(), size, THUMBNAIL_SIZE, ctx.cache.get("exiv2"))
+        except StageError as exc:
+            raise StageError(f"cannot decode the image: {exc}") from None
     else:
-        image = _image_preview(ctx.media())
+        image = _image_preview(ctx.media(), size)
     ctx.cache["preview"] = image
     return image
 
 
-def _image_preview(path: str | Path) -> Image.Image:
+def _image_preview(path: str | Path, size: int) -> Image.Image:
     try:
         with open_image(path) as im:
             # For JPEG, decode at 1/2..1/8 scale straight from the DCT (a no-op for other formats).
-            im.draft("RGB", (PREVIEW_SIZE, PREVIEW_SIZE))
+            im.draft("RGB", fitted(im.size, size))
             im.load()
             if _jpeg_scan_truncated(im, path):
-                raise StageError("corrupt or truncated image: the JPEG scan data ends prematurely")
-            im.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.BILINEAR)
+                raise StageError("cannot decode the image: the JPEG scan data ends prematurely")
+            im.thumbnail((size, size), Image.Resampling.BILINEAR)
             return to_rgb(_upright(im))
     except Image.DecompressionBombError as exc:
         raise StageError(f"image too large: {exc}") from None
     except IMAGE_ERRORS as exc:
-        raise StageError(f"corrupt or truncated image: {exc}") from None
+        raise StageError(f"cannot decode the image: {exc}") from None
+
+
+def fitted(dimensions: tuple[int, int], size: int) -> tuple[int, int]:
+    """``dimensions`` scaled to a long side of ``size`` px, aspect kept: the box to ask ``draft``
+    for (it picks the smallest DCT scale at least that large; a square box would ask for more)."""
+    width, height = dimensions
+    factor = size / max(width, height, 1)
+    return max(1, round(width * factor)), max(1, round(height * factor))
 
 
 def _upright(im: Image.Image) -> Image.Image:

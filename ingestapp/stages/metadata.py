@@ -7,6 +7,10 @@ with the offset from OffsetTimeOriginal when present), ``exposure_time_s`` (seco
 level negative). Videos (PyAV/FFmpeg): ``duration_s``, ``video_codec``, ``fps``,
 ``datetime_original`` (container ``creation_time``) and ``orientation`` from the display matrix.
 
+Camera RAW files are read with exiv2 (``raw.read_exiv2``); for other images exiv2 fills in the
+fields Pillow leaves empty (old cameras' EXIF blocks Pillow skips, a truncated file), so a field
+is None only when neither finds it.
+
 EXIF is untrusted input: anything missing, malformed or out of range becomes ``None`` and is
 never an error for the file.
 """
@@ -27,7 +31,8 @@ from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
 from ingestapp.stages.base import FileContext, StageError
-from ingestapp.stages.media import kind, open_image, video_duration_s
+from ingestapp.stages.media import is_raw, kind, open_image, video_duration_s
+from ingestapp.stages.raw import Exiv2Reading, read_exiv2
 
 NAME = "metadata"
 
@@ -56,7 +61,68 @@ def run(ctx: FileContext) -> None:
 
 
 def image_metadata(ctx: FileContext) -> dict[str, Any]:
-    """EXIF fields of an image (see the module docstring for names and units)."""
+    """EXIF fields of an image (see the module docstring for names and units).
+
+    Raises:
+        StageError: a RAW file whose metadata exiv2 cannot read; an image Pillow cannot open.
+    """
+    if is_raw(ctx):
+        return exiv2_metadata(ctx.cache.get("exiv2") or read_exiv2(ctx.media()))
+    fields = pillow_metadata(ctx)
+    if any(value is None for value in fields.values()):
+        try:
+            extra = exiv2_metadata(read_exiv2(ctx.media()))
+        except StageError:
+            return fields  # Pillow's reading stands
+        fields = {name: extra[name] if value is None else value for name, value in fields.items()}
+    return fields
+
+
+def exiv2_metadata(reading: Exiv2Reading) -> dict[str, Any]:
+    """The image fields from exiv2's reading (tag names as in EXIF 2.32; the Image IFD copies
+    TIFF/EP writers use stand in for missing Exif IFD ones)."""
+    exif = reading.exif
+
+    def first(*keys: str) -> Any:
+        return next((exif[key] for key in keys if exif.get(key) is not None), None)
+
+    gps = {
+        _GPS.GPSLatitude: exif.get("Exif.GPSInfo.GPSLatitude"),
+        _GPS.GPSLatitudeRef: exif.get("Exif.GPSInfo.GPSLatitudeRef"),
+        _GPS.GPSLongitude: exif.get("Exif.GPSInfo.GPSLongitude"),
+        _GPS.GPSLongitudeRef: exif.get("Exif.GPSInfo.GPSLongitudeRef"),
+        _GPS.GPSAltitude: exif.get("Exif.GPSInfo.GPSAltitude"),
+        _GPS.GPSAltitudeRef: exif.get("Exif.GPSInfo.GPSAltitudeRef"),
+    }
+    return {
+        "make": exif_text(exif.get("Exif.Image.Make")),
+        "model": exif_text(exif.get("Exif.Image.Model")),
+        "lens_model": exif_text(first("Exif.Photo.LensModel", "Exif.Canon.LensModel")),
+        "datetime_original": exif_datetime(
+            first("Exif.Photo.DateTimeOriginal", "Exif.Image.DateTimeOriginal"),
+            exif.get("Exif.Photo.OffsetTimeOriginal"),
+        ),
+        "exposure_time_s": _positive(first("Exif.Photo.ExposureTime", "Exif.Image.ExposureTime")),
+        "f_number": _positive(first("Exif.Photo.FNumber", "Exif.Image.FNumber")),
+        "iso": _iso(first("Exif.Photo.ISOSpeedRatings", "Exif.Image.ISOSpeedRatings")) or _maker_note_iso(exif),
+        "focal_length_mm": _positive(first("Exif.Photo.FocalLength", "Exif.Image.FocalLength")),
+        "orientation": _orientation(exif.get("Exif.Image.Orientation")),
+        "gps": gps_position(gps),
+    }
+
+
+def _maker_note_iso(exif: Mapping[str, Any]) -> int | None:
+    """ISO speed from a maker note when the EXIF tag is absent (older Canon and Nikon cameras):
+    Canon ShotInfo ISOSpeed as exiv2 prints it, Nikon ISOSpeed's second value."""
+    canon = exif.get("Exif.CanonSi.ISOSpeed")
+    if isinstance(canon, str) and canon.strip().isdigit():
+        return _iso(int(canon))
+    nikon = exif.get("Exif.Nikon3.ISOSpeed")
+    return _iso(nikon[1]) if isinstance(nikon, tuple) and len(nikon) == 2 else None
+
+
+def pillow_metadata(ctx: FileContext) -> dict[str, Any]:
+    """The image fields as Pillow reads them (None where it finds nothing)."""
     with open_image(ctx.media()) as im:
         base, exif_ifd, gps_ifd = read_exif(im)
     return {

@@ -17,12 +17,11 @@ from PIL import Image
 from ingestapp.stages import similar
 from ingestapp.stages.base import FileContext
 from ingestapp.stages.identify import sha256_file
-from ingestapp.stages.media import preview
+from ingestapp.stages.media import THUMBNAIL_SIZE, preview
 
 NAME = "thumbnail"
 
-#: Longest side of a thumbnail, in pixels.
-THUMBNAIL_SIZE = 320
+__all__ = ["JPEG_QUALITY", "NAME", "THUMBNAIL_SIZE", "run", "thumbnail_relpath", "write_jpeg_atomically"]
 JPEG_QUALITY = 80
 
 

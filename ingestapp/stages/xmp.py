@@ -21,7 +21,8 @@ from PIL.TiffImagePlugin import TiffImageFile
 
 from ingestapp.core.paths import OutsideMediaRoots, display_path, is_file, open_confined
 from ingestapp.stages.base import FileContext, StageError
-from ingestapp.stages.media import kind, open_image
+from ingestapp.stages.media import is_raw, kind, open_image
+from ingestapp.stages.raw import xmp_packet
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC = "http://purl.org/dc/elements/1.1/"
@@ -173,7 +174,7 @@ def xmp_sources(ctx: FileContext) -> XmpSources:
 def _embedded_fields(ctx: FileContext) -> XmpFields | None:
     if kind(ctx) != "image":
         return None  # XMP inside video containers (MP4 uuid box) is not exposed by FFmpeg
-    packet = embedded_packet(ctx.media())
+    packet = xmp_packet(ctx.media()) if is_raw(ctx) else embedded_packet(ctx.media())
     if packet is None:
         return None
     try:

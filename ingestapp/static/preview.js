@@ -6,7 +6,7 @@
 
 (function () {
   const I = window.Ingest;
-  const { el, fetchJSON, postJSON, itemCard } = I;
+  const { el, fetchJSON, postJSON, itemCard, vocabulary } = I;
   const $ = (id) => document.getElementById(id);
   if (!$('preview')) return;
   const ITEM = I.vocabulary.item_status;
@@ -22,14 +22,41 @@
     return note;
   }
 
-  /** One card of the review grid: every kind of file is drawn here. */
-  function card(item) {
-    if (item.status !== ITEM.OK) return itemCard(item, statusNote(item), el('p', { class: 'exclude muted', text: 'Not imported' }));
+  /** One card of the review grid: every kind of file is drawn here (a RAW+JPEG pair as one card). */
+  function card(item, raw) {
+    const pair = raw && el('p', { class: 'pair', text: `RAW+JPEG pair: ${extension(raw)} + ${extension(item)}` });
+    if (item.status !== ITEM.OK) return itemCard(item, pair, statusNote(item), el('p', { class: 'exclude muted', text: 'Not imported' }));
     const box = el('input', {
-      type: 'checkbox', id: 'include-' + item.id, 'data-id': item.id, class: 'needs-server',
-      checked: !item.excluded,
+      type: 'checkbox', id: 'include-' + item.id, 'data-id': raw ? `${item.id},${raw.id}` : item.id,
+      class: 'needs-server', checked: !item.excluded,
     });
-    return itemCard(item, el('label', { class: 'exclude', for: box.id }, box, 'Import this file'));
+    return itemCard(item, pair, el('label', { class: 'exclude', for: box.id }, box, raw ? 'Import this pair' : 'Import this file'));
+  }
+
+  // -- RAW+JPEG pairs (item.pair_id): one card per pair on a page, showing the JPEG; an import
+  // takes both, or only the RAW or only the JPEG of every pair (the commit's "pairs").
+  const PAIRS = vocabulary.pair_import;
+  const isRaw = (item) => (item.mime_type || '').startsWith('image/x-'); // exiftool's RAW MIME types
+  const extension = (item) => item.path.slice(item.path.lastIndexOf('.') + 1).toUpperCase();
+
+  function cards(items) {
+    const byId = new Map(items.map((item) => [item.id, item]));
+    const pairOf = (item) => {
+      const partner = item.pair_id && byId.get(item.pair_id);
+      return partner && partner.status === item.status && isRaw(partner) !== isRaw(item) ? partner : null;
+    };
+    return items.filter((item) => !(isRaw(item) && pairOf(item))).map((item) => card(item, pairOf(item)));
+  }
+
+  function pairChoice(review) {
+    let select = $('pair-import');
+    if (!select && review.pairs) {
+      select = el('select', { id: 'pair-import', 'aria-label': 'Of each RAW+JPEG pair, import' },
+        ...Object.values(PAIRS).map((value) => el('option', { value, text: vocabulary.labels.pairs[value] })));
+      $('import').before(select);
+    }
+    if (select) select.hidden = !review.pairs || !review.import_offered;
+    return select && !select.hidden ? select.value : PAIRS.BOTH;
   }
 
   // -- the summary -------------------------------------------------------------------------------
@@ -46,6 +73,7 @@
     const button = $('import');
     button.hidden = !r.import_offered;
     button.textContent = `Import ${r.import_count}`;
+    pairChoice(r);
     const result = $('import-result');
     if (r.imported) {
       const i = r.imported;
@@ -72,7 +100,7 @@
     const r = preview.review;
     const excluded = r ? r.excluded : 0;
     $('preview-summary').textContent = `${preview.total} file${preview.total === 1 ? '' : 's'}` +
-      (excluded ? ` · ${excluded} excluded` : '');
+      (excluded ? ` · ${excluded} excluded` : '') + (r && r.pairs ? ` · ${r.pairs} RAW+JPEG pair${r.pairs === 1 ? '' : 's'}` : '');
     const pages = Math.max(1, Math.ceil(preview.total / PAGE_SIZE));
     $('preview-page').textContent = `Page ${Math.floor(preview.offset / PAGE_SIZE) + 1} of ${pages}`;
     $('preview-prev').disabled = preview.offset === 0;
@@ -90,7 +118,7 @@
       if (status !== 200) throw new Error((body && body.error) || `HTTP ${status}`);
       preview.offset = offset;
       preview.total = body.total;
-      grid.replaceChildren(...body.items.map(card));
+      grid.replaceChildren(...cards(body.items));
       if (!body.items.length) grid.append(el('li', { class: 'muted empty', text: 'No files in this view.' }));
       summarize();
       if (scroll) $('preview').scrollIntoView({ block: 'start' });
@@ -133,7 +161,7 @@
     button.disabled = true;
     result.textContent = 'Importing…';
     try {
-      const { status, body } = await postJSON(preview.urls.commit, {});
+      const { status, body } = await postJSON(preview.urls.commit, { pairs: pairChoice(preview.review || {}) });
       if (status !== 200) throw new Error((body && body.error) || `HTTP ${status}`);
       await loadReview();
     } catch (err) {
@@ -183,7 +211,7 @@
     const box = event.target;
     if (!box.matches('input[data-id]')) return;
     box.disabled = true;
-    if (!(await exclude({ excluded: !box.checked, ids: [box.dataset.id] }))) box.checked = !box.checked;
+    if (!(await exclude({ excluded: !box.checked, ids: box.dataset.id.split(',') }))) box.checked = !box.checked;
     box.disabled = false;
   });
 

@@ -81,6 +81,8 @@ class Item(Base):
     worker: Mapped[str | None] = mapped_column(String(128))
     #: Left out of the import by the reviewer (kept server-side, so a reload keeps the choice).
     excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: The other item of a RAW+JPEG pair (same directory and base name; ``jobs.pairs``), else None.
+    pair_id: Mapped[str | None] = mapped_column(String(32))
     #: Perceptual hash of the picture, 16 hex digits (``stages/similar.py``); None: not hashed.
     phash: Mapped[str | None] = mapped_column(String(16))
     #: 1, or n when a watching session ingested the path's n-th content (``jobs.watch``).

@@ -8,7 +8,7 @@ from ingestapp.accounts.auth import check_session_access
 from ingestapp.catalog.commit import commit_session
 from ingestapp.catalog.review import session_items, session_review, set_excluded
 from ingestapp.core.errors import JobConflict
-from ingestapp.core.vocabulary import SessionStatus
+from ingestapp.core.vocabulary import PairImport, SessionStatus
 from ingestapp.events.sse import is_finished
 from ingestapp.web.api.blueprint import bp, registry
 from ingestapp.web.contract import responses, spec
@@ -28,7 +28,7 @@ def items(session_id: str) -> Response:
 @bp.get("/api/ingest/<session_id>/review")
 @spec.validate(resp=responses(404, HTTP_200=Review), tags=["sessions"])
 def review(session_id: str) -> Response:
-    """The review step: ``{"counts", "excluded", "import_count", "imported", "import_offered"}``."""
+    """The review step: ``{"counts", "pairs", "excluded", "import_count", "imported", "import_offered"}``."""
     check_session_access(session_id)  # 404 for an unknown session or another user's
     return jsonify(session_review(registry().engine, session_id))
 
@@ -49,10 +49,11 @@ def exclusions(session_id: str) -> Response:
                tags=["sessions"])
 def commit(session_id: str) -> Response:
     """Write the session's ok items that are not excluded into the catalog:
-    ``{"added", "updated", "excluded"}``. An ``exclude`` list replaces the stored exclusions."""
-    exclude = request.context.json.exclude
+    ``{"added", "updated", "excluded"}``. An ``exclude`` list replaces the stored exclusions;
+    ``pairs`` (``both``, ``raw``, ``jpeg``) takes both items of each RAW+JPEG pair, or one."""
+    exclude, pairs = request.context.json.exclude, PairImport(request.context.json.pairs)
     check_session_access(session_id)
     state = registry().state(session_id)
     if not is_finished(state) and state["status"] not in (SessionStatus.INTERRUPTED, SessionStatus.WATCHING):
         raise JobConflict(f"the session is still {state['status']}")
-    return jsonify(commit_session(registry().engine, session_id, None if exclude is None else set(exclude)))
+    return jsonify(commit_session(registry().engine, session_id, None if exclude is None else set(exclude), pairs))

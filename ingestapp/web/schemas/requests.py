@@ -44,6 +44,7 @@ from ingestapp.core.parameters import (
     split_pattern,
 )
 from ingestapp.core.paths import OutsideMediaRoots, UnusablePath, confine
+from ingestapp.core.vocabulary import PairImport
 
 #: The largest offset SQLite (and PostgreSQL) accept: a signed 64-bit integer.
 INT64_MAX = 2**63 - 1
@@ -62,6 +63,7 @@ _GLOB = rf"(?!/)(?!(?:[^,]*/)?\.\.(?:/| *(?:,|$)))(?:{_CHAR}|{_CLASS})(?: *(?:{_
 PATTERN_SYNTAX = rf"^ *{_GLOB} *(?:, *{_GLOB} *){{0,999}}$"
 
 ReviewView = Literal[REVIEW_VIEWS]
+PairChoice = Literal[tuple(choice.value for choice in PairImport)]
 CatalogSort = Literal[tuple(CATALOG_SORTS)]
 T = TypeVar("T")
 
@@ -294,6 +296,10 @@ class CommitRequest(BaseModel):
 
     exclude: list[str] | None = Field(
         None, description="item ids to leave out of the catalog; replaces the stored exclusions (absent: keep them)"
+    )
+    pairs: PairChoice = Field(
+        PairImport.BOTH.value,
+        description="what to import of each RAW+JPEG pair (both items imported): both, raw or jpeg",
     )
 
 

@@ -206,6 +206,8 @@ class ItemOut(MediaFields):
     worker: str | None = Field(description="the work-tier process that ran the file's stages, host:pid: a pool "
                                "process of the web server, or a `flask --app ingestapp worker` process with "
                                "REDIS_URL; null for items of releases that did not record it")
+    pair_id: str | None = Field(None, description="the other item of a RAW+JPEG pair (same directory and base "
+                                "name, any case), else null")
 
 
 class ItemPage(BaseModel):
@@ -221,6 +223,7 @@ class Review(BaseModel):
     """The review step of a finished session."""
 
     counts: dict[ReviewView, int] = Field(description="items in each view")
+    pairs: int = Field(0, description="RAW+JPEG pairs among the items")
     excluded: int = Field(description="ok items left out of the import")
     import_count: int = Field(description="what Import writes: the ok items not excluded")
     imported: ImportRecord | None = Field(description="the last import, or null")

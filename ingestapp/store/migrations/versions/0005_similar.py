@@ -4,7 +4,7 @@
 earlier releases have none (NULL): they were not hashed, and never count as similar.
 
 Revision ID: 0005
-Revises: 0003 (re-chained after 0004 at merge)
+Revises: 0004
 Create Date: 2026-12-02
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
