@@ -190,6 +190,23 @@ def test_text_file_named_jpg_is_rejected(folder: Path, thumbs: Path) -> None:
     assert ctx.item["sha256"] is not None and ctx.item["mime_type"] is None
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_grayscale_wider_than_4096_px_is_processed(folder: Path, thumbs: Path, suffix: str) -> None:
+    """Scans, astro and medical exports (issue 16, point 5): Pillow's reduce() has no 16-bit mode,
+    which thumbnail() reaches past ~4,096 px ("image has wrong mode"); the samples are scaled, not
+    clipped at 255 (a mid-gray ramp stays mid-gray)."""
+    ramp = np.tile(np.linspace(0, 65535, 5000, dtype=np.uint16), (3000, 1))
+    path = folder / f"scan{suffix}"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    ctx, errors = run_pipeline(path, thumbs)
+    assert errors == []
+    assert (ctx.item["width"], ctx.item["height"]) == (5000, 3000)
+    assert 0 <= ctx.item["nsfw_score"] <= 1
+    with Image.open(thumbs / ctx.item["thumbnail"]) as thumbnail:
+        assert 100 < np.asarray(thumbnail.convert("L")).mean() < 155
+
+
 @pytest.mark.parametrize("pillow_format", ["PPM", "TGA"])
 def test_image_formats_outside_the_accepted_list_are_rejected(
     folder: Path, thumbs: Path, pillow_format: str

@@ -137,8 +137,11 @@ def _image_preview(path: str | Path, size: int) -> Image.Image:
             im.load()
             if _jpeg_scan_truncated(im, path):
                 raise StageError("cannot decode the image: the JPEG scan data ends prematurely")
-            im.thumbnail((size, size), Image.Resampling.BILINEAR)
-            return to_rgb(_upright(im))
+            # Pillow's thumbnail() reduces large images with Image.reduce, which has no 16-bit
+            # modes ("image has wrong mode" past about 4,096 px): scale to 8 bits first.
+            image = _eight_bit(im) if im.mode in HIGH_BIT_MODES else im
+            image.thumbnail((size, size), Image.Resampling.BILINEAR)
+            return to_rgb(_upright(image))
     except Image.DecompressionBombError as exc:
         raise StageError(f"image too large: {exc}") from None
     except IMAGE_ERRORS as exc:
@@ -161,14 +164,22 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
+#: Pillow's grayscale modes with more than 8 bits a sample (scans, astro and medical exports).
+HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A high-bit grayscale image as mode L: 0..65535 scaled to 0..255 (Pillow's convert clips at
+    255 instead, which turns most 16-bit pictures white)."""
+    return Image.fromarray(np.clip(np.asarray(im, dtype=np.float32) / 257.0, 0, 255).astype(np.uint8), "L")
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB; transparency is flattened onto white, 16-bit is scaled."""
     if im.mode == "RGB":
         return im
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        # Pillow clips 16-bit samples at 255 when converting; scale 0..65535 to 0..255 instead.
-        scaled = np.clip(np.asarray(im, dtype=np.float32) / 257.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(scaled, "L").convert("RGB")
+    if im.mode in HIGH_BIT_MODES:
+        return _eight_bit(im).convert("RGB")
     if "A" in im.getbands() or "transparency" in im.info:
         rgba = im.convert("RGBA")
         flat = Image.new("RGB", rgba.size, (255, 255, 255))
