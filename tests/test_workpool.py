@@ -3,6 +3,7 @@ stage, a crashing worker process replaced without failing the job, cancel within
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -47,6 +48,29 @@ def test_stages_run_in_worker_processes_at_lower_priority(probe_stage, client, a
     found = items(client, session_id)
     assert found["img_0000.jpg"]["status"] == "ok" and found["img_0000.jpg"]["thumbnail_url"]
     assert found["fail.jpg"]["status"] == "error" and found["fail.jpg"]["sha256"]  # identify's result kept
+
+
+def test_a_file_rewritten_while_it_is_read_gets_no_hash_and_no_thumbnail(
+    monkeypatch: pytest.MonkeyPatch, client, app: Flask, media: Path
+) -> None:
+    """One content, one hash, one thumbnail (issue 16, point 6): the probe rewrites the file after
+    identify hashed it and the thumbnail stage wrote its picture; the file becomes an error in
+    words, and neither the old content's hash nor the thumbnail drawn from mixed reads stays."""
+    monkeypatch.setattr(stages, "STAGES", [*stages.STAGES, pool_stages])  # the probe runs last
+    write_jpeg(media / "rewrite.jpg", color=(10, 20, 30))
+    old = hashlib.sha256((media / "rewrite.jpg").read_bytes()).hexdigest()
+    write_jpegs(media, 2)
+    session_id = start(client, media)
+    state = wait_for(app, session_id, {"completed"})
+    found = items(client, session_id)
+    rewritten = found["rewrite.jpg"]
+    assert rewritten["status"] == "error"
+    assert rewritten["sha256"] is None and rewritten["thumbnail_url"] is None
+    assert "changed while it was being read" in rewritten["errors"][0]["message"]
+    assert [e["file"] for e in state["errors"]] == ["rewrite.jpg"]
+    thumbnails = app.extensions["ingest_jobs"].thumbnail_dir
+    assert not (thumbnails / old[:2] / f"{old}.jpg").exists()
+    assert all(found[f"img_{i:04d}.jpg"]["status"] == "ok" for i in range(2))
 
 
 def test_a_dying_worker_process_is_an_error_entry_and_is_replaced(

@@ -59,6 +59,7 @@ class FileContext:
     identity: tuple[int, int] | None = None
     media_roots: Sequence[Path] = ()
     _fd: int | None = field(default=None, init=False, repr=False)
+    _opened_stamp: tuple[int, int, int] | None = field(default=None, init=False, repr=False)
 
     def media(self) -> str:
         """A path that opens exactly the file the scan found (``/proc/self/fd/N``), for
@@ -77,7 +78,13 @@ class FileContext:
         """
         if self._fd is None:
             self._fd = _open_scanned(self.real_path or self.path, self.identity, self.media_roots)
+            self._opened_stamp = _stamp(self._fd)
         return fd_path(self._fd)
+
+    def changed_since_opened(self) -> bool:
+        """Whether the file :meth:`media` opened was written to since (its size, mtime or ctime
+        moved): a hash and a thumbnail read at two moments would then show two contents."""
+        return self._fd is not None and _stamp(self._fd) != self._opened_stamp
 
     def close(self) -> None:
         """Close the descriptor :meth:`media` opened, if any."""
@@ -91,6 +98,12 @@ class FileContext:
         if self._fd is not None:
             names[fd_path(self._fd)] = self.relpath
         return names
+
+
+def _stamp(fd: int) -> tuple[int, int, int]:
+    """``(st_size, st_mtime_ns, st_ctime_ns)`` of an open file: what a write in place changes."""
+    info = os.fstat(fd)
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _open_scanned(path: str | Path, identity: tuple[int, int] | None, media_roots: Sequence[Path]) -> int:

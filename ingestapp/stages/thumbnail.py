@@ -21,7 +21,7 @@ from ingestapp.stages.media import THUMBNAIL_SIZE, preview
 
 NAME = "thumbnail"
 
-__all__ = ["JPEG_QUALITY", "NAME", "THUMBNAIL_SIZE", "run", "thumbnail_relpath", "write_jpeg_atomically"]
+__all__ = ["JPEG_QUALITY", "NAME", "THUMBNAIL_SIZE", "discard", "run", "thumbnail_relpath", "write_jpeg_atomically"]
 JPEG_QUALITY = 80
 
 
@@ -34,8 +34,19 @@ def run(ctx: FileContext) -> None:
         image = preview(ctx).copy()  # the preview is shared with other stages: don't shrink it
         image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
         write_jpeg_atomically(image, target)
+        ctx.cache["thumbnail_written"] = target  # so ``discard`` can take it back
     ctx.item["thumbnail"] = relative
     similar.run(ctx, target)  # the perceptual hash and sharpness (issue 19)
+
+
+def discard(ctx: FileContext) -> None:
+    """Forget what this file's stages made of a content that changed under them: its hash, and the
+    thumbnail this run wrote (thumbnails are shared by hash: a later file with the old content
+    would show the new picture)."""
+    written = ctx.cache.pop("thumbnail_written", None)
+    if written is not None:
+        written.unlink(missing_ok=True)
+    ctx.item.update(sha256=None, thumbnail=None)
 
 
 def thumbnail_relpath(sha256: str) -> str:

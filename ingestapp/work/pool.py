@@ -40,6 +40,7 @@ import gevent.queue
 import gevent.socket
 
 from ingestapp.core.paths import display_path, scrub_paths
+from ingestapp.stages import thumbnail
 from ingestapp.stages.base import FileContext
 from ingestapp.work.protocol import FileResult, FileTask, Identified, StageReport, Started, stops_after, worker_name
 
@@ -236,6 +237,10 @@ def serve(conn: Connection, nice: int) -> None:
         conn.send(run_file(task, conn))
 
 
+#: A file written to while its stages read it: one content, one hash, one thumbnail, or none.
+CHANGED_WHILE_READ = "the file changed while it was being read: not recorded; ingest it again once it is complete"
+
+
 def run_file(task: FileTask, conn: Connection) -> FileResult:
     """Wait the task's ``delay``, then run its stages in order until ``stops_after`` says so (an
     error, or a duplicate), sending a ``StageReport`` after each; return the file's result."""
@@ -251,9 +256,11 @@ def run_file(task: FileTask, conn: Connection) -> FileResult:
             started = time.perf_counter()
             try:
                 module.run(ctx)
-                message = None
+                message = CHANGED_WHILE_READ if ctx.changed_since_opened() else None
             except Exception as exc:
                 message = error_message(exc, ctx.path_replacements(), task.media_roots)
+            if message == CHANGED_WHILE_READ:
+                thumbnail.discard(ctx)
             report = StageReport(module.NAME, message, time.perf_counter() - started)
             reports.append(report)
             conn.send(report)
