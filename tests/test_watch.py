@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -361,12 +362,19 @@ def test_the_page_starts_a_watch_and_shows_it(tmp_path: Path, media: Path) -> No
             page.wait_for_function("() => document.getElementById('status').textContent === 'Watching'")
             page.wait_for_function("() => document.getElementById('import').textContent === 'Import 2'")
             assert "last file: none yet" in page.text_content("#watch-line")
+            assert page.text_content("#lead-text") == "— 2 files ingested"  # status first: what it took in
             assert page.get_by_role("button", name="Cancel").is_visible()
 
             write_by_rename(inbox / "new.jpg", jpeg_bytes("seen on the page"))
             page.wait_for_function("() => document.getElementById('import').textContent === 'Import 3'", timeout=20_000)
             page.wait_for_function("() => !document.getElementById('watch-line').textContent.includes('none yet')")
             assert "with inotify" in page.text_content("#watch-line")
+            page.wait_for_function("() => document.getElementById('lead-text').textContent.startsWith("
+                                   "'— 3 files ingested, last file ')")
+            assert re.fullmatch(r"— 3 files ingested, last file \d\d:\d\d:\d\d", page.text_content("#lead-text"))
+            page.reload()  # the server renders the same header (web/pages.py lead_text)
+            assert re.fullmatch(r"— 3 files ingested, last file \d\d:\d\d:\d\d", page.text_content("#lead-text"))
+            assert page.text_content("#status") == "Watching"
 
             page.get_by_role("button", name="Cancel").click()
             page.wait_for_function("() => document.getElementById('status').textContent === 'Cancelled'")
