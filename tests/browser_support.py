@@ -9,6 +9,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,16 @@ class SignedInBrowser:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.browser, name)
+
+
+@contextlib.contextmanager
+def signed_in_chromium(base: str, username: str, password: str) -> Iterator[SignedInBrowser]:
+    """Debian's Chromium (Playwright), signed in to ``base`` once (``SignedInBrowser``); closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield SignedInBrowser(chromium, base, username, password)
+        finally:
+            chromium.close()

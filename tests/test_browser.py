@@ -18,14 +18,13 @@ import pytest
 from ingestapp.core.paths import display_path
 from tests.browser_support import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     HOSTILE_NAMES,
     CuttableProxy,
     SignedInBrowser,
     assert_accessible,
     require_chromium,
     sign_in,
+    signed_in_chromium,
     write_media,
 )
 from tests.factories import write_jpegs
@@ -115,15 +114,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
 
 
 @pytest.fixture(scope="module")
-def browser(site: App) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield SignedInBrowser(browser, site.base, site.server.username, site.server.password)
-        finally:
-            browser.close()
+def browser(site: App) -> Iterator[SignedInBrowser]:
+    with signed_in_chromium(site.base, site.server.username, site.server.password) as browser:
+        yield browser
 
 
 @pytest.fixture

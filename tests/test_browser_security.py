@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, SignedInBrowser, require_chromium
+from tests.browser_support import SignedInBrowser, require_chromium, signed_in_chromium
 from tests.factories import write_jpegs
 from tests.servers import Server, gunicorn
 
@@ -30,14 +30,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, media: Path) -> Iterator[Se
 
 @pytest.fixture(scope="module")
 def browser(server: Server) -> Iterator[SignedInBrowser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield SignedInBrowser(chromium, base(server), server.username, server.password)
-        finally:
-            chromium.close()
+    with signed_in_chromium(base(server), server.username, server.password) as browser:
+        yield browser
 
 
 def base(server: Server) -> str:

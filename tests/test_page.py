@@ -19,13 +19,12 @@ from PIL import Image
 
 from ingestapp.core.vocabulary import LABELS
 from tests.browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     CuttableProxy,
     SignedInBrowser,
     assert_accessible,
     require_chromium,
     sign_in,
+    signed_in_chromium,
     write_media,
 )
 from tests.factories import write_jpegs
@@ -83,14 +82,8 @@ def site(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]
 
 @pytest.fixture(scope="module")
 def browser(site: App) -> Iterator[SignedInBrowser]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield SignedInBrowser(chromium, site.base, site.server.username, site.server.password)
-        finally:
-            chromium.close()
+    with signed_in_chromium(site.base, site.server.username, site.server.password) as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from tests.factories import write_jpegs
 from tests.servers import GUNICORN, REPO, Server, SSEClient, free_port, gunicorn
 from tests.services import RedisServer, lease_owner_pid
 
-pytestmark = pytest.mark.server
+# Four gunicorn workers, Redis and PostgreSQL on two cores: their start-up bounds hold only alone.
+pytestmark = [pytest.mark.server, pytest.mark.serial]
 
 FILES = 60
 TERMINAL = ("complete", "failed", "cancelled")

@@ -60,6 +60,7 @@ def test_full_sample_ingest_through_the_api(tmp_path: Path, media: Path) -> None
         assert status == 200 and result["added"] == sum(i["status"] == "ok" for i in items["items"])
 
 
+@pytest.mark.serial  # a timing bound: other tests' load would be measured
 def test_200_streams_each_get_every_file_event_once_in_order(server: Server, media: Path) -> None:
     write_jpegs(media, 60)
     session_id = start(server, media, max_files=60)

@@ -129,6 +129,7 @@ def test_cancel_abandons_a_file_that_takes_too_long(probe_stage, client, app: Fl
     assert pool.replaced == replaced + 2  # the hanging processes were killed
 
 
+@pytest.mark.serial  # a timing bound: other tests' load would be measured
 def test_a_file_past_the_time_limit_is_an_error_entry(probe_stage, app_config: dict, media: Path) -> None:
     from ingestapp import create_app, shutdown
 
