@@ -59,6 +59,7 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_DIR
 from prometheus_client import values
 
 import ingestapp.factory  # noqa: F401 (the worker's modules: its heap is what a collection walks)
+from ingestapp.core.vocabulary import SessionStatus
 from ingestapp.events.broker import Broker
 from ingestapp.events.model import deliver, make_event
 from ingestapp.events.sse import EventStream, StreamSettings
@@ -77,7 +78,7 @@ class Source:
     engine: Any = None
 
     def state(self, session_id: str) -> dict[str, Any]:
-        return {"session_id": session_id, "status": "processing", "last_event_id": 0}
+        return {"session_id": session_id, "status": SessionStatus.PROCESSING, "last_event_id": 0}
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ingestapp.core.vocabulary import FINISHED_STATUSES  # noqa: E402
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, SignedInBrowser  # noqa: E402
 from tests.factories import write_jpeg  # noqa: E402
 from tests.servers import gunicorn  # noqa: E402
@@ -96,7 +97,7 @@ def run(files: int, workers: int) -> dict[str, Any]:
                     baseline = {**metrics(cdp), "done": done}
                 if late is None and done >= 0.95 * files:  # still running: before the review grid is drawn
                     late = {**metrics(cdp), "done": done}
-                if status in ("completed", "failed", "cancelled"):
+                if status in FINISHED_STATUSES:
                     break
                 page.wait_for_timeout(250)
             elapsed = time.monotonic() - started

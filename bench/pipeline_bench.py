@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from ingestapp import create_app, shutdown  # noqa: E402
 from ingestapp.core.parameters import parse_parameters  # noqa: E402
+from ingestapp.core.vocabulary import SessionStatus  # noqa: E402
 from ingestapp.events.model import job_event  # noqa: E402
 from ingestapp.work.pool import close_all  # noqa: E402
 
@@ -125,7 +126,7 @@ def run_once(directory: Path, mode: str, workers: int) -> dict[str, Any]:
         lag = ticker.stop()
         job_event.disconnect(on_event)
         state = registry.state(job.session_id)
-    if state["status"] != "completed":
+    if state["status"] != SessionStatus.COMPLETED:
         raise RuntimeError(f"{mode} run ended {state['status']}")
     done = state["stats"]["processed_files"] + state["stats"]["skipped_duplicates"]
     return {

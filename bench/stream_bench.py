@@ -86,6 +86,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ingestapp.core.vocabulary import FINISHED_STATUSES, TERMINAL_EVENTS, SessionStatus, StageName, StageStatus  # noqa: E402
 from tests.factories import write_jpegs  # noqa: E402
 from tests.servers import TOKENS, Server, gunicorn  # noqa: E402
 
@@ -96,6 +97,7 @@ FILE_DELAY = "0.02"
 WORKERS = "2"
 RELEASE_STREAMS = 1000
 RELEASE_FILES = 2000  # the running job the 1,000 extra streams watch: ~20 s at full speed
+TERMINAL_EVENT_BYTES = tuple(event.encode() for event in TERMINAL_EVENTS)
 CONNECT_CONCURRENCY = 500  # handshakes in flight at once (gunicorn's listen backlog is 2048)
 IO_TIMEOUT = 30.0  # one connect, request or response
 METADATA_ONLY = {
@@ -286,7 +288,7 @@ class StreamClient:
             self.file_seqs.append(seq)
             if self.keep_emitted:
                 self.file_emitted.append(emitted)
-        elif kind in (b"complete", b"failed", b"cancelled"):
+        elif kind in TERMINAL_EVENT_BYTES:
             self.terminal = kind.decode()
 
 
@@ -400,7 +402,7 @@ class Poller:
                 if headers.get("connection", "").lower() == "close":
                     writer.close()
                     writer = None
-                if state["status"] in ("completed", "failed", "cancelled"):
+                if state["status"] in FINISHED_STATUSES:
                     return
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -479,7 +481,7 @@ def make_pending_session(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             state = server.request("GET", f"/api/ingest/status/{session_id}")[1]
-            if state["stages"]["scanning"]["status"] == "completed" and state["total_files"] == files:
+            if state["stages"][StageName.SCANNING]["status"] == StageStatus.COMPLETED and state["total_files"] == files:
                 break
             time.sleep(0.05)
         else:
@@ -572,7 +574,7 @@ async def release_time(server: Server, bench: Bench, baseline: int) -> dict[str,
     if status != 202:
         raise RuntimeError(f"process answered {status}: {body}")
     session_id = body["session_id"]
-    await wait_status(server.port, session_id, {"processing"}, IO_TIMEOUT)
+    await wait_status(server.port, session_id, {SessionStatus.PROCESSING}, IO_TIMEOUT)
     group = StreamGroup.start(server.port, f"/api/ingest/stream/{session_id}", RELEASE_STREAMS)
     await group.wait_open(server.port, baseline + RELEASE_STREAMS, 120)
     received = sum(len(c.latencies) for c in group.clients)
@@ -584,7 +586,7 @@ async def release_time(server: Server, bench: Bench, baseline: int) -> dict[str,
     released_ms = (time.monotonic() - closed_at) * 1000
     state = await status_of(server.port, session_id)
     await http_json(server.port, "POST", f"/api/ingest/{session_id}/cancel", {})
-    await wait_status(server.port, session_id, {"cancelled", "completed"}, 60)
+    await wait_status(server.port, session_id, {SessionStatus.CANCELLED, SessionStatus.COMPLETED}, 60)
     return {
         "release_ms": round(released_ms, 1),
         "close_ms": round((closed_at - closing) * 1000, 1),
@@ -913,7 +915,7 @@ async def scaled_case(server: Server, bench: Bench, k: int, workers: int, tier: 
     if k:
         finished = await group.finish(bench.job_timeout)
     else:
-        await wait_status(server.port, bench.session_id, {"completed", "failed", "cancelled"}, bench.job_timeout)
+        await wait_status(server.port, bench.session_id, set(FINISHED_STATUSES), bench.job_timeout)
         finished = True
     job_s = time.monotonic() - t0
     server_cpu = sum(cpu_seconds(p) for p in processes) - cpu0

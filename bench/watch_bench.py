@@ -132,6 +132,7 @@ def seed(instance: Path, media: Path, tree: Path) -> str:
     from ingestapp.core.config import load_config
     from ingestapp.core.ids import new_id
     from ingestapp.core.parameters import IngestParameters
+    from ingestapp.core.vocabulary import SessionStatus
     from ingestapp.stages.base import new_item_fields
     from ingestapp.store.models import IngestSession, Item
     from tests.auth_support import prepare_instance
@@ -140,7 +141,7 @@ def seed(instance: Path, media: Path, tree: Path) -> str:
     engine = create_engine(load_config({"INSTANCE_PATH": instance})["DATABASE_URL"])
     session_id = new_id()
     parameters = IngestParameters(str(tree), watch=True, enable_nsfw_detection=False).to_dict()
-    state = {"session_id": session_id, "status": "interrupted", "message": None, "parameters": parameters,
+    state = {"session_id": session_id, "status": SessionStatus.INTERRUPTED, "message": None, "parameters": parameters,
              "errors": [], "stats": {}, "stages": {}, "timing": {"started_at": time.time(), "elapsed_ms": 0}}
     fields = new_item_fields()
     with engine.begin() as conn:
