@@ -452,7 +452,9 @@ SHARED_ENV: dict[str, str] = {}
 
 
 def server_env(delay: str = FILE_DELAY) -> dict[str, str]:
-    return {"INGEST_FILE_DELAY": delay, "INGEST_WORKERS": WORKERS, **SHARED_ENV}
+    # Every stream is the bench admin's: lift the per-user share of streams (default 50).
+    return {"INGEST_FILE_DELAY": delay, "INGEST_WORKERS": WORKERS, "INGEST_MAX_STREAMS_PER_USER": "1000000",
+            **SHARED_ENV}
 
 
 def worker_of(server: Server) -> psutil.Process:

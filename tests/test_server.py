@@ -39,9 +39,13 @@ def file_paths(client: SSEClient) -> list[str]:
     return paths
 
 
+#: These tests open hundreds of streams as the one test admin: lift the per-user share (50).
+ONE_USER_MANY_STREAMS = {"INGEST_MAX_STREAMS_PER_USER": "20000"}
+
+
 @pytest.fixture
 def server(tmp_path: Path, media: Path):
-    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "0.01"}) as running:
+    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "0.01", **ONE_USER_MANY_STREAMS}) as running:
         yield running
 
 
@@ -100,7 +104,8 @@ def test_two_sessions_never_cross(server: Server, media: Path) -> None:
 @pytest.mark.serial
 def test_closing_1000_idle_streams_releases_them_within_2s(tmp_path: Path, media: Path) -> None:
     write_jpegs(media, 16)
-    with gunicorn(tmp_path / "instance", media, {"INGEST_FILE_DELAY": "3", "INGEST_WORKERS": "2"}) as server:
+    env = {"INGEST_FILE_DELAY": "3", "INGEST_WORKERS": "2", **ONE_USER_MANY_STREAMS}
+    with gunicorn(tmp_path / "instance", media, env) as server:
         session_id = start(server, media)  # runs for ~24 s: its streams stay open and idle
         server.wait_for_status(session_id, {"processing"})
         time.sleep(0.5)  # the first files' events are out; the next come 3 s after them
