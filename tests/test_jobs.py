@@ -179,7 +179,7 @@ def test_hub_stays_responsive_during_a_full_pipeline_ingest(client, app, media: 
     from ingestapp.cli.samples import write_samples
 
     write_samples(media)
-    write_jpegs(media / "more", 30)
+    write_jpegs(media / "more", 150)  # enough work for 100+ ticks now that decoding is cheaper
     lags: list[float] = []
     running = True
 
