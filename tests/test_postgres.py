@@ -51,6 +51,7 @@ print(psycopg.waiting.wait.__name__, len(lags), round(max(lags), 4), round(took,
 """
 
 
+@pytest.mark.serial  # a timing bound (hub gaps under 0.1 s): other tests' load would be measured
 def test_a_slow_query_does_not_block_the_gevent_hub(postgres: PostgresServer, tmp_path: Path) -> None:
     """Two concurrent ``pg_sleep(1)`` take about 1 s together and the hub keeps ticking."""
     result = subprocess.run(
