@@ -3,14 +3,18 @@ outside the media roots a 403 {error, field}; sessions, items, commit, catalog."
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import gevent
 import pytest
+from sqlalchemy import text
 
 from tests.auth_support import prepare_instance
 from tests.factories import start, wait_for, write_jpeg, write_jpegs
@@ -197,6 +201,60 @@ def test_commit_is_idempotent_and_updates_by_hash(client, app, media: Path) -> N
 
     response = post(client, f"/api/ingest/{second}/commit", {"exclude": "all"})
     assert response.status_code == 400 and response.get_json()["field"] == "exclude"
+
+
+# Timing-bound (a hub-lag bound), so it runs alone (``make test``'s serial part).
+@pytest.mark.serial
+@pytest.mark.sqlite_only
+def test_hub_keeps_turning_while_a_big_session_is_committed(client, app) -> None:
+    """Issue 16, point 2: a 10,000-item commit (seconds of work; it used to hold the hub for all of
+    them) runs off the hub in short transactions. A ticker greenlet never waits long, a writer
+    greenlet (a job's group commit, in between the commit's chunks) keeps committing, and the
+    result is the whole session, once."""
+    from ingestapp.store import db
+    from tests.big_session import add_finished_session
+
+    engine = app.extensions["ingest_db"]
+    session_id = add_finished_session(engine, 10_000)
+    lags: list[float] = []
+    writes: list[float] = []
+    running = True
+
+    def ticker() -> None:
+        while running:
+            before = time.perf_counter()
+            gevent.sleep(0.005)
+            lags.append(time.perf_counter() - before - 0.005)
+
+    def writer() -> None:  # what a running job's writer does every few ms
+        while running:
+            before = time.perf_counter()
+            with db.begin(engine) as conn:
+                conn.execute(text("UPDATE users SET created_at = created_at"))
+            writes.append(time.perf_counter() - before)
+            gevent.sleep(0.01)
+
+    # As gunicorn.conf.py does once a worker has loaded the app: without it, a full collection
+    # walks this test process's million objects, a 130 ms pause of every thread (the hub too).
+    gc.collect()
+    gc.freeze()
+    greenlets = [gevent.spawn(ticker), gevent.spawn(writer)]
+    started = time.perf_counter()
+    try:
+        result = post(client, f"/api/ingest/{session_id}/commit", {}).get_json()
+    finally:
+        took = time.perf_counter() - started
+        running = False
+        gevent.joinall(greenlets)
+        gc.unfreeze()
+    assert result == {"added": 10_000, "updated": 0, "excluded": 0}
+    assert client.get("/api/catalog?limit=1").get_json()["total"] == 10_000
+    print(f"commit {took:.1f} s; hub lag over {len(lags)} ticks: max {max(lags) * 1000:.1f} ms; "
+          f"{len(writes)} writes, slowest {max(writes) * 1000:.1f} ms")
+    assert len(lags) > took / 0.05, "the ticker hardly ran: the hub was held"
+    assert max(lags) < 0.1, f"hub blocked for {max(lags) * 1000:.1f} ms"
+    assert len(writes) > took / 0.1, "the writer could not get between the commit's transactions"
+    assert max(writes) < 0.25, f"a write waited {max(writes) * 1000:.0f} ms for the commit"
 
 
 def test_skip_duplicates_skips_catalogued_and_repeated_content(client, app, media: Path) -> None:

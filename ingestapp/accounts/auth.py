@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import gevent
 from flask import (
     Blueprint,
     Flask,
@@ -40,6 +39,7 @@ from ingestapp.accounts import users as accounts
 from ingestapp.accounts.users import Account, AccountError
 from ingestapp.core.errors import ApiError, JobNotFound
 from ingestapp.core.metrics import SIGN_IN_FAILURES, SIGN_INS_LIMITED
+from ingestapp.store import db
 from ingestapp.store.models import CatalogEntry, IngestSession, Item
 
 bp = Blueprint("auth", __name__)
@@ -73,11 +73,6 @@ def _forget_identity() -> None:
 def _engine() -> Engine:
     return current_app.extensions["ingest_db"]
 
-
-def _offload(function: Any, *args: Any) -> Any:
-    """Run a password hash (~0.15 s) in gevent's own threadpool: argon2 releases the GIL, so the
-    hub goes on serving; sign-ins never queue behind the files of a running ingest."""
-    return gevent.get_hub().threadpool.apply(function, args)
 
 
 @login_manager.user_loader
@@ -232,7 +227,7 @@ def login() -> Response | str | tuple[str, int]:
             return redirect(safe_next(next_url))
         return render_template("login.html", error=None, next=next_url)
     username = request.form.get("username", "").strip()
-    account = accounts.authenticate(_engine(), username, request.form.get("password", ""), _offload)
+    account = accounts.authenticate(_engine(), username, request.form.get("password", ""), db.off_hub)
     if account is None:
         g.login_failed = True
         SIGN_IN_FAILURES.inc()
@@ -263,7 +258,7 @@ def setup() -> Response | str | tuple[str, int]:
         if password != request.form.get("confirm", ""):
             raise AccountError("the passwords differ", "confirm")
         username = request.form.get("username", "").strip()
-        account = accounts.create_user(_engine(), username, password, is_admin=True, offload=_offload)
+        account = accounts.create_user(_engine(), username, password, is_admin=True, offload=db.off_hub)
     except AccountError as exc:
         return render_template("setup.html", token=token, error=exc.message), 400
     accounts.finish_setup(instance)

@@ -25,6 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask_login import UserMixin
 from sqlalchemy import Engine, delete, func, select, update
 
+from ingestapp.store import db
 from ingestapp.store.models import ApiToken, User
 
 PASSWORD_HASHER = PasswordHasher()
@@ -116,7 +117,7 @@ def create_user(
     """Add a user. Raises AccountError for a bad or taken name or a short password."""
     check_username(username)
     password_hash = offload(PASSWORD_HASHER.hash, check_password(password))
-    with engine.begin() as conn:
+    with db.begin(engine) as conn:
         if conn.scalar(select(User.id).where(User.username == username)) is not None:
             raise AccountError(f"user {username!r} already exists", "username")
         user_id = conn.execute(
@@ -179,14 +180,14 @@ def authenticate(engine: Engine, username: str, password: str, offload: Offload 
 def set_password(engine: Engine, username: str, password: str, offload: Offload = _call) -> None:
     """Replace a user's password. Raises AccountError for an unknown user or a short password."""
     password_hash = offload(PASSWORD_HASHER.hash, check_password(password))
-    with engine.begin() as conn:
+    with db.begin(engine) as conn:
         if not conn.execute(update(User).where(User.username == username).values(password_hash=password_hash)).rowcount:
             raise AccountError(f"no user {username!r}", "username")
 
 
 def delete_user(engine: Engine, username: str) -> None:
     """Remove a user and their tokens; their sessions stay (visible to admins only)."""
-    with engine.begin() as conn:
+    with db.begin(engine) as conn:
         user_id = conn.scalar(select(User.id).where(User.username == username))
         if user_id is None:
             raise AccountError(f"no user {username!r}", "username")
@@ -226,7 +227,7 @@ def create_token(engine: Engine, username: str, name: str = "", expires_days: fl
         raise AccountError("--expires-days must be positive", "expires_days")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = time.time()
-    with engine.begin() as conn:
+    with db.begin(engine) as conn:
         token_id = conn.execute(
             ApiToken.__table__.insert().values(
                 user_id=account.id,
@@ -254,7 +255,7 @@ def user_for_token(engine: Engine, token: str) -> Account | None:
     if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        with engine.begin() as conn:
+        with db.begin(engine) as conn:
             conn.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
     return Account(row.user_id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash), row.id)
 
@@ -290,7 +291,7 @@ def list_tokens(engine: Engine) -> list[dict]:
 
 def revoke_token(engine: Engine, token_id: int) -> None:
     """Revoke a token now (kept, for the record). Raises AccountError for an unknown id."""
-    with engine.begin() as conn:
+    with db.begin(engine) as conn:
         active = (ApiToken.id == token_id) & ApiToken.revoked_at.is_(None)
         result = conn.execute(update(ApiToken).where(active).values(revoked_at=time.time()))
         if not result.rowcount and conn.scalar(select(ApiToken.id).where(ApiToken.id == token_id)) is None:

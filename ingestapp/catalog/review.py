@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Engine, and_, func, literal_column, select
 
 from ingestapp.catalog.records import orm_session, public_fields
 from ingestapp.core.vocabulary import ItemStatus
+from ingestapp.store import db
 from ingestapp.store.models import IngestSession, Item
 
 #: The review's grid filters (``GET /api/ingest/<id>/items?view=``): what each one shows.
@@ -84,6 +85,6 @@ def set_excluded(engine: Engine, session_id: str, excluded: bool, ids: list[str]
     """Exclude (or include again) the session's ok items with ``ids``, or all of ``view``."""
     where = [Item.session_id == session_id, Item.status == ItemStatus.OK]
     where.append(Item.id.in_(ids) if ids is not None else _view_filter(view or "all"))
-    with engine.begin() as conn:
+    with db.begin(engine) as conn:
         conn.execute(update(Item).where(*where).values(excluded=excluded))
         conn.execute(update(IngestSession).where(IngestSession.id == session_id).values(review_changed_at=time.time()))

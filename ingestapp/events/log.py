@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from ingestapp.events.model import Event, from_record, make_event, publish
+from ingestapp.store import db
 from ingestapp.store.models import ErrorEntry, EventRecord, IngestSession, Item
 
 
@@ -87,7 +88,7 @@ class SessionLog:
         lease = {"lease_owner": None, "lease_expires_at": None} if release else {
             "lease_expires_at": time.time() + self.lease
         }
-        with self.engine.begin() as conn:
+        with db.begin(self.engine) as conn:
             # The fenced UPDATE comes first: it takes the write lock and decides whether we may write.
             held = conn.execute(
                 update(IngestSession)
@@ -110,15 +111,19 @@ def events_after(engine: Engine, session_id: str, after_seq: int, batch: int = 5
 
     No connection is held between batches, so the caller may yield to the hub in between.
     """
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(EventRecord.seq, EventRecord.type, EventRecord.data)
-                .where(EventRecord.session_id == session_id, EventRecord.seq > after_seq)
-                .order_by(EventRecord.seq)
-                .limit(batch)
-            ).all()
-        if not rows:
-            return
-        yield [from_record(session_id, seq, event_type, data) for seq, event_type, data in rows]
-        after_seq = rows[-1].seq
+    while events := events_page(engine, session_id, after_seq, batch):
+        yield events
+        after_seq = events[-1].seq
+
+
+def events_page(engine: Engine, session_id: str, after_seq: int, limit: int) -> list[Event]:
+    """The first ``limit`` persisted events of a session with ``seq > after_seq``, in order (one
+    query; the SSE replay runs it off the hub, ``events.sse``)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(EventRecord.seq, EventRecord.type, EventRecord.data)
+            .where(EventRecord.session_id == session_id, EventRecord.seq > after_seq)
+            .order_by(EventRecord.seq)
+            .limit(limit)
+        ).all()
+    return [from_record(session_id, seq, event_type, data) for seq, event_type, data in rows]

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gevent
+import gevent.lock
 from sqlalchemy import Engine
 
 from ingestapp.core.vocabulary import FINISHED_STATUSES
 from ingestapp.events.broker import Broker, Subscription
-from ingestapp.events.log import events_after
+from ingestapp.events.log import events_page
 from ingestapp.events.model import Event, sse_frame
+from ingestapp.store.db import off_hub
 
 
 class SessionSource(Protocol):
@@ -38,7 +40,10 @@ class SessionSource(Protocol):
 KEEPALIVE = b": keepalive\n\n"
 #: Queued events written together in one chunk when a stream wakes up (one send, not one each).
 MAX_BATCH = 64
-CATCH_UP_BATCH = 500  # events per chunk of a catch-up (as ``eventlog.events_after`` reads them)
+CATCH_UP_BATCH = 500  # events per chunk of a catch-up (and per read of the event log)
+#: Reads of the event log at once in this process (replays of streams that were away or fell
+#: behind), off the hub: many full replays take turns and cannot starve the live streams.
+LOG_READERS = gevent.lock.BoundedSemaphore(2)
 _READ = 1  # libev's EV_READ
 
 
@@ -210,9 +215,13 @@ class EventStream:
                 yield batch
             return
         # Events are committed before they are published: the log holds every one sent live.
-        for batch in events_after(self.registry.engine, self.session_id, self.last_sent):
+        while batch := self._read_log(self.last_sent):
             self.broker.counters["events_replayed"] += len(batch)
-            yield batch
+            yield batch  # the stream sends it, and sets ``last_sent``, before the next read
+
+    def _read_log(self, after_seq: int) -> list[Event]:
+        with LOG_READERS:
+            return off_hub(events_page, self.registry.engine, self.session_id, after_seq, CATCH_UP_BATCH)
 
     def _guard_write(self, sock: Any) -> Any:
         """A started libev timer that drops the client unless the write of the chunk being

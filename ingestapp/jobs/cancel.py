@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, update
 
 from ingestapp.core.vocabulary import RUNNING_STATUSES
+from ingestapp.store import db
 from ingestapp.store.models import IngestSession
 from ingestapp.work.remote import request_cancel
 
@@ -75,7 +76,7 @@ class RowChannel:
         self.engine = engine
 
     def send(self, session_id: str) -> bool:
-        with self.engine.begin() as conn:
+        with db.begin(self.engine) as conn:
             return bool(conn.execute(
                 update(IngestSession)
                 .where(

@@ -29,6 +29,7 @@ from ingestapp.core.vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF, Event
 from ingestapp.events.log import publish_all, record
 from ingestapp.events.model import Event
 from ingestapp.jobs.state import stopped_state
+from ingestapp.store import db
 from ingestapp.store.models import IngestSession
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def reap_expired(engine: Engine) -> list[str]:
         ).all()
     reaped: list[Event] = []
     for session_id in candidates:
-        with engine.begin() as conn:
+        with db.begin(engine) as conn:
             running = and_(IngestSession.status.in_(RUNNING_STATUSES), expired)
             event = _stop(conn, session_id, SessionStatus.INTERRUPTED, running)
         if event is not None:

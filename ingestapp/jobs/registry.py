@@ -32,6 +32,7 @@ from ingestapp.events.log import publish_all
 from ingestapp.jobs import leases, recorded, sessions, versions, watch
 from ingestapp.jobs.cancel import Canceller
 from ingestapp.jobs.job import Job
+from ingestapp.store import db
 from ingestapp.store.models import IngestSession
 from ingestapp.work.pool import shared_pool
 from ingestapp.work.remote import RESUMES_KEY, RemoteFiles, SendFiles, workers_alive
@@ -89,7 +90,7 @@ class JobRegistry:
         session_id = new_id()
         job = Job(self, session_id, parameters)
         queue = not here and self._work_tier_alive()
-        with self.engine.begin() as conn:
+        with db.begin(self.engine) as conn:
             conn.execute(IngestSession.__table__.insert().values(
                 id=session_id,
                 status=SessionStatus.QUEUED,
@@ -115,7 +116,7 @@ class JobRegistry:
         session is queued for it, as a new one is.
         """
         queue = self._work_tier_alive()
-        with self.engine.begin() as conn:
+        with db.begin(self.engine) as conn:
             leases.take_interrupted(conn, session_id, None if queue else self.owner, self.lease)
             job = None if queue else self._load(conn, session_id)
         if job is None:
@@ -126,7 +127,7 @@ class JobRegistry:
     def take_queued(self, session_id: str) -> Job | None:
         """Take a session queued for the work tier (new or resumed) and run its job here; None when
         it is not queued any more (another worker took it, or it was cancelled while queued)."""
-        with self.engine.begin() as conn:
+        with db.begin(self.engine) as conn:
             if not leases.take_queued(conn, session_id, self.owner, self.lease):
                 log.info("session %s: not queued any more; nothing to run", session_id)
                 return None
@@ -136,7 +137,7 @@ class JobRegistry:
     def requeue(self, session_id: str) -> None:
         """Queue an ``interrupted`` session for the work tier (its worker stopped or died), to be
         continued by whichever worker takes it. Raises as ``resume`` does."""
-        with self.engine.begin() as conn:
+        with db.begin(self.engine) as conn:
             leases.take_interrupted(conn, session_id, None, self.lease)
         self.send_session(session_id)  # type: ignore[misc]
 
@@ -169,7 +170,7 @@ class JobRegistry:
         the session is not running."""
         if self.canceller.send(session_id):
             return
-        with self.engine.begin() as conn:
+        with db.begin(self.engine) as conn:
             stopped = leases.cancel_queued(conn, session_id)
         if stopped is not None:
             publish_all([stopped])  # it was waiting for a worker: cancelled now, by this request
@@ -194,13 +195,13 @@ class JobRegistry:
 
     def sessions(self, limit: int, user_id: int | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` sessions (of ``user_id`` only, if given), as ``sessions.listing``
-        gives them; a job running here reports its last commit's state."""
+        gives them; a job running here reports its last commit's state. Read off the hub."""
 
         def live_state(session_id: str) -> dict[str, Any] | None:
             job = self.jobs.get(session_id)
             return job.committed_state if job is not None else None
 
-        return sessions.listing(self.engine, limit, user_id, live_state)
+        return db.off_hub(sessions.listing, self.engine, limit, user_id, live_state)
 
     # -- crash recovery and shutdown ----------------------------------------------------------------
 

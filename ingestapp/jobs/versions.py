@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select, tuple_, update
 
 from ingestapp.core.vocabulary import SessionStatus
 from ingestapp.jobs.settle import FileStat
+from ingestapp.store import db
 from ingestapp.store.models import IngestSession, Item
 
 
@@ -51,7 +52,7 @@ def latest(engine: Engine, session_id: str, paths: list[bytes]) -> dict[bytes, K
 def record_stat(engine: Engine, session_id: str, path: bytes, version: int, stat: FileStat) -> None:
     """The file was touched but its content is the latest item's: remember its new size and mtime
     there, so the next scan does not read it again."""
-    with engine.begin() as conn:
+    with db.begin(engine) as conn:
         conn.execute(
             update(Item)
             .where(Item.session_id == session_id, Item.path_bytes == path, Item.version == version)

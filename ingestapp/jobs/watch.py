@@ -44,6 +44,7 @@ from ingestapp.jobs.scanner import ScannedFile, list_directory, scan
 from ingestapp.jobs.settle import FileStat, Settler
 from ingestapp.jobs.state import JobState
 from ingestapp.jobs.writer import Writer
+from ingestapp.store import db
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ class FolderWatch:
         if released is not None:
             known = versions.latest(self.engine, self.job.session_id, released)
             ids = versions.item_ids(self.engine, self.job.session_id, [(p, k.version) for p, k in known.items()])
-        if any(import_items(self.engine, self.job.session_id, ids).values()):
+        if any(db.off_hub(import_items, self.engine, self.job.session_id, ids).values()):
             self._inform(imported=versions.import_totals(self.engine, self.job.session_id))
             self.job.emit_progress()
 

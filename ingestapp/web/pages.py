@@ -22,6 +22,7 @@ from ingestapp.core.parameters import DEFAULT_PATTERN, ParameterError
 from ingestapp.core.paths import display_path
 from ingestapp.core.vocabulary import LABELS, RUNNING_STATUSES, SessionStatus, for_scripts
 from ingestapp.jobs.registry import JobRegistry
+from ingestapp.store.db import off_hub
 
 bp = Blueprint("pages", __name__)
 bp.add_app_template_filter(display_path, "display_path")  # a directory may hold bytes that are not UTF-8
@@ -230,7 +231,7 @@ def catalog() -> str:
     if error and error["field"] in SEARCH_TEXT_FIELDS:  # unreadable words match nothing, not everything
         result: dict[str, Any] = {"items": [], "total": 0}
     else:
-        result = query_catalog(registry().engine, query, offset, CATALOG_PAGE_SIZE, distance)
+        result = off_hub(query_catalog, registry().engine, query, offset, CATALOG_PAGE_SIZE, distance)
     pages = max(1, math.ceil(result["total"] / CATALOG_PAGE_SIZE))
     narrowed = any(value for name, value in filters.items() if name != "sort")
     return render_template(

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from ingestapp.accounts.auth import item_visible
 from ingestapp.catalog.search import keyword_suggestions, query_catalog
 from ingestapp.core.errors import ApiError
+from ingestapp.store.db import off_hub
 from ingestapp.store.models import Item
 from ingestapp.web.api.blueprint import bp, registry
 from ingestapp.web.contract import responses, spec
@@ -40,11 +41,12 @@ def catalog() -> Response:
     (a catalog entry id: the entries within ``INGEST_SIMILAR_DISTANCE`` bits of its hash)."""
     query: CatalogQueryIn = request.context.query
     distance = current_app.config["SIMILAR_DISTANCE"]
-    return jsonify(query_catalog(registry().engine, query.catalog_query(), query.offset, query.limit, distance))
+    page = off_hub(query_catalog, registry().engine, query.catalog_query(), query.offset, query.limit, distance)
+    return jsonify(page)
 
 
 @bp.get("/api/catalog/keywords")
 @spec.validate(query=KeywordsQuery, resp=responses(400, HTTP_200=KeywordList), tags=["catalog"])
 def catalog_keywords() -> Response:
     """Keyword suggestions: ``{"keywords": [...]}`` starting with ``prefix``, most used first."""
-    return jsonify(keywords=keyword_suggestions(registry().engine, request.context.query.prefix.strip()))
+    return jsonify(keywords=off_hub(keyword_suggestions, registry().engine, request.context.query.prefix.strip()))

@@ -1,4 +1,5 @@
-"""The review of a session: its items by view, the counts, the exclusions, and the commit."""
+"""The review of a session: its items by view, the counts, the exclusions, and the commit (each
+read or written off the gevent hub: a session may hold 100,000 items)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ingestapp.catalog.review import session_items, session_review, set_excluded
 from ingestapp.core.errors import JobConflict
 from ingestapp.core.vocabulary import PairImport, SessionStatus
 from ingestapp.events.sse import is_finished
+from ingestapp.store.db import off_hub
 from ingestapp.web.api.blueprint import bp, registry
 from ingestapp.web.contract import responses, spec
 from ingestapp.web.schemas.requests import CommitRequest, ExclusionsRequest, ItemsQuery
@@ -22,7 +24,7 @@ def items(session_id: str) -> Response:
     """A page of the session's items, ``view`` = all | new | duplicates | errors | nsfw."""
     check_session_access(session_id)  # 404 for an unknown session or another user's
     page: ItemsQuery = request.context.query
-    return jsonify(session_items(registry().engine, session_id, page.offset, page.limit, page.view))
+    return jsonify(off_hub(session_items, registry().engine, session_id, page.offset, page.limit, page.view))
 
 
 @bp.get("/api/ingest/<session_id>/review")
@@ -30,7 +32,7 @@ def items(session_id: str) -> Response:
 def review(session_id: str) -> Response:
     """The review step: ``{"counts", "pairs", "excluded", "import_count", "imported", "import_offered"}``."""
     check_session_access(session_id)  # 404 for an unknown session or another user's
-    return jsonify(session_review(registry().engine, session_id))
+    return jsonify(off_hub(session_review, registry().engine, session_id))
 
 
 @bp.post("/api/ingest/<session_id>/exclusions")
@@ -40,8 +42,9 @@ def exclusions(session_id: str) -> Response:
     by ``view`` (every ok item of that review filter). Answers with the review, as ``/review``."""
     body = request.context.json.root
     check_session_access(session_id)  # 404 for an unknown session or another user's
-    set_excluded(registry().engine, session_id, body.excluded, getattr(body, "ids", None), getattr(body, "view", None))
-    return jsonify(session_review(registry().engine, session_id))
+    ids, view = getattr(body, "ids", None), getattr(body, "view", None)
+    off_hub(set_excluded, registry().engine, session_id, body.excluded, ids, view)
+    return jsonify(off_hub(session_review, registry().engine, session_id))
 
 
 @bp.post("/api/ingest/<session_id>/commit")
@@ -56,4 +59,5 @@ def commit(session_id: str) -> Response:
     state = registry().state(session_id)
     if not is_finished(state) and state["status"] not in (SessionStatus.INTERRUPTED, SessionStatus.WATCHING):
         raise JobConflict(f"the session is still {state['status']}")
-    return jsonify(commit_session(registry().engine, session_id, None if exclude is None else set(exclude), pairs))
+    exclude = None if exclude is None else set(exclude)
+    return jsonify(off_hub(commit_session, registry().engine, session_id, exclude, pairs))
