@@ -4,6 +4,7 @@ auto-import of a watching session (``import_items``), which writes them the same
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy import Engine, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -12,6 +13,7 @@ from ingestapp.catalog.records import orm_session
 from ingestapp.core.errors import JobConflict
 from ingestapp.core.formats import is_raw
 from ingestapp.core.ids import new_id
+from ingestapp.core.limits import cap_keywords
 from ingestapp.core.parameters import VIDEO_EXTENSIONS
 from ingestapp.core.vocabulary import FINISHED_STATUSES, ItemStatus, PairImport, SessionStatus
 from ingestapp.store.models import CatalogEntry, CatalogKeyword, IngestSession, Item
@@ -120,7 +122,7 @@ def _write_entries(orm: Session, items: list[Item], now: float) -> tuple[int, in
 
 
 def _fill_entry(entry: CatalogEntry, item: Item, now: float) -> None:
-    fields = item.fields
+    fields = _capped(item.fields)
     metadata = fields.get("metadata") or {}
     entry.item_id = item.id
     entry.path = item.path
@@ -139,6 +141,16 @@ def _fill_entry(entry: CatalogEntry, item: Item, now: float) -> None:
         str(part) for part in (item.path, *fields["keywords"], metadata.get("make"), metadata.get("model"),
                                metadata.get("lens_model")) if part
     ).lower()
+
+
+def _capped(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with its keywords capped (``core.limits``) and the cut said in its ``warnings``.
+    The stages cap them already; this holds the catalog to the caps also for items recorded by an
+    earlier release, or by a work-tier worker not yet upgraded."""
+    keywords, warning = cap_keywords(fields["keywords"])
+    if warning is None:
+        return fields
+    return {**fields, "keywords": keywords, "warnings": [*fields.get("warnings", []), warning]}
 
 
 def _media_type(path: str, mime_type: str | None) -> str:
