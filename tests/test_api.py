@@ -16,7 +16,7 @@ from sqlalchemy import update
 from ingestapp.stages.base import new_item_fields
 from ingestapp.store.models import Item
 from tests.auth_support import prepare_instance
-from tests.factories import start, wait_for, write_jpeg, write_jpegs
+from tests.factories import hoard_sidecar, start, wait_for, write_jpeg, write_jpegs
 
 
 def post(client, url, body, **kwargs):
@@ -321,16 +321,6 @@ def test_catalog_search_ignores_case_and_matches_substrings(client, app, media: 
     suggestions = client.get("/api/catalog/keywords", query_string={"prefix": "p"}).get_json()
     assert suggestions == {"keywords": ["Pine"]}
     assert client.get("/api/catalog/keywords", query_string={"prefix": "%"}).get_json() == {"keywords": []}
-
-
-def hoard_sidecar(path: Path, keywords: list[str]) -> None:
-    """An XMP sidecar whose dc:subject bag holds ``keywords``."""
-    bag = "".join(f"<rdf:li>{keyword}</rdf:li>" for keyword in keywords)
-    path.write_text(
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
-        f"<dc:subject><rdf:Bag>{bag}</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"
-    )
 
 
 def test_keyword_caps_hold_from_the_sidecar_to_the_catalog_page(client, app, media: Path) -> None:
