@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from flask import Flask, Response, current_app
+from flask_login import user_logged_out
 
 from ingestapp.accounts import auth, security
 from ingestapp.accounts.users import valid_principals
@@ -18,7 +19,7 @@ from ingestapp.store import db
 from ingestapp.store import revision as schema
 from ingestapp.web import api, contract, errors, pages, prometheus
 from ingestapp.web.slow_clients import SlowClientGuard
-from ingestapp.web.stream_principals import StreamPrincipals
+from ingestapp.web.stream_principals import StreamPrincipals, end_signed_out_streams
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -39,8 +40,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     broker = app.extensions["ingest_broker"] = Broker(app.config["SSE_QUEUE"])
     app.extensions["ingest_stream_principals"] = StreamPrincipals(
         app.config["MAX_STREAMS_PER_USER"], app.config["SSE_KEEPALIVE"],
-        functools.partial(valid_principals, engine),
+        functools.partial(valid_principals, engine, sign_in_max_age=app.config["SIGN_IN_MAX_AGE"]),
     )
+    user_logged_out.connect(end_signed_out_streams)  # once per process: blinker keys it by the function
     bus = app.extensions["ingest_bus"] = create_bus(app.config, on_gap=broker.resync)
     bus.start()
     if bus.status()["bus"] == "redis":  # REDIS_URL, in a gevent-patched process: the work tier too

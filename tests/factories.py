@@ -24,6 +24,16 @@ def write_jpegs(directory: Path, count: int, prefix: str = "img") -> list[Path]:
     return [write_jpeg(directory / f"{prefix}_{i:04d}.jpg", color=(i % 256, 90, 77)) for i in range(count)]
 
 
+def hoard_sidecar(path: Path, keywords: list[str]) -> None:
+    """An XMP sidecar whose dc:subject bag holds ``keywords`` (as many as a test likes)."""
+    bag = "".join(f"<rdf:li>{keyword}</rdf:li>" for keyword in keywords)
+    path.write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<dc:subject><rdf:Bag>{bag}</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+
+
 def start(client: Any, directory: Path, **parameters: Any) -> str:
     """POST /api/ingest/process and return the session id (asserts 202)."""
     body = {"parameters": {"directory": str(directory), "enable_nsfw_detection": False, **parameters}}

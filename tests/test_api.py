@@ -14,10 +14,12 @@ from pathlib import Path
 
 import gevent
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
+from ingestapp.stages.base import new_item_fields
+from ingestapp.store.models import Item
 from tests.auth_support import prepare_instance
-from tests.factories import start, wait_for, write_jpeg, write_jpegs
+from tests.factories import hoard_sidecar, start, wait_for, write_jpeg, write_jpegs
 
 
 def post(client, url, body, **kwargs):
@@ -376,6 +378,43 @@ def test_catalog_search_ignores_case_and_matches_substrings(client, app, media: 
     suggestions = client.get("/api/catalog/keywords", query_string={"prefix": "p"}).get_json()
     assert suggestions == {"keywords": ["Pine"]}
     assert client.get("/api/catalog/keywords", query_string={"prefix": "%"}).get_json() == {"keywords": []}
+
+
+def test_keyword_caps_hold_from_the_sidecar_to_the_catalog_page(client, app, media: Path) -> None:
+    """Issue 16, point 3: 400,000 keywords in a sidecar become an ok item of 500 with a warning;
+    the job goes on; the catalog lists an entry's first 50 keywords ("+450 more"), so a page stays
+    small; an item recorded uncapped (an earlier release) is capped by the commit, with a warning."""
+    write_jpeg(media / "hoard.jpg", color=(1, 2, 3))
+    hoard_sidecar(media / "hoard.xmp", ["tag" * 333 + "!", *(f"keyword {n}" for n in range(400_000))])
+    write_jpeg(media / "plain.jpg", color=(4, 5, 6))
+    session_id = start(client, media)
+    wait_for(app, session_id, {"completed"}, timeout=120)
+    items = {item["path"]: item for item in client.get(f"/api/ingest/{session_id}/items").get_json()["items"]}
+    hoard, plain = items["hoard.jpg"], items["plain.jpg"]
+    assert hoard["status"] == plain["status"] == "ok" and plain["warnings"] == []
+    assert len(hoard["keywords"]) == 500 and max(map(len, hoard["keywords"])) == 200
+    warning = "kept 500 of 400,001 keywords; 1 keyword over 200 characters was shortened"
+    assert hoard["warnings"] == [warning]
+
+    engine = app.extensions["ingest_db"]
+    with engine.begin() as conn:  # as an earlier release recorded it: 600 keywords, no warnings
+        fields = {key: value for key, value in plain.items() if key in new_item_fields() and key != "warnings"}
+        fields["keywords"] = [f"old {n}" for n in range(600)]
+        conn.execute(update(Item).where(Item.id == plain["id"]).values(fields=fields))
+    assert post(client, f"/api/ingest/{session_id}/commit", {}).get_json()["added"] == 2
+
+    def entry(keyword: str) -> dict:
+        found = client.get("/api/catalog", query_string={"keyword": keyword}).get_json()["items"]
+        assert len(found) == 1, keyword
+        return found[0]
+
+    hoarded = entry("keyword 498")  # the last one kept: the filter finds an entry by any keyword
+    assert (len(hoarded["keywords"]), hoarded["keyword_count"], hoarded["warnings"]) == (50, 500, [warning])
+    assert client.get("/api/catalog", query_string={"keyword": "keyword 499"}).get_json()["total"] == 0
+    assert entry("old 499")["warnings"] == ["kept 500 of 600 keywords"]
+    page = client.get("/catalog").get_data(as_text=True)
+    assert page.count("+450 more") == 2 and warning in page
+    assert len(page) < 100_000  # two entries of 500 keywords each: their first 50 only
 
 
 def test_search_text_with_control_characters_is_refused(client, app, media: Path) -> None:

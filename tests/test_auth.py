@@ -4,6 +4,7 @@ Origin, Host, security headers, sign-in limits, ownership, the first-start setup
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -96,6 +97,52 @@ def test_a_new_password_or_a_deleted_user_ends_cookie_sign_ins(app: Flask, cooki
     assert cookie_client.get("/api/ingest/sessions").status_code == 200
     delete_user(engine, ADMIN)
     assert_401(cookie_client.get("/api/ingest/sessions"))
+
+
+def test_signing_out_refuses_that_sign_ins_cookie_and_its_copies_only(app: Flask) -> None:
+    """Issue 16, point 10: a sign-out is recorded on the server, so a copy of the cookie (taken
+    before it) stops working too, while the user's other browsers stay signed in."""
+    leaving, staying, thief = (app.test_client(token=None) for _ in range(3))
+    for client in (leaving, staying):
+        assert sign_in(client).status_code == 302
+    thief.set_cookie("session", leaving.get_cookie("session").value)
+    assert thief.get("/api/ingest/sessions").status_code == 200  # a copy works while the sign-in lasts
+    assert leaving.post("/logout", data={"csrf_token": csrf_token(leaving)}).status_code == 302
+    for signed_out in (leaving, thief):
+        assert_401(signed_out.get("/api/ingest/sessions"))
+        assert signed_out.get("/sessions").status_code == 302
+    assert staying.get("/api/ingest/sessions").status_code == 200
+    assert staying.post("/logout", data={"csrf_token": csrf_token(staying)}).status_code == 302
+    assert staying.get("/sessions").status_code == 302
+
+
+def test_a_sign_in_cookie_holds_an_id_a_time_and_the_password_fingerprint(app: Flask) -> None:
+    """What the user loader accepts (``users.browser_account``): this release's four fields, a
+    sign-in younger than INGEST_SIGN_IN_MAX_AGE that was not signed out; sign-outs are pruned once
+    no cookie they stop could still be valid."""
+    from sqlalchemy import func, insert, select
+
+    from ingestapp.accounts.signins import record_sign_out
+    from ingestapp.accounts.users import browser_account, find_user
+    from ingestapp.store.models import SignOut
+
+    engine, day = app.extensions["ingest_db"], 86400.0
+    account = find_user(engine, username=ADMIN).signed_in()
+    assert account.sign_in is not None and len(account.sign_in.id) == 22
+    assert browser_account(engine, account.get_id(), day) == account
+    user_id, fingerprint, sign_in_id, _ = account.get_id().split(":")
+    for refused in (f"{user_id}:{fingerprint}",  # an earlier release's cookie: no sign-in to sign out
+                    f"{user_id}:{fingerprint}:{sign_in_id}:{int(time.time() - 2 * day)}",  # too old
+                    f"{user_id}:{fingerprint}:{sign_in_id}:{int(time.time() + day)}",  # from the future
+                    f"{user_id}:wrong:{sign_in_id}:{account.sign_in.at}", f"{user_id}:{fingerprint}::0"):
+        assert browser_account(engine, refused, day) is None, refused
+    with engine.begin() as conn:  # a sign-out older than any sign-in may last
+        conn.execute(insert(SignOut).values(sign_in_id="old", signed_out_at=time.time() - 2 * day))
+    record_sign_out(engine, account.sign_in.id, day)
+    record_sign_out(engine, account.sign_in.id, day)  # a second click: harmless
+    assert browser_account(engine, account.get_id(), day) is None
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(SignOut)) == 1  # "old" was pruned
 
 
 def test_cookie_changes_need_the_csrf_header_tokens_do_not(cookie_client, client, media: Path) -> None:

@@ -92,3 +92,43 @@ def test_sign_in_comes_back_and_sign_out_leaves(server: Server, browser: SignedI
         browser.check_csp()
     finally:
         context.close()
+
+
+#: Notes in sessionStorage (it outlives the navigation to /login) whether an EventSource was
+#: closed while the Sign out form's submit event was being dispatched, before the form was sent.
+WATCH_SIGN_OUT_JS = """
+window.addEventListener('submit', (event) => {
+  if (event.target.matches('form.signout')) window.signingOut = true;
+}, true);
+const close = EventSource.prototype.close;
+EventSource.prototype.close = function () {
+  if (window.signingOut && this.readyState !== EventSource.CLOSED) sessionStorage.setItem('closedOnSignOut', this.url);
+  return close.call(this);
+};
+"""
+
+
+def test_sign_out_closes_the_pages_stream_before_the_form_is_sent(server: Server, browser: SignedInBrowser,
+                                                                   media: Path) -> None:
+    """Issue 16, point 10's nicety: the session page closes its EventSource before the Sign out
+    form goes (the server ends the stream anyway: tests/test_stream_principals.py)."""
+    body = {"parameters": {"directory": str(media / "set"), "enable_nsfw_detection": False, "watch": True}}
+    session_id = server.request("POST", "/api/ingest/process", body)[1]["session_id"]
+    context = browser.new_context(signed_in=False)  # a sign-in of its own: the shared one stays
+    try:
+        context.add_init_script(WATCH_SIGN_OUT_JS)
+        page = context.new_page()
+        page.goto(base(server) + f"/ingest/{session_id}")
+        page.get_by_label("Username").fill(server.username)
+        page.get_by_label("Password").fill(server.password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(base(server) + f"/ingest/{session_id}")
+        page.locator('[data-connection="live"]').wait_for()
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(lambda url: "/login" in url)
+        closed = page.evaluate("sessionStorage.getItem('closedOnSignOut')")
+        assert closed and f"/api/ingest/stream/{session_id}" in closed
+        browser.check_csp()
+    finally:
+        context.close()
+        server.request("POST", f"/api/ingest/{session_id}/cancel", {})

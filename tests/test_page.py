@@ -3,7 +3,8 @@
 Each state leads with itself in the first screen (interrupted after a kill -9 with Resume,
 cancelled, completed with its errors); the connection comes back live within 15 s of the server
 answering; errors name their stage in a neutral chip; sizes follow the EXIF orientation; the pager,
-keyword chips, the catalog's keyword field and a max_files run say and do what they should.
+keyword chips, the catalog's keyword field, an item over the keyword cap and a max_files run say and
+do what they should.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tests.browser_support import (
     signed_in_chromium,
     write_media,
 )
-from tests.factories import write_jpegs
+from tests.factories import hoard_sidecar, write_jpegs
 from tests.servers import gunicorn
 from tests.test_browser import (
     LIVE_JS,
@@ -66,6 +67,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_turned(root / "turned" / f"o{orientation}.jpg", orientation)
     write_jpegs(root / "many", 30)  # two pages of the review grid
     write_jpegs(root / "long", 160)  # 32 s at FILE_DELAY: outlives a kill and a restart
+    write_jpegs(root / "hoard", 1)  # with 600 keywords in its sidecar: over the cap of 500
+    hoard_sidecar(root / "hoard" / "img_0000.xmp", [f"tag {n}" for n in range(600)])
     return root
 
 
@@ -298,6 +301,27 @@ def test_keyword_chips_filter_the_catalog(site: App, context: Any) -> None:
     page.wait_for_url(re.compile(r"/catalog\?"))
     assert len(page.locator("#catalog-grid figcaption").all_text_contents()) > len(paths)
     assert_accessible(page, "the catalog with its keyword field")
+    assert script_errors == []
+
+
+def test_a_capped_item_says_so_and_lists_its_first_keywords(site: App, context: Any) -> None:
+    """Issue 16, point 3: an item whose sidecar held 600 keywords keeps 500; its review card and
+    its catalog card list the first 50 and "+450 more", and say the cut in words."""
+    session_id = site.start("hoard", skip_duplicates=False)
+    page, script_errors = open_page(context, f"{site.base}/ingest/{session_id}")
+    page.locator("#status[data-status='completed']").wait_for(timeout=30_000)
+    warning = "kept 500 of 600 keywords"
+    for grid in ("#preview-grid", "#catalog-grid"):
+        if grid == "#catalog-grid":
+            page.get_by_role("button", name=re.compile(r"^Import \d+")).click()
+            page.locator("#import-result", has_text="Imported").wait_for()
+            page.goto(f"{site.base}/catalog?keyword=tag+499")
+        card = page.locator(f"{grid} .item", has_text="img_0000.jpg")
+        card.locator(".more-keywords").wait_for()  # the review grid loads after the status
+        assert card.locator(".more-keywords").inner_text() == "+450 more"
+        assert card.locator(".keywords a.keyword").count() == 50, grid
+        assert card.locator(".item-warning").inner_text() == warning
+    assert_accessible(page, "a catalog card with a warning")
     assert script_errors == []
 
 

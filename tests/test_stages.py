@@ -17,6 +17,7 @@ from iptcinfo3 import IPTCInfo
 from PIL import ExifTags, Image, PngImagePlugin
 from PIL.TiffImagePlugin import IFDRational
 
+from ingestapp.core import limits
 from ingestapp.core.parameters import IngestParameters
 from ingestapp.stages import (
     STAGES,
@@ -570,6 +571,49 @@ def test_xmp_entities_are_refused(folder: Path, thumbs: Path) -> None:
     _ctx, errors = run_pipeline(path, thumbs, enable_nsfw_detection=False)
     assert errors and errors[0][0] == "keywords"
     assert errors[0][1].startswith("malformed XMP sidecar laughs.xmp: ")
+
+
+def test_a_sidecar_of_400000_keywords_keeps_500_and_says_so(folder: Path, thumbs: Path) -> None:
+    """Issue 16, point 3: a real sidecar under the byte cap but holding 400,000 keywords (and one
+    of 1,000 characters) gives an ok item with at most 500 keywords of at most 200 characters, a
+    warning saying so, and the stages after keywords still run."""
+    path = folder / "hoard.jpg"
+    picture().save(path)
+    long_keyword = "tag" * 333 + "!"
+    hoard = [f"keyword {n}" for n in range(400_000)]
+    rating = "<xmp:Rating>3</xmp:Rating>"
+    (folder / "hoard.xmp").write_bytes(xmp_packet(bag("dc:subject", long_keyword, *hoard) + rating))
+    assert 10_000_000 < (folder / "hoard.xmp").stat().st_size < limits.MAX_SIDECAR_BYTES
+    ctx, errors = run_pipeline(path, thumbs, enable_nsfw_detection=False)
+    assert errors == []
+    keywords = ctx.item["keywords"]
+    assert len(keywords) == limits.MAX_KEYWORDS == 500
+    assert max(len(keyword) for keyword in keywords) <= limits.MAX_KEYWORD_LENGTH == 200
+    assert keywords[0] == long_keyword[:199] + "\u2026" and keywords[1:3] == ["keyword 0", "keyword 1"]
+    assert ctx.item["warnings"] == [
+        "kept 500 of 400,001 keywords; 1 keyword over 200 characters was shortened"
+    ]
+    assert ctx.item["rating"] == 3 and ctx.item["thumbnail"]  # the scores and thumbnail stages ran
+
+
+def test_keyword_caps_shorten_before_removing_duplicates_and_hold_once_applied() -> None:
+    same_start = ["x" * 300 + "a", "X" * 300 + "b"]  # one keyword once both are cut to 200 characters
+    kept, warning = limits.cap_keywords([" owl ", "Owl", "", *same_start])
+    assert kept == ["owl", "x" * 199 + "\u2026"]
+    assert warning == "1 keyword over 200 characters was shortened"
+    assert limits.cap_keywords(kept) == (kept, None)  # the catalog commit caps again: nothing changes
+    kept, warning = limits.cap_keywords(f"k{n}" for n in range(501))
+    assert len(kept) == 500 and warning == "kept 500 of 501 keywords"
+
+
+@pytest.mark.parametrize("sidecar", ["big.xmp", "big.txt"])
+def test_a_sidecar_over_its_byte_cap_is_an_error_in_words(folder: Path, thumbs: Path, sidecar: str) -> None:
+    path = folder / "big.jpg"
+    picture().save(path)
+    with (folder / sidecar).open("wb") as f:
+        f.truncate(limits.MAX_SIDECAR_BYTES + 1)  # sparse: costs no disk
+    _ctx, errors = run_pipeline(path, thumbs, enable_nsfw_detection=False)
+    assert errors == [("keywords", f"sidecar {sidecar} is larger than 16,777,216 bytes: not read")]
 
 
 @pytest.mark.parametrize(

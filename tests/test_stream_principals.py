@@ -1,19 +1,29 @@
 """Fair shares and revocation of streams (issue 16, points 7 and 10), against a real gunicorn: a
-user's streams past INGEST_MAX_STREAMS_PER_USER are a 429, and revoking a token or deleting a user
-ends that credential's open streams within a keepalive interval, while others' go on."""
+user's streams past INGEST_MAX_STREAMS_PER_USER are a 429, and revoking a token, deleting a user or
+signing a browser out ends that credential's open streams within a keepalive interval, while
+others' go on (signing out also at once, in-process)."""
 
 from __future__ import annotations
 
+import http.client
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+from flask.testing import FlaskClient
+from flask_login import current_user
 from sqlalchemy import create_engine
 
-from ingestapp.accounts.users import create_token, delete_user, revoke_token
+from ingestapp import create_app, shutdown
+from ingestapp.accounts.signins import record_sign_out
+from ingestapp.accounts.users import Principal, create_token, delete_user, revoke_token
 from ingestapp.core.config import load_config
-from tests.auth_support import add_user
+from ingestapp.events.broker import Subscription
+from ingestapp.web.stream_principals import StreamPrincipals
+from tests.auth_support import add_user, csrf_token, sign_in
 from tests.factories import write_jpegs
 from tests.servers import Server, SSEClient, gunicorn
 
@@ -106,3 +116,107 @@ def test_a_revoked_token_and_a_deleted_user_end_their_streams(server: tuple[Serv
     finally:
         for client in (revoked, doomed, survivor):
             client.close()
+
+
+def signed_in_principal(client: FlaskClient) -> Principal:
+    """Sign ``client`` in through the form; the Principal its requests carry (its sign-in)."""
+    assert sign_in(client).status_code == 302
+    with client:  # keeps the request context: current_user is this request's
+        client.get("/api/ingest/sessions")
+        return current_user.principal()
+
+
+def test_signing_out_ends_that_sign_ins_streams_here_at_once_and_elsewhere_at_the_check(app_config: dict) -> None:
+    """Issue 16, point 10, in-process: ``POST /logout`` ends the streams of that sign-in in the
+    worker that handled it at once (the keepalive here is an hour: no check runs), and a sign-out
+    recorded by another worker ends them at this worker's next check; other credentials' stay."""
+    app = create_app({**app_config, "SSE_KEEPALIVE": 3600})
+    try:
+        principals: StreamPrincipals = app.extensions["ingest_stream_principals"]
+        leaving, elsewhere = app.test_client(token=None), app.test_client(token=None)
+        streams = {name: Subscription("session", 10) for name in ("leaving", "elsewhere", "token")}
+        leaving_principal = signed_in_principal(leaving)
+        principals.admit(leaving_principal, streams["leaving"])
+        elsewhere_principal = signed_in_principal(elsewhere)
+        principals.admit(elsewhere_principal, streams["elsewhere"])
+        with app.test_client() as token_client:  # the test admin's API token: the same user
+            token_client.get("/api/ingest/sessions")
+            principals.admit(current_user.principal(), streams["token"])
+
+        assert leaving.post("/logout", data={"csrf_token": csrf_token(leaving)}).status_code == 302
+        assert [name for name, stream in streams.items() if stream.closed] == ["leaving"]
+        principals.release(leaving_principal, streams["leaving"])  # as its response's close does
+
+        assert elsewhere_principal.sign_in is not None
+        record_sign_out(app.extensions["ingest_db"], elsewhere_principal.sign_in.id, app.config["SIGN_IN_MAX_AGE"])
+        assert principals.check() == 1  # what every worker's checker runs each keepalive
+        assert [name for name, stream in streams.items() if stream.closed] == ["leaving", "elsewhere"]
+    finally:
+        shutdown(app)
+
+
+class Browser:
+    """One browser's cookie jar against a real server: pages and forms over plain HTTP/1.1."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.cookie = ""
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        """One request with this browser's cookie, keeping the one it sets; ``(status, body)``."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        if form is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=urlencode(form) if form is not None else None, headers=headers)
+            response = conn.getresponse()
+            body = response.read().decode()
+            if response.getheader("Set-Cookie"):
+                self.cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+            return response.status, body
+        finally:
+            conn.close()
+
+    def submit(self, page: str, action: str, **fields: str) -> int:
+        """Send the form of ``action`` as the page at ``page`` would, with its CSRF token."""
+        _, html = self.request("GET", page)
+        token = re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+        return self.request("POST", action, {**fields, "csrf_token": token})[0]
+
+    def stream(self, session_id: str) -> SSEClient:
+        return SSEClient(self.server.port, f"/api/ingest/stream/{session_id}", {"Cookie": self.cookie},
+                         timeout=10, anonymous=True)
+
+
+@pytest.mark.server
+def test_signing_out_ends_that_browsers_streams_and_not_the_users_others(server: tuple[Server, str, Path]) -> None:
+    """Issue 16, point 10, with a real gunicorn: two browsers of one user, each with an open
+    stream; one signs out: its stream ends within a keepalive (1 s), the other's goes on, and the
+    signed-out cookie is refused (401 for the API, the sign-in page for pages)."""
+    running, session_id, instance = server
+    engine = engine_of(instance)
+    try:
+        add_user(engine, "walker", is_admin=True)  # an admin of its own: sees the admin's session
+    finally:
+        engine.dispose()
+    leaving, staying = Browser(running), Browser(running)
+    for browser in (leaving, staying):
+        assert browser.submit("/login", "/login", username="walker", password=running.password) == 302
+    streams = [leaving.stream(session_id), staying.stream(session_id)]
+    try:
+        assert [stream.status for stream in streams] == [200, 200]
+        signed_out_cookie = leaving.cookie
+        assert leaving.submit("/", "/logout") == 302
+        assert ends_within(streams[0], 4)
+        assert not ends_within(streams[1], 2.5)
+        leaving.cookie = signed_out_cookie  # a copy of the cookie, as kept before signing out
+        assert leaving.request("GET", "/api/ingest/sessions")[0] == 401
+        assert leaving.request("GET", "/sessions")[0] == 302
+        refused = leaving.stream(session_id)
+        streams.append(refused)
+        assert refused.status == 401
+        assert staying.request("GET", "/api/ingest/sessions")[0] == 200
+    finally:
+        for stream in streams:
+            stream.close()

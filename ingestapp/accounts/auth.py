@@ -14,6 +14,7 @@ first-start setup page, and who may see which session.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import Engine, exists, select
 
 from ingestapp.accounts import users as accounts
+from ingestapp.accounts.signins import record_sign_out
 from ingestapp.accounts.users import Account, AccountError
 from ingestapp.core.errors import ApiError, JobNotFound
 from ingestapp.core.metrics import SIGN_IN_FAILURES, SIGN_INS_LIMITED
@@ -55,6 +57,9 @@ def init_app(app: Flask) -> None:
         WTF_CSRF_CHECK_DEFAULT=False,  # checked in the blueprints' guards: token requests are exempt
         WTF_CSRF_TIME_LIMIT=None,  # valid as long as the sign-in session (a page may stay open for days)
         RATELIMIT_HEADERS_ENABLED=True,
+        # Flask refuses a session cookie signed longer ago than this; a sign-in ends then anyway
+        # (signins.py), so the two agree.
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=app.config["SIGN_IN_MAX_AGE"]),
     )
     app.before_request(_forget_identity)
     login_manager.init_app(app)
@@ -77,12 +82,12 @@ def _engine() -> Engine:
 
 @login_manager.user_loader
 def _load_from_session(session_id: str) -> Account | None:
-    """The cookie's user, if it still exists and its password is the one signed in with."""
+    """The cookie's user, if it still exists, its password is the one signed in with, and this
+    sign-in was not signed out nor is older than ``INGEST_SIGN_IN_MAX_AGE`` (``users.browser_account``)."""
     if "Authorization" in request.headers:
         return None  # the header decides alone (see _load_from_header)
-    user_id, _, fingerprint = session_id.partition(":")
-    account = accounts.find_user(_engine(), user_id=int(user_id)) if user_id.isdigit() else None
-    if account is None or account.password_fingerprint != fingerprint:
+    account = accounts.browser_account(_engine(), session_id, current_app.config["SIGN_IN_MAX_AGE"])
+    if account is None:
         return None
     g.auth_method = "cookie"
     return account
@@ -233,12 +238,19 @@ def login() -> Response | str | tuple[str, int]:
         SIGN_IN_FAILURES.inc()
         log.warning("failed sign-in for %r from %s", username[:64], get_remote_address())
         return render_template("login.html", error="Wrong username or password.", next=next_url), 401
-    login_user(account)
+    login_user(account.signed_in())
     return redirect(safe_next(next_url))
 
 
 @bp.post("/logout")
 def logout() -> Response:
+    """Sign this browser out: its sign-in is recorded as ended first, so its cookie (and any copy
+    of it) is refused and every worker ends its streams within a keepalive; ``logout_user`` then
+    clears the cookie and sends Flask-Login's ``user_logged_out``, on which this worker ends that
+    sign-in's streams at once (``web/stream_principals.py``). The user's other browsers stay."""
+    sign_in = current_user.sign_in if current_user.is_authenticated else None
+    if sign_in is not None:
+        record_sign_out(_engine(), sign_in.id, current_app.config["SIGN_IN_MAX_AGE"])
     logout_user()
     return redirect(url_for("auth.login"))
 
@@ -262,5 +274,5 @@ def setup() -> Response | str | tuple[str, int]:
     except AccountError as exc:
         return render_template("setup.html", token=token, error=exc.message), 400
     accounts.finish_setup(instance)
-    login_user(account)
+    login_user(account.signed_in())
     return redirect(url_for("pages.index"))

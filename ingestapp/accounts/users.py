@@ -1,6 +1,6 @@
 """Accounts: users with argon2id password hashes, API tokens of which only a SHA-256 is stored,
-the one-time first-start setup token (the ``flask --app ingestapp users|tokens ...`` commands are
-``cli/accounts.py``).
+the browser sign-in a session cookie carries (``signins.py``), the one-time first-start setup
+token (the ``flask --app ingestapp users|tokens ...`` commands are ``cli/accounts.py``).
 
 Passwords are hashed with argon2-cffi's defaults (argon2id, RFC 9106's low-memory profile).
 API tokens are 256-bit random strings, so a fast SHA-256 suffices to store them (no dictionary to
@@ -16,17 +16,18 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask_login import UserMixin
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, exists, func, select, update
 
+from ingestapp.accounts.signins import SignIn, signed_out_ids
 from ingestapp.store import db
-from ingestapp.store.models import ApiToken, User
+from ingestapp.store.models import ApiToken, SignOut, User
 
 PASSWORD_HASHER = PasswordHasher()
 #: Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
@@ -57,19 +58,21 @@ class AccountError(Exception):
 @dataclass(frozen=True)
 class Principal:
     """A credential: an API token (``token_id``) or a signed-in browser (the user's password
-    fingerprint, which a new password changes)."""
+    fingerprint, which a new password changes, and the ``sign_in``, which signing out ends)."""
 
     user_id: int
     token_id: int | None
     fingerprint: str
+    sign_in: SignIn | None = None
 
 
 @dataclass(frozen=True)
 class Account(UserMixin):
     """The signed-in user as Flask-Login sees it (detached from the database).
 
-    ``get_id()`` (what the session cookie holds) is ``"<id>:<password fingerprint>"``, so a new
-    password signs out every browser signed in with the old one (Flask-Login's alternative id).
+    ``get_id()`` (what the session cookie holds) is ``"<id>:<password fingerprint>:<sign-in id>:
+    <sign-in time>"``, so a new password signs out every browser signed in with the old one
+    (Flask-Login's alternative id), and signing out stops this one sign-in (``signins.py``).
     """
 
     id: int
@@ -77,18 +80,24 @@ class Account(UserMixin):
     is_admin: bool
     password_fingerprint: str = ""
     token_id: int | None = None  # the API token this request came with, if any
+    sign_in: SignIn | None = None  # the browser sign-in this request came with, if any
 
     def principal(self) -> Principal:
         """The credential this account was authenticated with (what revocation looks at)."""
-        return Principal(self.id, self.token_id, self.password_fingerprint)
+        return Principal(self.id, self.token_id, self.password_fingerprint, self.sign_in)
 
     @classmethod
     def of(cls, row: Any) -> Account:
         """From a row with the ``users`` columns."""
         return cls(row.id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash))
 
+    def signed_in(self) -> Account:
+        """This account as a new browser sign-in (what ``login_user`` puts in the cookie)."""
+        return replace(self, token_id=None, sign_in=SignIn.new())
+
     def get_id(self) -> str:
-        return f"{self.id}:{self.password_fingerprint}"
+        sign_in = self.sign_in or SignIn("", 0)  # no sign-in: an id the user loader refuses
+        return f"{self.id}:{self.password_fingerprint}:{sign_in.id}:{sign_in.at}"
 
 
 def password_fingerprint(password_hash: str) -> str:
@@ -126,6 +135,25 @@ def create_user(
             )
         ).inserted_primary_key[0]
     return Account(user_id, username, is_admin, password_fingerprint(password_hash))
+
+
+def browser_account(engine: Engine, cookie_id: str, max_age: float) -> Account | None:
+    """The account of a session cookie's ``get_id()``, or None when the user is gone, the password
+    changed, the sign-in was signed out or began more than ``max_age`` seconds ago, or the id is
+    not one this release writes (a cookie of an earlier release). One query."""
+    parts = cookie_id.split(":")
+    if len(parts) != 4:  # an earlier release's "<id>:<fingerprint>": no sign-in to sign out
+        return None
+    user_id, fingerprint, sign_in_id, signed_in_at = parts
+    sign_in = SignIn.parse(sign_in_id, signed_in_at)
+    if not user_id.isdigit() or sign_in is None or sign_in.expired(max_age):
+        return None
+    signed_out = exists().where(SignOut.sign_in_id == sign_in.id).label("signed_out")
+    with engine.connect() as conn:
+        row = conn.execute(select(User, signed_out).where(User.id == int(user_id))).first()
+    if row is None or row.signed_out or password_fingerprint(row.password_hash) != fingerprint:
+        return None
+    return replace(Account.of(row), sign_in=sign_in)
 
 
 def find_user(engine: Engine, username: str | None = None, user_id: int | None = None) -> Account | None:
@@ -260,9 +288,10 @@ def user_for_token(engine: Engine, token: str) -> Account | None:
     return Account(row.user_id, row.username, bool(row.is_admin), password_fingerprint(row.password_hash), row.id)
 
 
-def valid_principals(engine: Engine, principals: set[Principal]) -> set[Principal]:
+def valid_principals(engine: Engine, principals: set[Principal], sign_in_max_age: float) -> set[Principal]:
     """Those of ``principals`` still valid: a token known, not revoked, not expired, of an existing
-    user; a browser's user existing with the password it signed in with. Two queries."""
+    user; a browser's user existing with the password it signed in with, its sign-in neither
+    signed out nor older than ``sign_in_max_age`` seconds. Three queries at most."""
     now = time.time()
     token_ids = {p.token_id for p in principals if p.token_id is not None}
     user_ids = {p.user_id for p in principals}
@@ -273,8 +302,14 @@ def valid_principals(engine: Engine, principals: set[Principal]) -> set[Principa
         ))) if token_ids else set()
         fingerprints = {row.id: password_fingerprint(row.password_hash) for row in conn.execute(
             select(User.id, User.password_hash).where(User.id.in_(user_ids)))}
+        signed_out = signed_out_ids(conn, {p.sign_in.id for p in principals if p.sign_in is not None})
+
+    def browser_valid(p: Principal) -> bool:
+        return (fingerprints[p.user_id] == p.fingerprint and p.sign_in is not None
+                and p.sign_in.id not in signed_out and not p.sign_in.expired(sign_in_max_age, now))
+
     return {p for p in principals if p.user_id in fingerprints and (
-        p.token_id in tokens if p.token_id is not None else fingerprints[p.user_id] == p.fingerprint)}
+        p.token_id in tokens if p.token_id is not None else browser_valid(p))}
 
 
 def list_tokens(engine: Engine) -> list[dict]:

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, Row, and_, bindparam, delete, insert,
 from ingestapp.core.errors import JobConflict
 from ingestapp.core.formats import is_raw
 from ingestapp.core.ids import new_id
+from ingestapp.core.limits import cap_keywords
 from ingestapp.core.parameters import VIDEO_EXTENSIONS
 from ingestapp.core.vocabulary import FINISHED_STATUSES, ItemStatus, PairImport, SessionStatus
 from ingestapp.store import db
@@ -164,7 +165,7 @@ def _write_chunk(conn: Connection, items: Sequence[Row], now: float) -> tuple[in
 
 def _entry_values(item: Row, now: float) -> dict[str, Any]:
     """The catalog columns an item gives its entry (all but ``id`` and ``sha256``)."""
-    fields = item.fields
+    fields = _capped(item.fields)
     metadata = fields.get("metadata") or {}
     return {
         "item_id": item.id,
@@ -185,6 +186,16 @@ def _entry_values(item: Row, now: float) -> dict[str, Any]:
                                    metadata.get("lens_model")) if part
         ).lower(),
     }
+
+
+def _capped(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with its keywords capped (``core.limits``) and the cut said in its ``warnings``.
+    The stages cap them already; this holds the catalog to the caps also for items recorded by an
+    earlier release, or by a work-tier worker not yet upgraded."""
+    keywords, warning = cap_keywords(fields["keywords"])
+    if warning is None:
+        return fields
+    return {**fields, "keywords": keywords, "warnings": [*fields.get("warnings", []), warning]}
 
 
 def _media_type(path: str, mime_type: str | None) -> str:

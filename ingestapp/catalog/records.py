@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 
 def public_fields(fields: dict[str, Any], item_id: str) -> dict[str, Any]:
-    """The extracted fields with the stored thumbnail name replaced by its URL (served by item id)."""
-    public = {key: value for key, value in fields.items() if key != "thumbnail"}
+    """The extracted fields with the stored thumbnail name replaced by its URL (served by item id),
+    and ``warnings`` (``[]`` for items of releases that had none)."""
+    public = {"warnings": [], **{key: value for key, value in fields.items() if key != "thumbnail"}}
     public["thumbnail_url"] = url_for("api.thumbnail", item_id=item_id) if fields.get("thumbnail") else None
     return public
 

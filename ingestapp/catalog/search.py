@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Engine, and_, bindparam, func, literal_col
 
 from ingestapp.catalog.records import orm_session, public_fields
 from ingestapp.catalog.similar import DEFAULT_DISTANCE, similar_entry_ids
+from ingestapp.core.limits import KEYWORDS_SHOWN
 from ingestapp.core.parameters import ParameterError
 from ingestapp.store.models import CatalogEntry, CatalogKeyword
 
@@ -102,10 +103,11 @@ def query_catalog(
     engine: Engine, query: CatalogQuery, offset: int, limit: int, similar_distance: int = DEFAULT_DISTANCE
 ) -> dict[str, Any]:
     """Catalog entries matching every filter of ``query``, in its sort order (highest or newest
-    first, ties by path): ``{"items": [...], "total"}``. ``q`` matches as ``text_match`` says;
-    ``keyword`` is one exact keyword (case-insensitive); the date range is on the date taken;
-    ``similar_to`` keeps the entries within ``similar_distance`` bits of that entry's hash (none
-    for an id that is not in the catalog, or an entry without a hash)."""
+    first, ties by path): ``{"items": [...], "total"}``, each entry listing its first
+    ``KEYWORDS_SHOWN`` keywords and ``keyword_count``, so a page stays small whatever it holds.
+    ``q`` matches as ``text_match`` says; ``keyword`` is one exact keyword (case-insensitive); the
+    date range is on the date taken; ``similar_to`` keeps the entries within ``similar_distance``
+    bits of that entry's hash (none for an id that is not in the catalog, or an entry without a hash)."""
     select_entries = select(CatalogEntry)
     if query.similar_to:
         similar = similar_entry_ids(engine, query.similar_to, similar_distance)
@@ -178,5 +180,9 @@ def keyword_suggestions(engine: Engine, prefix: str, limit: int = 10) -> list[st
 
 
 def _entry_to_dict(entry: CatalogEntry) -> dict[str, Any]:
-    return {"id": entry.id, "path": entry.path, **public_fields(entry.fields, entry.item_id),
-            "committed_at": entry.committed_at}
+    """The API's ``CatalogEntryOut``: the first ``KEYWORDS_SHOWN`` keywords and how many there are
+    (the keyword filter finds an entry by any of them)."""
+    public = public_fields(entry.fields, entry.item_id)
+    keywords = public["keywords"]
+    public.update(keywords=keywords[:KEYWORDS_SHOWN], keyword_count=len(keywords))
+    return {"id": entry.id, "path": entry.path, **public, "committed_at": entry.committed_at}

@@ -42,6 +42,9 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # syntax). Never per username alone: an attacker elsewhere must not lock its owner out.
         "LOGIN_LIMIT": env.get("INGEST_LOGIN_LIMIT", "10 per minute"),
         "LOGIN_ADDRESS_LIMIT": env.get("INGEST_LOGIN_ADDRESS_LIMIT", "50 per minute"),
+        # Seconds a browser sign-in lasts at most, however its cookie was kept (accounts/signins.py);
+        # also how long a sign-out is remembered. Flask's default cookie lifetime: 31 days.
+        "SIGN_IN_MAX_AGE": float(env.get("INGEST_SIGN_IN_MAX_AGE", 31 * 24 * 3600)),
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         # Request bodies over this many bytes are answered 413 before they are read (Flask's key).
         "MAX_CONTENT_LENGTH": int(env.get("INGEST_MAX_BODY", 1024 * 1024)),

@@ -12,6 +12,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from ingestapp.core.limits import KEYWORDS_SHOWN
+
 
 class SessionStatus(StrEnum):
     """A session's ``status`` (README, "State")."""
@@ -176,7 +178,8 @@ def _members(enum: type[StrEnum]) -> dict[str, str]:
 
 def for_scripts() -> dict[str, Any]:
     """The vocabulary as the page hands it to the scripts (JSON): each enum as ``{NAME: value}``
-    (``vocabulary.session_status.INTERRUPTED``), the groups as lists, and the labels."""
+    (``vocabulary.session_status.INTERRUPTED``), the groups as lists, the labels, and the limits a
+    page applies (``core.limits``)."""
     return {
         "session_status": _members(SessionStatus),
         "stage_status": _members(StageStatus),
@@ -192,4 +195,5 @@ def for_scripts() -> dict[str, Any]:
         "stage_names": STAGE_NAMES,
         "option_flags": OPTION_FLAGS,
         "labels": LABELS,
+        "limits": {"keywords_shown": KEYWORDS_SHOWN},
     }

@@ -165,4 +165,6 @@ def new_item_fields() -> dict[str, Any]:
         "thumbnail": None,
         "phash": None,
         "sharpness": None,
+        # What a stage kept short of the file, in words (a cap it hit): the item is still ok.
+        "warnings": [],
     }

@@ -7,19 +7,21 @@ Sources, in this order (which is also the order of the result):
 3. XMP sidecars ``name.ext.xmp`` then ``name.xmp``;
 4. a tag sidecar ``name.txt``: tags separated by commas (or newlines).
 
-Keywords are stripped, empty ones dropped and exact (case-sensitive) duplicates removed, the
-first occurrence keeping its place.
+Keywords are stripped, empty ones dropped, duplicates ignoring case removed (the first
+occurrence keeping its place), and capped (``core.limits.cap_keywords``: at most 500 of at most 200
+characters each); a cut is said in the item's ``warnings``.
 """
 
 from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import IptcImagePlugin
 
+from ingestapp.core.limits import cap_keywords
 from ingestapp.core.paths import is_file
 from ingestapp.stages.base import FileContext
 from ingestapp.stages.media import is_raw, kind, open_image
@@ -32,7 +34,8 @@ _TAG_SEPARATORS = re.compile(r"[,\r\n]")
 
 
 def run(ctx: FileContext) -> None:
-    """Set ``ctx.item["keywords"]`` (list of str); a malformed XMP sidecar raises StageError."""
+    """Set ``ctx.item["keywords"]`` (list of str), adding a warning to ``ctx.item["warnings"]``
+    when the caps cut some; a malformed or oversized sidecar raises StageError."""
     sources = xmp_sources(ctx)
     found: list[str] = list(sources.embedded.subjects) if sources.embedded else []
     if kind(ctx) == "image" and not is_raw(ctx):  # RAW files carry their keywords in XMP
@@ -40,18 +43,9 @@ def run(ctx: FileContext) -> None:
     for _path, fields in sources.sidecars:
         found += fields.subjects
     found += text_tags(ctx.path, ctx.media_roots)
-    ctx.item["keywords"] = unique_keywords(found)
-
-
-def unique_keywords(values: Iterable[str]) -> list[str]:
-    """Stripped, non-empty values in first-seen order, without duplicates ignoring case: "Owl"
-    after "owl" is the same tag (Lightroom and digiKam match keywords case-insensitively)."""
-    unique: dict[str, str] = {}
-    for value in values:
-        value = value.strip()
-        if value:
-            unique.setdefault(value.casefold(), value)
-    return list(unique.values())
+    ctx.item["keywords"], warning = cap_keywords(found)
+    if warning:
+        ctx.item["warnings"].append(warning)
 
 
 def iptc_keywords(path: str | Path) -> list[str]:

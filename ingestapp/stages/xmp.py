@@ -19,6 +19,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from PIL.TiffImagePlugin import TiffImageFile
 
+from ingestapp.core.limits import MAX_SIDECAR_BYTES
 from ingestapp.core.paths import OutsideMediaRoots, display_path, is_file, open_confined
 from ingestapp.stages.base import FileContext, StageError
 from ingestapp.stages.media import is_raw, kind, open_image
@@ -31,7 +32,6 @@ LIGHTROOM = "http://ns.adobe.com/lightroom/1.0/"
 DIGIKAM = "http://www.digikam.org/ns/1.0/"
 
 _XMP_TIFF_TAG = 700  # TIFF/EP tag holding the XMP packet (XMP Part 3 §1.1.4)
-_MAX_SIDECAR_BYTES = 16 << 20  # sidecars are a few KiB; refuse to slurp anything absurd
 _PADDING = b"\x00 \t\r\n"  # packets are padded with whitespace (and NULs in some TIFF writers)
 
 
@@ -137,9 +137,10 @@ def sidecar_paths(path: Path) -> list[Path]:
     return [candidate for candidate in unique if candidate != path and is_file(candidate)]
 
 
-def read_sidecar(path: Path, media_roots: Sequence[Path] = (), limit: int = _MAX_SIDECAR_BYTES) -> bytes:
-    """Bytes of a small sidecar file; StageError if unreadable, larger than ``limit``, or (when
-    ``media_roots`` are given) a file outside them once opened (``paths.open_confined``)."""
+def read_sidecar(path: Path, media_roots: Sequence[Path] = (), limit: int = MAX_SIDECAR_BYTES) -> bytes:
+    """Bytes of a small sidecar file; StageError if unreadable, larger than ``limit`` bytes (never
+    read past it: a huge file costs no memory), or (when ``media_roots`` are given) a file outside
+    them once opened (``paths.open_confined``)."""
     name = display_path(path.name)
     try:
         with open_confined(path, media_roots) as f:
@@ -151,7 +152,7 @@ def read_sidecar(path: Path, media_roots: Sequence[Path] = (), limit: int = _MAX
     except OSError as exc:
         raise StageError(f"cannot read sidecar {name}: {exc.strerror or type(exc).__name__}") from None
     if len(data) > limit:
-        raise StageError(f"sidecar {name} is larger than {limit} bytes")
+        raise StageError(f"sidecar {name} is larger than {limit:,} bytes: not read")
     return data
 
 

@@ -1,5 +1,5 @@
 /* ingestapp: item cards (the preview grid; the catalog's come from the "item_card" macro, the same
- * markup), ratings, stage chips and keyword chips. */
+ * markup), ratings, stage chips, keyword chips and warnings. */
 'use strict';
 
 (function () {
@@ -7,6 +7,7 @@
   const { el } = I;
   const ITEM = I.vocabulary.item_status;
   const LABELS = I.vocabulary.labels;
+  const LIMITS = I.vocabulary.limits;
   const cardItems = new WeakMap(); // cards built here → their item (the dialog reads them)
 
   /** A rating −1…5 as stars (mirrors the "rating" macro). */
@@ -29,6 +30,20 @@
   function keywordChip(keyword) {
     const href = `${document.body.dataset.catalogUrl}?keyword=${encodeURIComponent(keyword)}`;
     return el('li', {}, el('a', { class: 'keyword', href, text: keyword }));
+  }
+
+  /** An item's keyword chips, at most `shown` of them and "+N more" (mirrors the "item_card"
+   * macro); a catalog entry lists only its first ones and says how many it has (keyword_count). */
+  function keywordList(item, shown, attrs) {
+    const keywords = item.keywords.slice(0, shown);
+    const more = (item.keyword_count || item.keywords.length) - keywords.length;
+    return el('ul', { class: 'keywords', ...attrs }, ...keywords.map(keywordChip),
+      more > 0 ? el('li', { class: 'more-keywords', text: `+${more.toLocaleString('en')} more` }) : null);
+  }
+
+  /** What the stages kept short of the file (a cap hit), one note each. */
+  function warningNotes(item) {
+    return (item.warnings || []).map((text) => el('p', { class: 'note warn item-warning', role: 'note', text }));
   }
 
   function thumb(item) {
@@ -70,8 +85,9 @@
       el('figure', {}, thumb(item), el('figcaption', { class: 'path', title: item.path, text: item.path })),
       el('dl', { class: 'meta' }, ...metaRows(item)));
     if (item.keywords && item.keywords.length) {
-      card.append(el('ul', { class: 'keywords', 'aria-label': 'Keywords' }, ...item.keywords.map(keywordChip)));
+      card.append(keywordList(item, LIMITS.keywords_shown, { 'aria-label': 'Keywords' }));
     }
+    card.append(...warningNotes(item));
     card.append(...extra.filter(Boolean));
     card.append(el('button', {
       type: 'button', class: 'link-button details-button', 'aria-haspopup': 'dialog',
@@ -97,5 +113,5 @@
     button.setAttribute('aria-label', (shown ? 'Hide ' : 'Show ') + name);
   });
 
-  Object.assign(I, { rating, stageChip, keywordChip, itemCard, cardItem });
+  Object.assign(I, { rating, stageChip, keywordChip, keywordList, warningNotes, itemCard, cardItem });
 })();

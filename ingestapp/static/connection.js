@@ -9,6 +9,8 @@
  *   offline      the server cannot be reached: only the status is tried, with backoff, and the
  *                badge stays "offline" (no flicker) until it answers.
  *   closed       the session ended; nothing more will come.
+ *   signedOut    the page's Sign out form is being sent: the stream is closed first, so the
+ *                server need not end it and no retry races the sign-out (the server ends it anyway).
  * Every change goes through TRANSITIONS (state × event → next state); arriving in a state runs
  * its ENTER action. Retries back off 0.5, 1, 2, 4, then 5 s (+ up to 0.5 s of jitter), so the
  * first try after the server returns comes within 6 s however long it was gone.
@@ -36,6 +38,7 @@
   /** The connection states (the badge's data-connection values; IDLE is before start()). */
   const S = {
     IDLE: 'idle', LIVE: 'live', RECONNECTING: 'reconnecting', POLLING: 'polling', OFFLINE: 'offline', CLOSED: 'closed',
+    SIGNED_OUT: 'signed-out',
   };
 
   /** state → {event → next state}. An event a state does not list changes nothing there. */
@@ -60,7 +63,10 @@
       resumed: S.POLLING, finished: S.CLOSED,
     },
     [S.CLOSED]: { resumed: S.RECONNECTING },
+    [S.SIGNED_OUT]: {}, // the page is leaving: nothing reopens the stream
   };
+  // Signing out leaves every state but the last.
+  for (const state of Object.values(S)) if (state !== S.SIGNED_OUT) TRANSITIONS[state].signOut = S.SIGNED_OUT;
 
   /** Why the page polls, by the event that made it. */
   const POLLING_NOTES = {
@@ -152,6 +158,10 @@
         announce(from, POLLING_NOTES[event]);
         poll();
         probeLater();
+      },
+      [S.SIGNED_OUT]() {
+        clearTimers();
+        closeStream();
       },
       [S.CLOSED](from) {
         clearTimers();
@@ -287,6 +297,8 @@
     // Back/forward cache: let the page be cached without its stream, and resume when it returns.
     window.addEventListener('pagehide', (event) => { if (event.persisted) { clearTimers(); closeStream(); } });
     window.addEventListener('pageshow', (event) => { if (event.persisted) dispatch('restore'); });
+    // The header's Sign out form (base.html): close the stream before the form is sent.
+    document.addEventListener('submit', (event) => { if (event.target.matches('form.signout')) dispatch('signOut'); });
 
     return {
       /** Begin: `finished` sessions only fetch their final status once. */

@@ -45,14 +45,14 @@
     add('Length', md.duration_s ? I.duration(md.duration_s * 1000) : null);
     add('Video', md.video_codec ? `${md.video_codec}${md.fps ? `, ${md.fps} fps` : ''}` : null);
     add('GPS', md.gps && md.gps.latitude !== null && md.gps.latitude !== undefined ? gpsLink(md.gps) : null);
-    add('Keywords', item.keywords && item.keywords.length
-      ? el('ul', { class: 'keywords' }, ...item.keywords.map(I.keywordChip)) : 'None');
+    add('Keywords', item.keywords && item.keywords.length ? I.keywordList(item, item.keywords.length) : 'None');
     add('Rating', I.rating(item.rating));
     add('Score', none(item.score));
     add('NSFW score', item.nsfw_score === null || item.nsfw_score === undefined ? '—'
       : `${item.nsfw_score.toFixed(2)}${item.nsfw ? ' (NSFW)' : ''}`);
     add('SHA-256', item.sha256 ? el('code', { class: 'path', text: item.sha256 }) : null);
     if (item.worker) add('Processed by', el('code', { text: item.worker }));
+    if (item.warnings && item.warnings.length) add('Warnings', el('div', {}, ...I.warningNotes(item)));
     if (item.errors && item.errors.length) {
       add('Errors', el('ul', {}, ...item.errors.map((e) => el('li', {}, I.stageChip(e.stage), ' ', e.message))));
     }

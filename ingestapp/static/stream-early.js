@@ -14,6 +14,11 @@
   const hold = (event) => held.push(event);
   for (const type of types) source.addEventListener(type, hold); // `error` too: a failure is held as well
 
+  // Signing out before connection.js took the stream over: close it first (connection.js does after).
+  document.addEventListener('submit', (event) => {
+    if (window.IngestEarlyStream && event.target.matches('form.signout')) source.close();
+  });
+
   window.IngestEarlyStream = {
     url,
     /** Take the stream over: returns {source, held} and stops holding. */

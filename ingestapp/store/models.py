@@ -1,5 +1,5 @@
 """Database tables (SQLAlchemy 2 ORM): sessions, their items, errors and event log, the catalog,
-users and their API tokens."""
+users, their API tokens and the browser sign-ins signed out."""
 
 from __future__ import annotations
 
@@ -181,3 +181,16 @@ class ApiToken(Base):
     expires_at: Mapped[float | None] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float)
     last_used_at: Mapped[float | None] = mapped_column(Float)
+
+
+class SignOut(Base):
+    """A browser sign-in that was signed out (``POST /logout``): its cookie is refused from then on,
+    and every worker ends its open streams (``accounts.users.valid_principals``). A row is kept as
+    long as a cookie of that sign-in could still be valid (``INGEST_SIGN_IN_MAX_AGE``), then pruned."""
+
+    __tablename__ = "sign_outs"
+
+    #: The random id the sign-in put in its session cookie (``accounts.signins.SignIn``).
+    sign_in_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: Unix time (seconds); what pruning looks at.
+    signed_out_at: Mapped[float] = mapped_column(Float, index=True)

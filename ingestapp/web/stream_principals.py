@@ -6,8 +6,13 @@ them (issue "No one can stall the server", points 7 and 10; docs/security.md, "L
   failed stream, after its backoff).
 - **Revocation within a keepalive.** A stream was authorised when it opened; its credential is
   checked again every ``INGEST_SSE_KEEPALIVE`` seconds, for all the worker's streams in one pass
-  (two queries, whatever the number of streams): a revoked or expired token, a deleted user or a
-  changed password (the cookie's fingerprint) ends the streams that used it.
+  (three queries at most, whatever the number of streams): a revoked or expired token, a deleted
+  user, a changed password (the cookie's fingerprint) or a signed-out or expired browser sign-in
+  (``accounts/signins.py``) ends the streams that used it, in every worker.
+- **Signing out at once.** ``POST /logout`` records the sign-out, then Flask-Login sends
+  ``user_logged_out``: the worker that handled it ends that sign-in's streams at once
+  (``end_signed_out_streams``); the other workers' checks do within a keepalive. The user's other
+  browsers keep theirs.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import gevent
+from flask import Flask
 
-from ingestapp.accounts.users import Principal
+from ingestapp.accounts.users import Account, Principal
 from ingestapp.core.errors import ApiError
 from ingestapp.events.broker import Subscription
 
@@ -71,14 +77,17 @@ class StreamPrincipals:
         if not self.streams:
             return 0
         valid = self.still_valid(set(self.streams))
-        ended = 0
-        for principal in [p for p in self.streams if p not in valid]:
-            for subscription in list(self.streams[principal]):
-                subscription.close()  # the stream ends at once; its response's close releases it
-                ended += 1
-            log.info("ended %d stream(s) of user %s: credential revoked", len(self.streams[principal]),
-                     principal.user_id)
-        return ended
+        invalid = [principal for principal in self.streams if principal not in valid]
+        return sum(self.end(principal, "credential revoked") for principal in invalid)
+
+    def end(self, principal: Principal, reason: str) -> int:
+        """End the open streams of ``principal`` now (``reason``: for the log); returns how many."""
+        held = list(self.streams.get(principal, ()))
+        for subscription in held:
+            subscription.close()  # the stream ends at once; its response's close releases it
+        if held:
+            log.info("ended %d stream(s) of user %s: %s", len(held), principal.user_id, reason)
+        return len(held)
 
     def stop(self) -> None:
         if self._checker is not None:
@@ -92,3 +101,11 @@ class StreamPrincipals:
                 self.check()
             except Exception:  # a database hiccup must not end the checking
                 log.exception("checking the credentials of open streams failed; retrying")
+
+
+def end_signed_out_streams(app: Flask, user: object, **_: object) -> None:
+    """Flask-Login's ``user_logged_out`` receiver: end the signed-out browser's streams in this
+    worker at once (``POST /logout`` recorded the sign-out first, for the other workers). ``user``
+    is whoever sent ``POST /logout``: a browser's Account, a token's, or the anonymous user."""
+    if isinstance(user, Account) and user.sign_in is not None:
+        app.extensions["ingest_stream_principals"].end(user.principal(), "signed out")

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ingestapp.core.limits import KEYWORDS_SHOWN
 from ingestapp.core.vocabulary import ItemStatus, SessionStatus, StageStatus
 from ingestapp.web.schemas.requests import ReviewView
 
@@ -191,6 +192,8 @@ class MediaFields(BaseModel):
     thumbnail_url: str | None
     phash: str | None = Field(None, description="perceptual hash, 16 hex digits (null: not hashed)")
     sharpness: float | None = Field(None, description="variance of the Laplacian of the small preview")
+    warnings: list[str] = Field([], description="what the stages kept short of the file, in words: a cap it hit "
+                                "(e.g. \"kept 500 of 400,000 keywords\"); the item is still ok")
 
 
 class FileError(BaseModel):
@@ -251,6 +254,8 @@ class KeywordList(BaseModel):
 
 class CatalogEntryOut(MediaFields):
     id: str
+    keywords: list[str] = Field(description=f"its first {KEYWORDS_SHOWN} keywords, so a page stays small")
+    keyword_count: int = Field(description="how many keywords the entry has; the keyword filter finds it by any")
     committed_at: float = Field(description="Unix time, seconds")
 
 
