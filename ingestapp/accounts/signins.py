@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from ingestapp.store import db
 from ingestapp.store.models import SignOut
 
 #: Random bytes of a sign-in id (128 bits: unguessable; 22 URL-safe characters, no ":").
@@ -54,10 +55,10 @@ def record_sign_out(engine: Engine, sign_in_id: str, max_age: float) -> None:
     """Record ``sign_in_id`` as signed out (again is harmless), and prune the rows older than
     ``max_age`` seconds (``INGEST_SIGN_IN_MAX_AGE``): their cookies have expired anyway."""
     now = time.time()
-    with engine.begin() as conn:
+    with db.begin(engine) as conn:
         conn.execute(delete(SignOut).where(SignOut.signed_out_at < now - max_age))
     try:
-        with engine.begin() as conn:
+        with db.begin(engine) as conn:
             conn.execute(insert(SignOut).values(sign_in_id=sign_in_id, signed_out_at=now))
     except IntegrityError:
         pass  # signed out already (a second click, a second tab): the row that stops it is there
