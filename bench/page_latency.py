@@ -57,7 +57,7 @@ from tests.factories import write_jpegs  # noqa: E402
 from tests.servers import Server, gunicorn  # noqa: E402
 
 DOCS = REPO / "docs" / "benchmarks.md"
-SECTION = "## Page latency per engine"
+SECTION = "## 10. Page latency per engine (issue 18)"
 TARGETS = {"p99_ms": 100.0, "p50_ms_goal": 50.0, "first_paint_ms": 300.0}
 
 #: Installs the recorder once per document: window.__paints = [[value, dom_ms, frame_ms, status], ...]
