@@ -1,5 +1,6 @@
 """The work pool: stage work in other processes at a lower priority, errors attributed to their
-stage, a crashing worker process replaced without failing the job, cancel within 2 s."""
+stage, a crashing worker process replaced without failing the job, cancel within 2 s, processes
+shared round robin by session."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 from flask import Flask
 
 from ingestapp import stages
+from ingestapp.core.vocabulary import SessionStatus
+from ingestapp.work.fairshare import FairShare
 from tests import pool_stages
 from tests.factories import start, wait_for, write_jpeg, write_jpegs
 
@@ -202,3 +205,42 @@ def test_one_rule_says_where_a_files_stages_stop(tmp_path: Path) -> None:
     no_check = replace(task, check_duplicates=False)
     assert not stops_after(StageReport("identify", None, 0.0), no_check, duplicate(True))
     assert asked == [True, False]
+
+
+def test_idle_processes_go_round_robin_by_session() -> None:
+    """Files of sessions a (three), b and c wait; five processes come free one by one: they go a, b,
+    c, a, a, not to a's three files first. A file that gives up waiting takes none."""
+    share: FairShare[int] = FairShare(poll=0.01)
+    given: dict[int, str] = {}
+
+    def wait(key: str, abandon=lambda: False) -> None:
+        process = share.take(key, abandon)
+        if process is not None:
+            given[process] = key
+
+    quitter = gevent.spawn(wait, "q", lambda: True)
+    waiting = [gevent.spawn(wait, key) for key in "aaabc"]
+    quitter.join(timeout=5)
+    gevent.sleep(0)  # every file waits now
+    for process in range(5):
+        share.put(process)
+    gevent.joinall(waiting, timeout=5)
+    assert [given.get(process) for process in range(5)] == ["a", "b", "c", "a", "a"]
+
+
+def test_a_small_session_is_not_stuck_behind_a_big_one(client, app: Flask, media: Path) -> None:
+    """A 4-file session started while a 300-file one holds both stage processes gets its share of
+    them (round robin by session): it completes while the big one still runs, far from its end."""
+    write_jpegs(media / "big", 300, prefix="big")
+    write_jpegs(media / "small", 4, prefix="small")
+    registry = app.extensions["ingest_jobs"]
+    registry.file_delay = 0.05  # the big session needs at least 7.5 s of the two processes
+    big = start(client, media / "big")
+    while registry.state(big)["processed_files"] < 4:  # it holds the pool
+        gevent.sleep(0.01)
+    small = start(client, media / "small")
+    assert wait_for(app, small, {SessionStatus.COMPLETED})["processed_files"] == 4
+    state = registry.state(big)
+    assert state["status"] == SessionStatus.PROCESSING and state["processed_files"] < 150, state["processed_files"]
+    assert client.post(f"/api/ingest/{big}/cancel", json={}).status_code == 202
+    wait_for(app, big, {SessionStatus.CANCELLED})

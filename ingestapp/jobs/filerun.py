@@ -29,10 +29,11 @@ CANCEL_GRACE = 1.0
 
 
 class FileRunner(Protocol):
-    """Where a file's stages run: ``work.pool.WorkPool`` or ``work.remote.RemoteFiles``."""
+    """Where a file's stages run: ``work.pool.WorkPool`` (shared round robin by ``session_id``) or
+    ``work.remote.RemoteFiles``."""
 
     def run_file(self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate,
-                 abandon: Abandon) -> FileResult: ...
+                 abandon: Abandon, session_id: str) -> FileResult: ...
 
 
 @dataclass
@@ -53,6 +54,7 @@ class FileRecord:
 class FileOwner(Protocol):
     """What a file run needs of its job (``jobs.job.Job``)."""
 
+    session_id: str
     state: JobState
     cancel: CancelFlag
 
@@ -80,7 +82,7 @@ class FileRun:
         WorkerDied (an error entry of the stage it died in) and FileAbandoned (not recorded)."""
         self._enter(self.names[0])
         try:
-            result = runner.run_file(self.task, self.on_stage, self.is_duplicate, self.abandon)
+            result = runner.run_file(self.task, self.on_stage, self.is_duplicate, self.abandon, self.job.session_id)
             self.record.item, self.record.worker = result.item or self.record.item, result.worker
         except WorkerDied as exc:
             self.record.worker = exc.worker

@@ -7,6 +7,9 @@ process, so stage code runs on plain native threads with plain locks (Pillow, Py
 (``os.nice(INGEST_WORKER_NICE)``: serving comes first) and loads the NSFW model once, in
 :func:`serve`, before its first file.
 
+Files of several sessions share the processes round robin by session, not first come, first served
+(``fairshare.py``): a small ingest is not stuck behind a big one.
+
 One file is one task: the job greenlet sends a :class:`~ingestapp.work.protocol.FileTask` over the
 process's pipe and the process runs all the file's stages, sending a
 :class:`~ingestapp.work.protocol.StageReport` after each so the job counts stages and reports errors
@@ -36,12 +39,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import gevent.queue
 import gevent.socket
 
 from ingestapp.core.paths import display_path, scrub_paths
 from ingestapp.stages import thumbnail
 from ingestapp.stages.base import FileContext
+from ingestapp.work.fairshare import FairShare
 from ingestapp.work.protocol import FileResult, FileTask, Identified, StageReport, Started, stops_after, worker_name
 
 #: Never ``fork``: a fork of a monkey-patched process inherits the hub and patched locks.
@@ -79,26 +82,29 @@ STARTUP = 60  # seconds a new worker process may take to start before its first 
 
 
 class WorkPool:
-    """``size`` worker processes at CPU priority ``nice``; files wait for an idle one and may run
-    ``time_limit`` seconds each."""
+    """``size`` worker processes at CPU priority ``nice``; files wait for an idle one, in their
+    session's turn, and may run ``time_limit`` seconds each."""
 
     def __init__(self, size: int, nice: int, time_limit: float) -> None:
         self.size = max(1, size)
         self.nice = nice
         self.time_limit = time_limit
-        self._idle: gevent.queue.Queue[_Worker] = gevent.queue.Queue()
+        self._idle: FairShare[_Worker] = FairShare(POLL_INTERVAL)
         self._workers: set[_Worker] = set()
         self.replaced = 0  # processes started to replace dead or abandoned ones
 
     def run_file(
-        self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon
+        self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon, session_id: str
     ) -> FileResult:
-        """Run ``task`` in an idle worker process. Call from a greenlet: it waits for an idle
-        process and for the result without blocking the hub. Raises WorkerDied (FileTimedOut
-        after ``time_limit`` seconds), or FileAbandoned once ``abandon()`` is true (the process is
-        replaced in every case)."""
+        """Run ``task``, a file of session ``session_id``, in an idle worker process, given round
+        robin by session (``fairshare.py``). Call from a greenlet: it waits for an idle process and
+        for the result without blocking the hub. Raises WorkerDied (FileTimedOut after
+        ``time_limit`` seconds), or FileAbandoned once ``abandon()`` is true (a process the file
+        had is replaced in every case)."""
         self.start()  # at the first file, and after a replacement
-        worker = self._take_idle(abandon)
+        worker = self._idle.take(session_id, abandon)
+        if worker is None:
+            raise FileAbandoned("abandoned after a cancel")
         try:
             result = worker.run(task, on_stage, is_duplicate, abandon, self.time_limit)
         except BaseException as exc:
@@ -111,21 +117,12 @@ class WorkPool:
         self._idle.put(worker)
         return result
 
-    def _take_idle(self, abandon: Abandon) -> _Worker:
-        """An idle process (other jobs share the pool: it may take a while), unless ``abandon()``."""
-        while True:
-            try:
-                return self._idle.get(timeout=POLL_INTERVAL)
-            except gevent.queue.Empty:
-                if abandon():
-                    raise FileAbandoned("abandoned after a cancel") from None
-
     def close(self) -> None:
         """Kill every worker process (a file being processed is abandoned)."""
         for worker in list(self._workers):
             worker.kill()
         self._workers.clear()
-        self._idle = gevent.queue.Queue()
+        self._idle.drop_idle()
 
     def start(self) -> None:
         """Start the processes missing (all of them at first; they load in the background, about

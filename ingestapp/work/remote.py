@@ -148,10 +148,13 @@ class RemoteFiles:
         except Exception:
             log.exception("session %s: closing run %s on Redis failed (its keys expire)", self.session_id, self.run_id)
 
-    def run_file(self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon) -> FileResult:
-        """Run ``task`` in the work tier; the same contract as ``WorkPool.run_file``. The stage
-        reports are replayed through ``on_stage`` when the file's result arrives, stopping where
-        the stage process stopped (``protocol.stops_after``)."""
+    def run_file(
+        self, task: FileTask, on_stage: OnStage, is_duplicate: IsDuplicate, abandon: Abandon, session_id: str
+    ) -> FileResult:
+        """Run ``task`` in the work tier; the same contract as ``WorkPool.run_file`` (``session_id``
+        is this run's: the workers' pools share their processes by it, ``tasks.run_files``). The
+        stage reports are replayed through ``on_stage`` when the file's result arrives, stopping
+        where the stage process stopped (``protocol.stops_after``)."""
         waiter = self._waiting[task.key] = gevent.event.AsyncResult()
         try:
             self._add(task)

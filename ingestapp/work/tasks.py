@@ -182,7 +182,7 @@ def _run_file(pool: WorkPool, redis: Any, session_id: str, run_id: str, task: Fi
         return bool(checked[1])
 
     try:
-        result = pool.run_file(task, reports.append, is_duplicate, abandon)
+        result = pool.run_file(task, reports.append, is_duplicate, abandon, session_id)
     except WorkerDied as exc:
         return FileResult(key=task.key, worker=worker_name(), stages=tuple(reports),
                           sha256=identified.get("sha256"), died=str(exc))
