@@ -105,7 +105,7 @@ def post_worker_init(worker):
     # walks only what came later (bench/fanout_bench.py: -1.5 us per delivery at 1,000 streams).
     gc.collect()
     gc.freeze()
-    worker.wsgi.extensions["ingest_jobs"].restart_watches()  # watches stopped with their process go on
+    worker.wsgi.extensions["ingest_jobs"].serve()  # stopped watches go on; waiting sessions get their turns
 
     def watch() -> None:
         while worker.alive:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     registry = app.extensions["ingest_jobs"]
     registry.use_work_tier(redis, tasks.send_session, tasks.send_files)
     registry.pool.start()
-    registry.restart_watches()
+    registry.serve()
     celery = app.extensions["celery"]
     helpers = [gevent.spawn(_beat, redis), gevent.spawn(_restore_unacked, celery)]
     worker = celery.Worker(

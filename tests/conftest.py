@@ -23,8 +23,8 @@ from tests.auth_support import AuthClient, csrf_token, prepare_instance, sign_in
 from tests.selection import group_by_shared_fixture, mark_by_what_starts
 from tests.services import POSTGRES_BIN, REDIS_SERVER, PostgresServer, RedisServer, postgres_server, redis_server
 
-#: Test modules whose ``app`` runs on both databases (the API, the jobs and the streams).
-POSTGRES_MODULES = {"test_api", "test_jobs", "test_stream"}
+#: Test modules whose ``app`` runs on both databases (the API, the jobs, the streams and the turns).
+POSTGRES_MODULES = {"test_api", "test_jobs", "test_stream", "test_turns"}
 TEMPLATE_DATABASE = "ingest_template"
 
 

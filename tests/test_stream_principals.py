@@ -1,5 +1,6 @@
 """Fair shares and revocation of streams (issue 16, points 7 and 10), against a real gunicorn: a
-user's streams past INGEST_MAX_STREAMS_PER_USER are a 429, and revoking a token, deleting a user or
+user's streams past INGEST_MAX_STREAMS_PER_USER are a 429, a user's sessions past
+INGEST_MAX_ACTIVE_SESSIONS_PER_USER wait for their turn, and revoking a token, deleting a user or
 signing a browser out ends that credential's open streams within a keepalive interval, while
 others' go on (signing out also at once, in-process)."""
 
@@ -21,13 +22,15 @@ from ingestapp import create_app, shutdown
 from ingestapp.accounts.signins import record_sign_out
 from ingestapp.accounts.users import Principal, create_token, delete_user, revoke_token
 from ingestapp.core.config import load_config
+from ingestapp.core.vocabulary import ACTIVE_STATUSES, SessionStatus
 from ingestapp.events.broker import Subscription
 from ingestapp.web.stream_principals import StreamPrincipals
 from tests.auth_support import add_user, csrf_token, sign_in
 from tests.factories import write_jpegs
 from tests.servers import Server, SSEClient, gunicorn
 
-ENV = {"INGEST_MAX_STREAMS_PER_USER": "3", "INGEST_SSE_KEEPALIVE": "1", "INGEST_FILE_DELAY": "3600"}
+ENV = {"INGEST_MAX_STREAMS_PER_USER": "3", "INGEST_SSE_KEEPALIVE": "1", "INGEST_FILE_DELAY": "3600",
+       "INGEST_MAX_ACTIVE_SESSIONS_PER_USER": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +223,30 @@ def test_signing_out_ends_that_browsers_streams_and_not_the_users_others(server:
     finally:
         for stream in streams:
             stream.close()
+
+
+@pytest.mark.server
+def test_a_users_sessions_past_its_share_wait_for_their_turn(server: tuple[Server, str, Path]) -> None:
+    """The admin's one turn is taken by the session that runs for an hour: its next session is
+    ``queued`` for its turn (and says so on its page) until cancelled, at once; another user's
+    session starts."""
+    running, _, instance = server
+    media = instance.parent / "media"
+    status, waiting = running.request("POST", "/api/ingest/process", {"directory": str(media)})
+    assert status == 202
+    _, state = running.request("GET", f"/api/ingest/status/{waiting['session_id']}")
+    assert (state["status"], state["awaits_turn"]) == (SessionStatus.QUEUED, True)
+    _, page = running.request("GET", f"/ingest/{waiting['session_id']}")
+    assert b"waits for its turn" in page
+
+    _, token = token_of(instance, "sharer")
+    other = {"Authorization": f"Bearer {token}"}
+    status, started = running.request("POST", "/api/ingest/process", {"directory": str(media)}, headers=other)
+    assert status == 202
+    _, state = running.request("GET", f"/api/ingest/status/{started['session_id']}", headers=other)
+    assert state["status"] in ACTIVE_STATUSES and state["awaits_turn"] is False
+
+    for session_id, headers in ((waiting["session_id"], None), (started["session_id"], other)):
+        assert running.request("POST", f"/api/ingest/{session_id}/cancel", {}, headers=headers)[0] == 202
+    _, state = running.request("GET", f"/api/ingest/status/{waiting['session_id']}")
+    assert state["status"] == SessionStatus.CANCELLED  # at once: no job ran it

@@ -1,7 +1,8 @@
 """The scale-out work tier: a real gunicorn, a real redis-server, a real PostgreSQL and two real
 ``flask --app ingestapp worker`` processes. A worker killed with SIGKILL mid-job, whether it runs
 the job or only some of its files, or stopped with SIGTERM, loses nothing: the session completes
-with every file recorded once, and the items name both workers. Cancel takes effect within 2 s."""
+with every file recorded once, and the items name both workers. Cancel takes effect within 2 s. A
+user's sessions past INGEST_MAX_ACTIVE_SESSIONS_PER_USER wait for their turn."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ingestapp.core.vocabulary import SessionStatus
 from tests.factories import write_jpegs
 from tests.servers import REPO, Server, gunicorn
 from tests.services import RedisServer, lease_owner_pid
@@ -154,3 +156,28 @@ def test_cancel_takes_effect_within_2_s(tier: dict, media: Path) -> None:
     assert state["processed_files"] < FILES
     time.sleep(1)  # the workers start no file of the cancelled run
     assert len(items(server, session_id)) == state["processed_files"] + state["stats"]["skipped_duplicates"]
+
+
+def test_a_users_sessions_past_its_share_wait_for_their_turn(tier: dict, media: Path) -> None:
+    """INGEST_MAX_ACTIVE_SESSIONS_PER_USER (default 4): the admin's fifth session waits for its turn,
+    is sent to the work tier only once one of the four has ended, and then runs there."""
+    server, workers = tier["server"], tier["workers"]
+    for n in range(4):
+        write_jpegs(media / f"s{n}", 12, prefix=f"s{n}")
+    write_jpegs(media / "fifth", 4, prefix="fifth")
+    four = [start(server, media / f"s{n}") for n in range(4)]
+    fifth = start(server, media / "fifth")
+
+    def state_of(session_id: str) -> dict:
+        return server.request("GET", f"/api/ingest/status/{session_id}")[1]
+
+    assert (state_of(fifth)["status"], state_of(fifth)["awaits_turn"]) == (SessionStatus.QUEUED, True)
+    while state_of(fifth)["awaits_turn"]:
+        time.sleep(0.05)
+    # Read after its turn came: one of the four must have ended by then.
+    assert SessionStatus.COMPLETED in {state_of(session_id)["status"] for session_id in four}
+    state = server.wait_for_status(fifth, {SessionStatus.COMPLETED}, timeout=60)
+    assert state["processed_files"] == 4
+    assert {i["worker"] for i in items(server, fifth)} <= {w.name for w in workers}
+    for session_id in four:
+        assert server.wait_for_status(session_id, {SessionStatus.COMPLETED}, timeout=60)["processed_files"] == 12

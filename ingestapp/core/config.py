@@ -60,6 +60,9 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # Open streams one user may hold in one worker (web/stream_principals.py; the next is a 429).
         "MAX_STREAMS_PER_USER": int(env.get("INGEST_MAX_STREAMS_PER_USER", 50)),
         "SSE_MAX_AGE": float(env.get("INGEST_SSE_MAX_AGE", 300)),
+        # Sessions one user may have running at once (watching ones not counted); more wait for
+        # their turn, queued, and start oldest first as the user's running ones end (jobs/turns.py).
+        "MAX_ACTIVE_SESSIONS_PER_USER": int(env.get("INGEST_MAX_ACTIVE_SESSIONS_PER_USER", 4)),
         # A stream whose write is blocked this long (the client stopped reading) is dropped.
         "SSE_SEND_TIMEOUT": float(env.get("INGEST_SSE_SEND_TIMEOUT", 30)),
         # A running job's lease on its session: renewed every fifth of it, void once it expires.

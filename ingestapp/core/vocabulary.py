@@ -101,6 +101,9 @@ class PairImport(StrEnum):
 
 
 RUNNING_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING, SessionStatus.WATCHING)
+#: The running statuses that take one of a user's turns (``INGEST_MAX_ACTIVE_SESSIONS_PER_USER``,
+#: ``jobs/turns.py``): not ``watching``, which idles until a file arrives.
+ACTIVE_STATUSES = (SessionStatus.QUEUED, SessionStatus.SCANNING, SessionStatus.PROCESSING)
 #: Statuses after a terminal event; ``interrupted`` is neither running nor finished (resumable).
 FINISHED_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED)
 STATUSES = tuple(SessionStatus)

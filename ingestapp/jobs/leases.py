@@ -7,8 +7,11 @@ lease here (``take_interrupted``); the job's every commit renews it and its last
 (``events.log.SessionLog.commit``). ``reap_expired`` (run periodically by every registry) marks
 sessions whose lease expired, i.e. whose process died, ``interrupted``.
 
-With the scale-out work tier a session can also be ``queued`` with no owner: it waits for a worker
-(``take_queued``), is never reaped while it waits, and a cancel stops it at once (``cancel_queued``).
+A session can also be ``queued`` with no owner: waiting for a worker of the scale-out work tier
+(``WAITING``: ``take_queued``), or for its turn (``awaits_turn``: its user runs as many sessions as
+allowed, ``turns.py``). Neither is reaped while it waits, and a cancel stops either at once
+(``cancel_queued``). ``record_change`` gives such a session, which no job runs, the event saying
+what became of it.
 """
 
 from __future__ import annotations
@@ -22,20 +25,22 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from sqlalchemy import Connection, Engine, and_, not_, or_, select, update
+from sqlalchemy import Connection, Engine, and_, false, not_, or_, select, update
 
 from ingestapp.core.errors import JobConflict, JobNotFound
 from ingestapp.core.vocabulary import RUNNING_STATUSES, TERMINAL_EVENT_OF, EventType, SessionStatus
 from ingestapp.events.log import publish_all, record
 from ingestapp.events.model import Event
-from ingestapp.jobs.state import stopped_state
+from ingestapp.jobs.state import progress_of, stopped_state
 from ingestapp.store import db
 from ingestapp.store.models import IngestSession
 
 log = logging.getLogger(__name__)
 
-#: A session queued for the work tier, waiting for a worker: it has no owner yet.
-WAITING = and_(IngestSession.status == SessionStatus.QUEUED, IngestSession.lease_owner.is_(None))
+#: A queued session that no process owns yet: waiting for a worker, or for its turn.
+UNOWNED = and_(IngestSession.status == SessionStatus.QUEUED, IngestSession.lease_owner.is_(None))
+#: A session queued for the work tier, waiting for a worker: it has no owner yet, and had its turn.
+WAITING = and_(UNOWNED, IngestSession.awaits_turn == false())
 
 
 def new_owner() -> str:
@@ -83,22 +88,26 @@ def take_queued(conn: Connection, session_id: str, owner: str, lease: float) -> 
 
 
 def cancel_queued(conn: Connection, session_id: str) -> Event | None:
-    """Cancel a session waiting for the work tier, in ``conn``'s transaction; its ``cancelled``
-    event (to publish after the commit), or None when it is not waiting."""
-    return _stop(conn, session_id, SessionStatus.CANCELLED, WAITING)
+    """Cancel a session waiting for the work tier or for its turn, in ``conn``'s transaction; its
+    ``cancelled`` event (to publish after the commit), or None when it is not waiting."""
+    return _stop(conn, session_id, SessionStatus.CANCELLED, UNOWNED)
 
 
-def spawn_reaper(engine: Engine, lease: float, on_reaped: Callable[[str], None]) -> gevent.Greenlet:
+def spawn_reaper(
+    engine: Engine, lease: float, on_reaped: Callable[[str], None], after_pass: Callable[[], None]
+) -> gevent.Greenlet:
     """Reap expired leases now, then every fifth of ``lease`` (seconds), in a greenlet that logs and
-    survives any error, calling ``on_reaped(session_id)`` for each session reaped. A session whose
-    process died is ``interrupted`` at most about 1.2 leases after its last commit."""
+    survives any error, calling ``on_reaped(session_id)`` for each session reaped, then
+    ``after_pass()`` (the registry gives waiting sessions their turns). A session whose process
+    died is ``interrupted`` at most about 1.2 leases after its last commit."""
 
     def reap() -> None:
         try:
             for session_id in reap_expired(engine):
                 on_reaped(session_id)
+            after_pass()
         except Exception:
-            log.exception("reaping expired leases failed; retrying")
+            log.exception("the reaper's pass failed; retrying")
 
     def reap_forever() -> None:
         while True:
@@ -117,11 +126,12 @@ def reap_expired(engine: Engine) -> list[str]:
     Each gets a ``progress`` event saying so, appended to its log and then published, so a client
     resuming with Last-Event-ID learns it too. Each session is taken by a conditional UPDATE, so
     reapers of several processes never both take one, and a lost owner's late writes are refused
-    (they are fenced on ``lease_owner``). A session waiting for the work tier has no lease to expire.
+    (they are fenced on ``lease_owner``). A session waiting for the work tier or for its turn has no
+    lease to expire.
     """
     now = time.time()
     expired = and_(
-        or_(IngestSession.lease_expires_at.is_(None), IngestSession.lease_expires_at < now), not_(WAITING)
+        or_(IngestSession.lease_expires_at.is_(None), IngestSession.lease_expires_at < now), not_(UNOWNED)
     )
     with engine.connect() as conn:
         candidates = conn.scalars(
@@ -147,17 +157,26 @@ def _stop(conn: Connection, session_id: str, status: SessionStatus, condition: A
     taken = conn.execute(  # first, so the transaction holds the write lock from here on
         update(IngestSession)
         .where(IngestSession.id == session_id, condition)
-        .values(status=status, lease_owner=None, lease_expires_at=None, last_event_id=IngestSession.last_event_id + 1)
+        .values(status=status, lease_owner=None, lease_expires_at=None, awaits_turn=False,
+                last_event_id=IngestSession.last_event_id + 1)
     ).rowcount
     if not taken:
         return None
+    return record_change(conn, session_id, lambda state: stopped_state(state, status))
+
+
+def record_change(conn: Connection, session_id: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> Event:
+    """The event saying what became of a session that no job runs, whose row was just updated
+    (its ``last_event_id`` bumped: that is the event's seq), in ``conn``'s transaction: its persisted
+    state becomes ``change(state)``, and the event (the terminal one of a finished status, else
+    ``progress``) is stored by the event log (``events.log.record``). Publish it after the commit."""
     row = conn.execute(
         select(IngestSession.state, IngestSession.last_event_id).where(IngestSession.id == session_id)
     ).one()
     seq = row.last_event_id
-    state = {**stopped_state(row.state, status), "last_event_id": seq}
-    progress = {k: v for k, v in state.items() if k not in ("session_id", "message", "parameters", "errors")}
-    event_type = TERMINAL_EVENT_OF.get(status, EventType.PROGRESS)
+    state = {**change(row.state), "last_event_id": seq}
+    progress = progress_of(state)
+    event_type = TERMINAL_EVENT_OF.get(state["status"], EventType.PROGRESS)
     data = progress if event_type == EventType.PROGRESS else {"message": None, **progress}
     event = record(conn, session_id, seq, event_type, data)
     conn.execute(update(IngestSession).where(IngestSession.id == session_id).values(state=state))

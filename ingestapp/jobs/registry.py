@@ -8,8 +8,10 @@ ingestapp worker``, queues the session for the work tier (``work.tasks``): a wor
 (``work.remote.RemoteFiles``), ``INGEST_TASK_INFLIGHT`` at once, rather than to its own pool.
 
 A session has one owner at a time, under a lease (``leases.py``: taking it, crash recovery); a
-resume continues from what the session's items say (``recorded.py``); a cancel reaches the job
-through ``cancel.Canceller``; the session queries read the database through ``sessions.py``.
+user runs at most ``INGEST_MAX_ACTIVE_SESSIONS_PER_USER`` sessions at once, the others wait for their
+turn (``turns.py``); a resume continues from what the session's items say (``recorded.py``); a cancel
+reaches the job through ``cancel.Canceller``; the session queries read the database through
+``sessions.py``.
 """
 
 from __future__ import annotations
@@ -17,19 +19,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gevent
 from gevent.threadpool import ThreadPool
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ingestapp.core.errors import JobConflict, JobNotFound
 from ingestapp.core.ids import new_id
 from ingestapp.core.parameters import IngestParameters
 from ingestapp.core.vocabulary import SessionStatus
 from ingestapp.events.log import publish_all
-from ingestapp.jobs import leases, recorded, sessions, versions, watch
+from ingestapp.events.model import Event
+from ingestapp.jobs import leases, recorded, sessions, turns, versions, watch
 from ingestapp.jobs.cancel import Canceller
 from ingestapp.jobs.job import Job
 from ingestapp.store import db
@@ -41,6 +45,16 @@ log = logging.getLogger(__name__)
 
 #: Times a session whose process died is queued again by itself (with a live work tier).
 AUTO_RESUMES = 3
+
+
+@dataclass
+class Started:
+    """What to do once a transaction that started sessions is committed (``JobRegistry._launch``):
+    publish ``events`` (in order), run ``jobs`` here, send the sessions ``sent`` to the work tier."""
+
+    events: list[Event] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
 
 
 class JobRegistry:
@@ -61,7 +75,10 @@ class JobRegistry:
         self.task_files: int = config["TASK_FILES"]
         self.task_inflight: int = max(1, config["TASK_INFLIGHT"])
         self.watch_settings = watch.Settings.from_config(config)
-        self.keeps_watches = False  # restart_watches: this process serves, and restarts watches
+        self.max_active: int = max(1, config["MAX_ACTIVE_SESSIONS_PER_USER"])  # per user (turns.py)
+        #: ``serve``: this process serves: it restarts watches and gives waiting sessions their
+        #: turns. A CLI command's app does neither: it would run others' jobs, then exit.
+        self.serving = False
         #: This registry's lease owner id: unique per process start (and per app in one process).
         self.owner = leases.new_owner()
         self.jobs: dict[str, Job] = {}
@@ -86,25 +103,34 @@ class JobRegistry:
     def start(self, parameters: IngestParameters, user_id: int | None = None, here: bool = False) -> str:
         """Create a session row (owned by ``user_id``) and return its id. Its job runs in this
         process (leased to this registry) unless a work tier is alive and ``here`` is false: then the
-        session is queued for it, unleased, until a worker takes it (``take_queued``)."""
+        session is queued for it, unleased, until a worker takes it (``take_queued``). Unless ``here``
+        (the CLI: it runs at once, and counts), a user with INGEST_MAX_ACTIVE_SESSIONS_PER_USER active
+        sessions, or older ones waiting, gets it ``queued`` for its turn (``turns.py``)."""
         session_id = new_id()
         job = Job(self, session_id, parameters)
         queue = not here and self._work_tier_alive()
+        started = Started()
         with db.begin(self.engine) as conn:
+            waits = not here and turns.must_wait(conn, user_id, self.max_active)
+            owner = None if queue or waits else self.owner
             conn.execute(IngestSession.__table__.insert().values(
                 id=session_id,
                 status=SessionStatus.QUEUED,
                 parameters=parameters.to_dict(),
-                state=job.committed_state,
+                state={**job.committed_state, "awaits_turn": waits},
                 created_at=time.time(),
-                lease_owner=None if queue else self.owner,
-                lease_expires_at=None if queue else time.time() + self.lease,
+                lease_owner=owner,
+                lease_expires_at=None if owner is None else time.time() + self.lease,
                 user_id=user_id,
+                awaits_turn=waits,
             ))
-        if queue:
-            self.send_session(session_id)  # type: ignore[misc]
-        else:
-            self._spawn(job)
+            if waits:  # turns go oldest first: one may be free for an older session, or this one
+                self._next_turns(conn, user_id, queue, started)
+            elif queue:
+                started.sent.append(session_id)
+            else:
+                started.jobs.append(job)
+        self._launch(started)
         return session_id
 
     def resume(self, session_id: str) -> None:
@@ -113,16 +139,9 @@ class JobRegistry:
         The lease is taken by one conditional UPDATE (``leases.take_interrupted``), so of racing
         resumes (from any process) exactly one succeeds. Raises JobNotFound, or JobConflict when the
         session is not interrupted (or another resume took it first). With a live work tier the
-        session is queued for it, as a new one is.
+        session is queued for it, and past its user's share it waits for its turn, as a new one does.
         """
-        queue = self._work_tier_alive()
-        with db.begin(self.engine) as conn:
-            leases.take_interrupted(conn, session_id, None if queue else self.owner, self.lease)
-            job = None if queue else self._load(conn, session_id)
-        if job is None:
-            self.send_session(session_id)  # type: ignore[misc]
-        else:
-            self._spawn(job)
+        self._continue(session_id, self._work_tier_alive())
 
     def take_queued(self, session_id: str) -> Job | None:
         """Take a session queued for the work tier (new or resumed) and run its job here; None when
@@ -136,10 +155,74 @@ class JobRegistry:
 
     def requeue(self, session_id: str) -> None:
         """Queue an ``interrupted`` session for the work tier (its worker stopped or died), to be
-        continued by whichever worker takes it. Raises as ``resume`` does."""
+        continued by whichever worker takes it, in its turn. Raises as ``resume`` does."""
+        self._continue(session_id, queue=True)
+
+    def _continue(self, session_id: str, queue: bool) -> None:
+        """Take an interrupted session (``leases.take_interrupted``): run it here, queue it for the
+        work tier (``queue``), or, past its user's share, let it wait for its turn."""
+        started = Started()
         with db.begin(self.engine) as conn:
-            leases.take_interrupted(conn, session_id, None, self.lease)
-        self.send_session(session_id)  # type: ignore[misc]
+            user_id = turns.user_of(conn, session_id)
+            waits = turns.must_wait(conn, user_id, self.max_active)
+            leases.take_interrupted(conn, session_id, None if queue or waits else self.owner, self.lease)
+            if waits:
+                started.events.append(turns.hold(conn, session_id))
+                self._next_turns(conn, user_id, queue, started)
+            elif queue:
+                started.sent.append(session_id)
+            else:
+                started.jobs.append(self._load(conn, session_id))
+        self._launch(started)
+
+    # -- turns (turns.py) ---------------------------------------------------------------------------
+
+    def _next_turns(self, conn: Connection, user_id: int | None, queue: bool, started: Started) -> None:
+        """Give ``user_id``'s free turns to its oldest waiting sessions, in ``conn``'s transaction:
+        leased to this registry, or for the work tier (``queue``); ``started`` says what to do next."""
+        owner = None if queue else self.owner
+        for event in turns.next_turns(conn, user_id, self.max_active, owner, self.lease):
+            started.events.append(event)
+            if queue:
+                started.sent.append(event.session_id)
+            else:
+                started.jobs.append(self._load(conn, event.session_id))
+
+    def _launch(self, started: Started) -> None:
+        """Once committed: publish the events, then run the jobs here and send the rest to the work tier."""
+        publish_all(started.events)
+        for job in started.jobs:
+            self._spawn(job)
+        for session_id in started.sent:
+            self.send_session(session_id)  # type: ignore[misc]
+
+    def _give_turns(self, user_id: int | None) -> None:
+        """Give ``user_id``'s free turns to its oldest waiting sessions, to run here or in the work tier."""
+        queue = self._work_tier_alive()
+        started = Started()
+        with db.begin(self.engine) as conn:
+            self._next_turns(conn, user_id, queue, started)
+        self._launch(started)
+
+    def _turn_over(self, session_id: str) -> None:
+        """A session of this process stopped taking a turn (its job ended, or it was cancelled while
+        queued): in a serving process, its user's next session takes it. Logs any error: the next
+        reaper pass tries again (``_turns_due``)."""
+        if not self.serving:
+            return
+        try:
+            with self.engine.connect() as conn:
+                user_id = turns.user_of(conn, session_id)
+            self._give_turns(user_id)
+        except Exception:
+            log.exception("session %s: giving its turn to the next session failed; the reaper will", session_id)
+
+    def _turns_due(self) -> None:
+        """Every reaper pass, in a serving process: give the turns freed anywhere (a crash, a
+        restart, a session that started watching) to the sessions waiting for them."""
+        if self.serving:
+            for user_id in turns.users_waiting(self.engine):
+                self._give_turns(user_id)
 
     def _load(self, conn: Any, session_id: str) -> Job:
         """The job of a session taken by this registry, going on from what earlier runs recorded."""
@@ -160,20 +243,22 @@ class JobRegistry:
                                        job.is_duplicate, job.cancel.request), self.task_inflight)
         self.jobs[job.session_id] = job
         job.greenlet = gevent.spawn(job.run)
+        job.greenlet.link(lambda _: self._turn_over(job.session_id))  # in a greenlet of its own
         return job
 
     # -- cancel -------------------------------------------------------------------------------------
 
     def cancel(self, session_id: str) -> None:
         """Ask a running job to stop, wherever it runs (``cancel.Canceller``); a session still
-        waiting for the work tier is cancelled at once. Raises JobNotFound, or JobConflict when
-        the session is not running."""
+        waiting for the work tier or for its turn is cancelled at once. Raises JobNotFound, or
+        JobConflict when the session is not running."""
         if self.canceller.send(session_id):
             return
         with db.begin(self.engine) as conn:
             stopped = leases.cancel_queued(conn, session_id)
         if stopped is not None:
-            publish_all([stopped])  # it was waiting for a worker: cancelled now, by this request
+            publish_all([stopped])  # it was waiting: cancelled now, by this request
+            self._turn_over(session_id)  # one waiting for a worker had its user's turn
         elif self.exists(session_id):
             raise JobConflict("the session is not running")
         else:
@@ -207,15 +292,18 @@ class JobRegistry:
 
     def start_reaper(self) -> None:
         """Reap expired leases now, then every fifth of the lease (``leases.spawn_reaper``); while a
-        work tier is alive, a reaped session is queued again for it (``_recover``)."""
-        self.reaper = leases.spawn_reaper(self.engine, self.lease, self._recover)
+        work tier is alive, a reaped session is queued again for it (``_recover``); in a serving
+        process, each pass gives the turns free to the sessions waiting for them (``_turns_due``)."""
+        self.reaper = leases.spawn_reaper(self.engine, self.lease, self._recover, self._turns_due)
 
-    def restart_watches(self) -> None:
+    def serve(self) -> None:
         """In a serving process (gunicorn worker, work-tier worker): resume the watching sessions
-        stopped with their process now, and each one reaped later (no Resume click needed)."""
-        self.keeps_watches = True
+        stopped with their process now, and each one reaped later (no Resume click needed); give
+        waiting sessions their turns now, whenever a job of this process ends, and every reaper pass."""
+        self.serving = True
         for session_id in versions.interrupted_watches(self.engine):
             self._restart_watch(session_id)
+        self._turns_due()
 
     def _restart_watch(self, session_id: str) -> None:
         try:
@@ -225,10 +313,10 @@ class JobRegistry:
             pass  # restarted by another process meanwhile
 
     def _recover(self, session_id: str) -> None:
-        """A session whose process died was reaped: a watch restarts at once (``restart_watches``);
-        else, with a live work tier, queue it again, at most AUTO_RESUMES times (a session that
-        kills its process every time stays interrupted)."""
-        if self.keeps_watches and versions.is_watch(self.engine, session_id):
+        """A session whose process died was reaped: a watch restarts at once (``serve``); else, with
+        a live work tier, queue it again, at most AUTO_RESUMES times (a session that kills its
+        process every time stays interrupted)."""
+        if self.serving and versions.is_watch(self.engine, session_id):
             self._restart_watch(session_id)
             return
         if self.send_session is None or not workers_alive(self.redis):
@@ -246,7 +334,9 @@ class JobRegistry:
 
     def shutdown(self) -> None:
         """Stop the reaper, the running jobs (they become ``interrupted``) and the threadpool. The
-        stage-process pool is the process's (``work.pool.shared_pool``); its processes exit with it."""
+        stage-process pool is the process's (``work.pool.shared_pool``); its processes exit with it.
+        The turns the stopped jobs free go to other processes (their reaper passes)."""
+        self.serving = False  # a stopping process starts no job
         if self.reaper is not None:
             self.reaper.kill()
         gevent.killall([job.greenlet for job in self.jobs.values() if job.greenlet], block=True, timeout=5)

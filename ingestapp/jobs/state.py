@@ -136,8 +136,9 @@ def percent(done: int, total: int, status: str) -> float:
 
 def stopped_state(state: dict[str, Any], status: SessionStatus) -> dict[str, Any]:
     """A persisted state as of a session that stopped with ``status`` without running code to
-    say so (its process died): unfinished stages take that status, nothing is in flight or
-    queued, and there is no ETA. Returns a new dict; ``state`` is not changed."""
+    say so (its process died, or it was cancelled while queued): unfinished stages take that
+    status, nothing is in flight or queued, there is no ETA and no turn awaited. Returns a new
+    dict; ``state`` is not changed."""
     stages = {
         name: {**stage, "status": status, "in_flight": 0}
         if stage["status"] in UNFINISHED_STAGE_STATUSES
@@ -147,7 +148,13 @@ def stopped_state(state: dict[str, Any], status: SessionStatus) -> dict[str, Any
     pool = {**state["worker_pool"], "active": 0, "queue_depth": 0}
     timing = {**state["timing"], "estimated_remaining_ms": None}
     return {**state, "status": status, "stages": stages, "worker_pool": pool, "timing": timing,
-            "current_file": None}
+            "current_file": None, "awaits_turn": False}
+
+
+def progress_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The changing part of a full state (``JobState.to_dict`` shape): what a ``progress`` event
+    carries, as ``JobState.progress`` gives it."""
+    return {k: v for k, v in state.items() if k not in ("session_id", "message", "parameters", "errors")}
 
 
 @dataclass
@@ -278,6 +285,9 @@ class JobState:
             "timing": self.timing.to_dict(self.total_files, self.done_files, running),
             "last_event_id": last_event_id,
             "watch": self.watch,
+            # A job that runs has had its turn; a session waiting for one has no job yet (its
+            # state is written by ``jobs/turns.py``).
+            "awaits_turn": False,
         }
 
     def stage_dict(self, name: str) -> dict[str, Any]:

@@ -22,11 +22,13 @@
   const RUNNING = V.running_statuses;
   const FINISHED = V.finished_statuses;
   const PROGRESS_KEYS = ['status', 'progress_percent', 'total_files', 'files_found', 'processed_files',
-    'current_file', 'stages', 'stats', 'worker_pool', 'timing', 'last_event_id', 'watch'];
+    'current_file', 'stages', 'stats', 'worker_pool', 'timing', 'last_event_id', 'watch', 'awaits_turn'];
   const MAX_ERROR_ROWS = 1000;
   const STRIP_SIZE = 24; // thumbnails in the live strip
   const PULSE_MS = 600; // a counter pulses at most this often (each pulse restarts a CSS animation)
   const TITLE_MS = 1000; // the tab title follows at most once a second
+  // A queued session whose user's share of running sessions is taken (jobs/turns.py) starts by itself.
+  const WAITS_FOR_TURN = '— waits for its turn: it starts when another session of the same user ends';
   const CONNECTION_TEXT = {
     live: 'Live', reconnecting: 'Reconnecting…', polling: 'Polling', offline: 'Offline', closed: 'Closed',
   };
@@ -116,6 +118,7 @@
   function leadText(s) {
     const of = `${done(s)} of ${s.total_files} files`;
     if (s.status === STATUS.WATCHING) return watchingText(s);
+    if (s.status === STATUS.QUEUED && s.awaits_turn) return WAITS_FOR_TURN;
     if (RUNNING.includes(s.status)) return '';
     if (s.status === STATUS.INTERRUPTED) return `— ${of} done`;
     if (s.status === STATUS.COMPLETED) return `— ${of}`;

@@ -46,6 +46,9 @@ class IngestSession(Base):
     lease_expires_at: Mapped[float | None] = mapped_column(Float, index=True)
     #: Set by a cancel; the owning process sees it on its next commit (it may run elsewhere).
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    #: True while the session is ``queued`` for its turn: its user runs INGEST_MAX_ACTIVE_SESSIONS_PER_USER
+    #: sessions already (``jobs/turns.py``). It has no lease owner and was never sent to the work tier.
+    awaits_turn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     committed_at: Mapped[float | None] = mapped_column(Float)
     #: The last import's ``{"added", "updated", "excluded"}`` counts (None before the first).
     commit_result: Mapped[dict[str, int] | None] = mapped_column(JSON)

@@ -158,14 +158,16 @@ def format_isotime(timestamp: float | None) -> str:
 def lead_text(state: dict[str, Any]) -> str:
     """What follows a stopped session's status in its lead line (static/ingest.js ``leadText`` says
     the same): "Interrupted — 95 of 400 files done", "Cancelled after 85 of 400 files",
-    "Watching — 12 files ingested, last file 14:03:27"; empty while it runs (the progress row
-    counts then)."""
+    "Watching — 12 files ingested, last file 14:03:27", "Queued — waits for its turn: …"; empty
+    while it runs (the progress row counts then)."""
     status = state["status"]
     done = state["stats"]["processed_files"] + state["stats"]["skipped_duplicates"]
     of = f"{done} of {state['total_files']} files"
     if status == SessionStatus.WATCHING:  # no end to count towards: what it took in, and when last
         last = (state.get("watch") or {}).get("last_file_at")
         return f"— {done} files ingested" + (f", last file {format_clock(last)}" if last else "")
+    if status == SessionStatus.QUEUED and state.get("awaits_turn"):  # its user's share is taken (jobs/turns.py)
+        return "— waits for its turn: it starts when another session of the same user ends"
     if status in RUNNING_STATUSES:
         return ""
     if status == SessionStatus.INTERRUPTED:

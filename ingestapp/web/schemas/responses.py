@@ -120,6 +120,8 @@ class Progress(BaseModel):
     timing: Timing
     last_event_id: int = Field(description="the seq of the last event; the SSE id")
     watch: WatchState | None = Field(None, description="null unless the session watches its directory")
+    awaits_turn: bool = Field(False, description="true while the session is queued for its turn: its user "
+                              "runs INGEST_MAX_ACTIVE_SESSIONS_PER_USER sessions already")
 
 
 class State(Progress):
