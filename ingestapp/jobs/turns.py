@@ -19,7 +19,7 @@ not limited; the CLI's run at once (``JobRegistry.start(here=True)``) and count.
 
 Each decision is made under a lock on the user's row (``SELECT ... FOR UPDATE`` on PostgreSQL), so
 processes starting or ending one user's sessions at once never let more than the limit run. SQLite
-has one serving process, whose transactions run without yielding to another greenlet.
+has one serving process, whose write transactions run one at a time (``store.db.begin``).
 """
 
 from __future__ import annotations

@@ -5,16 +5,16 @@ INGEST_MAX_ACTIVE_SESSIONS_PER_USER sessions (``jobs/turns.py``); a ``queued`` s
 owner and ``awaits_turn`` false waits for the work tier instead. Existing sessions never waited for
 a turn: false.
 
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-09
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-10
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
