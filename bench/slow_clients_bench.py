@@ -109,14 +109,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--hold", type=float, default=30.0, help="seconds the flood lasts")
+    parser.add_argument("--rounds", type=int, default=1, help="both floods, this many times (does memory grow?)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         (base / "media").mkdir()
         with gunicorn(base / "instance", base / "media") as server:
             asyncio.run(flood(server, 50, 2 * SEND_EVERY, True))  # warm up: the app's lazy imports, buffers
-            for cookie in (False, True):
-                print(asyncio.run(flood(server, args.connections, args.hold, cookie)), flush=True)
+            for _ in range(args.rounds):
+                for cookie in (False, True):
+                    print(asyncio.run(flood(server, args.connections, args.hold, cookie)), flush=True)
 
 
 if __name__ == "__main__":
