@@ -316,13 +316,15 @@ def markdown(results: dict[str, Any], out: Path) -> str:
 
 
 def write_docs(table: str) -> None:
-    """Replace the section in docs/benchmarks.md (up to the next ``## `` heading), or append it."""
+    """Replace the section's first table in docs/benchmarks.md (up to its first ``### `` subsection,
+    which keeps the analyses of earlier runs, or the next ``## `` heading), or append the section."""
     text = DOCS.read_text()
     start = text.find(SECTION)
     if start < 0:
         DOCS.write_text(text.rstrip("\n") + "\n\n" + table)
         return
-    end = text.find("\n## ", start + len(SECTION))
+    ends = [i for i in (text.find("\n### ", start), text.find("\n## ", start + len(SECTION))) if i >= 0]
+    end = min(ends) if ends else -1
     DOCS.write_text(text[:start] + table + (text[end + 1:] if end >= 0 else ""))
 
 
