@@ -36,27 +36,29 @@ def invoke(app: Flask, *args: str, stdin: str | None = None):
 
 
 def test_users_and_tokens_commands(tmp_path: Path, media: Path) -> None:
+    """The commands through the real ``flask`` entry point where it matters (the first start's
+    setup link on a fresh instance; a revocation reaching another process), the rest in-process
+    (a ``flask`` process costs seconds to start)."""
     instance = tmp_path / "instance"
     link = flask(instance, media, "users", "setup-link")
     assert link.returncode == 0 and re.search(r"http://\S+/setup\?token=[\w-]{40,}", link.stdout), link.stdout
 
-    created = flask(instance, media, "users", "create", "alice", "--admin", "--password-stdin", stdin="alice-pw-1\n")
-    assert created.returncode == 0, created.stderr
-    assert not (instance / "setup-token").exists()  # the first user ends the setup link
-    created = flask(instance, media, "users", "create", "bob", "--password-stdin", stdin="bob-pw-123\n")
-    assert created.returncode == 0, created.stderr
-    listing = flask(instance, media, "users", "list").stdout
-    assert re.search(r"^\d+\talice\tadmin\t", listing, re.M) and re.search(r"^\d+\tbob\tuser\t", listing, re.M)
-
-    created = flask(instance, media, "tokens", "create", "bob", "--name", "laptop", "--expires-days", "30")
-    assert created.returncode == 0, created.stderr
-    token = created.stdout.splitlines()[-1]
-    assert re.fullmatch(r"ingest_[\w-]{40,}", token)
-    token_id = int(re.search(r"token (\d+)", created.stdout).group(1))
-
     app = create_app({"TESTING": True, "INSTANCE_PATH": instance, "MEDIA_ROOTS": [media]})
     try:
         engine = app.extensions["ingest_db"]
+        created = invoke(app, "users", "create", "alice", "--admin", "--password-stdin", stdin="alice-pw-1\n")
+        assert created.exit_code == 0, created.output
+        assert not (instance / "setup-token").exists()  # the first user ends the setup link
+        assert invoke(app, "users", "create", "bob", "--password-stdin", stdin="bob-pw-123\n").exit_code == 0
+        listing = invoke(app, "users", "list").output
+        assert re.search(r"^\d+\talice\tadmin\t", listing, re.M) and re.search(r"^\d+\tbob\tuser\t", listing, re.M)
+
+        created = invoke(app, "tokens", "create", "bob", "--name", "laptop", "--expires-days", "30")
+        assert created.exit_code == 0, created.output
+        token = created.output.splitlines()[-1]
+        assert re.fullmatch(r"ingest_[\w-]{40,}", token)
+        token_id = int(re.search(r"token (\d+)", created.output).group(1))
+
         assert invoke(app, "users", "setup-link").output == ""  # a user exists: no link
         taken = invoke(app, "users", "create", "bob", "--password-stdin", stdin="bob-pw-123\n")
         assert taken.exit_code == 1 and "already exists" in taken.output
