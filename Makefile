@@ -3,9 +3,12 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-# pytest-xdist processes: the tests mostly wait on servers they started, so more than the 2 cores.
+# pytest-xdist processes: `make test`'s tests mostly wait on servers they started, so more than the
+# 2 cores; `make check`'s only compute, so one per core (each process adds its own start-up: on 2
+# cores -n 4 took 78 s and 132 s of CPU, -n 2 59 s and 87 s; docs/benchmarks.md section 7).
 TEST_WORKERS ?= 4
-PYTEST := $(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
+CHECK_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST := $(BIN)/pytest -p no:cacheprovider --dist loadgroup
 
 .PHONY: run test check lint bench bench-check clean
 
@@ -33,14 +36,14 @@ lint: $(VENV)/.dev
 # The timing-bound tests (marker serial) run after the rest, one at a time: under -n 4 on two
 # cores a 50 ms hub-lag bound measures the neighbours, not the code.
 test: lint
-	$(PYTEST) -m "not serial"
+	$(PYTEST) -n $(TEST_WORKERS) -m "not serial"
 	$(BIN)/pytest -p no:cacheprovider -m serial
 
 # The tests marked neither server nor browser (tests/selection.py marks them by what they start),
 # nor serial (timing bounds: make test runs them alone);
 # INGEST_TEST_NO_SERVERS=1 makes a server a test starts anyway fail that test, naming the marker.
 check: lint
-	INGEST_TEST_NO_SERVERS=1 $(PYTEST) -q -m "not server and not browser and not serial"
+	INGEST_TEST_NO_SERVERS=1 $(PYTEST) -n $(CHECK_WORKERS) -q -m "not server and not browser and not serial"
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/stream_bench.py
