@@ -4,9 +4,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 # pytest-xdist processes: `make test`'s tests mostly wait on servers they started, so more than the
-# 2 cores; `make check`'s only compute, so one per core (each process adds its own start-up: on 2
-# cores -n 4 took 78 s and 132 s of CPU, -n 2 59 s and 87 s; docs/benchmarks.md section 7).
-TEST_WORKERS ?= 4
+# 2 cores (its parallel part: -n 3 412 s, -n 4 434-506 s); `make check`'s only compute, so one
+# per core (-n 4: 78 s and 132 s of CPU; -n 2: 59 s and 87 s). docs/benchmarks.md section 7.
+TEST_WORKERS ?= 3
 CHECK_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST := $(BIN)/pytest -p no:cacheprovider --dist loadgroup
 
@@ -33,7 +33,7 @@ run: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
-# The timing-bound tests (marker serial) run after the rest, one at a time: under -n 4 on two
+# The timing-bound tests (marker serial) run after the rest, one at a time: under -n 3 on two
 # cores a 50 ms hub-lag bound measures the neighbours, not the code.
 test: lint
 	$(PYTEST) -n $(TEST_WORKERS) -m "not serial"
