@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 # 2 cores (its parallel part: -n 3 412 s, -n 4 434-506 s); `make check`'s only compute, so one
 # per core (-n 4: 78 s and 132 s of CPU; -n 2: 59 s and 87 s). docs/benchmarks.md section 7.
 TEST_WORKERS ?= 3
+# Bytecode caches are written, whatever the caller's environment says: without them pytest rewrites
+# the asserts of 313 modules at every start of every xdist process (4 s of CPU each), and every
+# gunicorn, worker and stage process a test starts compiles the package again.
+unexport PYTHONDONTWRITEBYTECODE
 CHECK_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST := $(BIN)/pytest -p no:cacheprovider --dist loadgroup
 
