@@ -143,6 +143,8 @@ def start(proxy: Server, media: Path) -> str:
 # -- tests ------------------------------------------------------------------------------------------
 
 
+# A latency bound (p90 under 100 ms), so it runs alone: CI measured 228 ms under the parallel load.
+@pytest.mark.serial
 def test_events_pass_through_nginx_at_once(proxy: Server, media: Path) -> None:
     """Through nginx, the first live event arrives within 100 ms of its emitted_at, and so do
     nearly all others; the response keeps its SSE headers and is never compressed."""
