@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,24 @@ def wait_for(app: Flask, session_id: str, statuses: set[str], timeout: float = 3
             return state
         gevent.sleep(0.01)
     raise TimeoutError(f"{session_id} stayed {state['status']}")
+
+
+@contextmanager
+def hub_lags(period: float = 0.005) -> Iterator[list[float]]:
+    """A ticker greenlet for the ``with`` block: it sleeps ``period`` seconds again and again, and the
+    list it yields gets how late (seconds) each wake-up was: how long the hub was held meanwhile."""
+    lags: list[float] = []
+    running = True
+
+    def tick() -> None:
+        while running:
+            before = time.perf_counter()
+            gevent.sleep(period)
+            lags.append(time.perf_counter() - before - period)
+
+    ticker = gevent.spawn(tick)
+    try:
+        yield lags
+    finally:
+        running = False
+        ticker.join()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from ingestapp import create_app, shutdown
 from ingestapp.events.model import job_event
-from tests.factories import start, wait_for, write_jpeg, write_jpegs
+from tests.factories import hub_lags, start, wait_for, write_jpeg, write_jpegs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,22 +180,9 @@ def test_hub_stays_responsive_during_a_full_pipeline_ingest(client, app, media: 
 
     write_samples(media)
     write_jpegs(media / "more", 150)  # enough work for 100+ ticks now that decoding is cheaper
-    lags: list[float] = []
-    running = True
-
-    def ticker() -> None:
-        while running:
-            before = time.perf_counter()
-            gevent.sleep(0.005)
-            lags.append(time.perf_counter() - before - 0.005)
-
-    tick = gevent.spawn(ticker)
-    try:
+    with hub_lags() as lags:
         session_id = start(client, media, enable_nsfw_detection=nsfw)
         state = wait_for(app, session_id, {"completed"}, timeout=120)
-    finally:
-        running = False
-        tick.join()
     assert state["stats"]["processed_files"] >= 30
     assert len(lags) > 100
     print(f"hub lag over {len(lags)} ticks: max {max(lags) * 1000:.1f} ms")
