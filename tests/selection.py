@@ -54,13 +54,22 @@ def group_by_shared_fixture(item: Any) -> None:
 
     info = getattr(item, "_fixtureinfo", None)
     module = item.nodeid.split("::", 1)[0]
-    for definitions in (info.name2fixturedefs.values() if info else ()):
+    fixtures = info.name2fixturedefs if info else {}
+    for definitions in fixtures.values():
         for definition in definitions:
             # An autouse one is a setting (e.g. a model loaded once), cheap to repeat on each worker.
             shared = definition.scope in SHARED_SCOPES and not getattr(definition, "_autouse", False)
             if shared and definition.baseid == module:
-                item.add_marker(pytest.mark.xdist_group(module))
+                item.add_marker(pytest.mark.xdist_group("::".join([module, *_shared_params(item, fixtures)])))
                 return
+
+
+def _shared_params(item: Any, fixtures: dict[str, Any]) -> list[str]:
+    """The values of the item's parametrized shared fixtures (e.g. test_engines' ``engine``): each
+    value sets up its own fixtures, so each is a group of its own that can run beside the others."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return [str(value) for name, value in sorted(params.items())
+            if any(d.scope in SHARED_SCOPES for d in fixtures.get(name, ()))]
 
 
 def refuse_servers(what: str) -> None:

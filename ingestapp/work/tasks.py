@@ -87,6 +87,9 @@ def celery_init_app(app: Flask) -> Celery:
         # (celery#7718): a slot idles up to 2 s per task. With two, the next task is already here
         # when a slot frees (the pool's spawn hands it over at once) and the fetch refills meanwhile.
         "worker_prefetch_multiplier": 2,
+        # Nothing here uses Celery's remote control (cancels go through the job's own channels),
+        # and its broadcast consumer adds a second to every shutdown.
+        "worker_enable_remote_control": False,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     })
