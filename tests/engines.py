@@ -11,6 +11,12 @@ System binaries (Debian): /usr/bin/chromium, /usr/bin/firefox-esr, /usr/bin/WebK
 the MiniBrowser of webkit2gtk-driver's libwebkit2gtk. MiniBrowser needs an X display: when there
 is none (no ``DISPLAY``), ``launch("webkitgtk")`` starts Xvfb on a free display number
 (``-displayfd``) for as long as the browser runs. Firefox runs headless (``MOZ_HEADLESS``).
+
+No engine gets a GPU here, and each takes its software path: Chromium ``--disable-gpu``, Firefox
+headless, WebKitGTK ``WEBKIT_DISABLE_COMPOSITING_MODE=1`` (``WEBKIT_ENV``). WebKitGTK's default
+would composite, and paint with Skia, through OpenGL on Mesa's llvmpipe, a GPU emulated on the CPU:
+30 ms a frame for the session page, twice Chromium's (docs/benchmarks.md section 10). A caller's
+own ``WEBKIT_DISABLE_COMPOSITING_MODE`` wins (``=0`` measures that GL path).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ FIREFOX = Path("/usr/bin/firefox-esr")
 WEBKIT_DRIVER = Path("/usr/bin/WebKitWebDriver")
 MINIBROWSER_GLOB = "/usr/lib/*-linux-gnu/webkit2gtk-4.*/MiniBrowser"
 XVFB = Path("/usr/bin/Xvfb")
+#: WebKitGTK's software path where there is no GPU (the module docstring); the caller's environment wins.
+WEBKIT_ENV = {"WEBKIT_DISABLE_COMPOSITING_MODE": "1"}
 
 # -- availability and launch --------------------------------------------------------------------------
 
@@ -117,7 +125,7 @@ def _webkitgtk() -> Iterator[Browser]:
     options.binary_location = str(minibrowser())
     options.add_argument("--automation")  # MiniBrowser accepts a WebDriver session only with it
     with x_display() as display:
-        service = Service(executable_path=str(WEBKIT_DRIVER), env={**os.environ, "DISPLAY": display})
+        service = Service(executable_path=str(WEBKIT_DRIVER), env={**WEBKIT_ENV, **os.environ, "DISPLAY": display})
         driver = webdriver.WebKitGTK(options=options, service=service)
         try:
             driver.set_window_rect(width=VIEWPORT[0], height=VIEWPORT[1])
