@@ -45,6 +45,7 @@ FIREFOX = Path("/usr/bin/firefox-esr")
 WEBKIT_DRIVER = Path("/usr/bin/WebKitWebDriver")
 MINIBROWSER_GLOB = "/usr/lib/*-linux-gnu/webkit2gtk-4.*/MiniBrowser"
 XVFB = Path("/usr/bin/Xvfb")
+COMMAND_TIMEOUT = 90  # seconds a WebKitWebDriver command may take
 #: WebKitGTK's software path where there is no GPU (the module docstring); the caller's environment wins.
 WEBKIT_ENV = {"WEBKIT_DISABLE_COMPOSITING_MODE": "1"}
 
@@ -127,6 +128,9 @@ def _webkitgtk() -> Iterator[Browser]:
     with x_display() as display:
         service = Service(executable_path=str(WEBKIT_DRIVER), env={**WEBKIT_ENV, **os.environ, "DISPLAY": display})
         driver = webdriver.WebKitGTK(options=options, service=service)
+        # A WebDriver command that never answers fails the test instead of holding CI: a
+        # screenshot once hung for minutes in a full parallel run (selenium's default: no limit).
+        driver.command_executor._client_config.timeout = COMMAND_TIMEOUT
         try:
             driver.set_window_rect(width=VIEWPORT[0], height=VIEWPORT[1])
             yield SeleniumBrowser(driver, driver.current_window_handle)
