@@ -26,9 +26,10 @@ Firefox (Marionette) and WebKitGTK (WebKitWebDriver) have no init scripts in thi
 recorder is injected once the session page has loaded, and events emitted before that are left
 out (counted in ``skipped_before_recorder``).
 
-No engine has a GPU here: each runs its software path (tests/engines.py), WebKitGTK with
-``WEBKIT_DISABLE_COMPOSITING_MODE=1``; ``WEBKIT_DISABLE_COMPOSITING_MODE=0`` in the environment
-measures WebKitGTK's default instead, OpenGL on Mesa's llvmpipe (a GPU emulated on the CPU).
+No engine has a GPU here: each is set up for that (tests/engines.py), WebKitGTK painting with
+Skia on the CPU (``WEBKIT_SKIA_ENABLE_CPU_RENDERING=1``); ``WEBKIT_SKIA_ENABLE_CPU_RENDERING=0`` in
+the environment measures WebKitGTK's default instead, painting through OpenGL on Mesa's llvmpipe
+(a GPU emulated on the CPU).
 
 Results go to ``bench/results/page-latency-<timestamp>.json``; the Markdown table is printed and,
 with ``--docs``, written to docs/benchmarks.md (section "Page latency per engine").
@@ -277,12 +278,12 @@ def browser_versions() -> dict[str, str]:
         except OSError:
             return "absent"
 
-    compositing_off = {**WEBKIT_ENV, **os.environ}["WEBKIT_DISABLE_COMPOSITING_MODE"]
+    cpu_painting = {**WEBKIT_ENV, **os.environ}["WEBKIT_SKIA_ENABLE_CPU_RENDERING"]
     return {
         "chromium": run("/usr/bin/chromium", "--version"), "firefox": run("/usr/bin/firefox-esr", "--version"),
         "webkit2gtk": "libwebkit2gtk-4.1-0 " + run("dpkg-query", "-W", "-f=${Version}", "libwebkit2gtk-4.1-0")
-                      + f" (WEBKIT_DISABLE_COMPOSITING_MODE={compositing_off}: "
-                      + ("software path" if compositing_off != "0" else "OpenGL on llvmpipe") + ")",
+                      + f" (WEBKIT_SKIA_ENABLE_CPU_RENDERING={cpu_painting}: painting "
+                      + ("on the CPU" if cpu_painting != "0" else "through OpenGL on llvmpipe") + ")",
         "drivers": f"playwright {version('playwright')}, marionette-driver {version('marionette-driver')}, "
                    f"selenium {version('selenium')}",
     }

@@ -12,11 +12,13 @@ the MiniBrowser of webkit2gtk-driver's libwebkit2gtk. MiniBrowser needs an X dis
 is none (no ``DISPLAY``), ``launch("webkitgtk")`` starts Xvfb on a free display number
 (``-displayfd``) for as long as the browser runs. Firefox runs headless (``MOZ_HEADLESS``).
 
-No engine gets a GPU here, and each takes its software path: Chromium ``--disable-gpu``, Firefox
-headless, WebKitGTK ``WEBKIT_DISABLE_COMPOSITING_MODE=1`` (``WEBKIT_ENV``). WebKitGTK's default
-would composite, and paint with Skia, through OpenGL on Mesa's llvmpipe, a GPU emulated on the CPU:
-30 ms a frame for the session page, twice Chromium's (docs/benchmarks.md section 10). A caller's
-own ``WEBKIT_DISABLE_COMPOSITING_MODE`` wins (``=0`` measures that GL path).
+No engine gets a GPU here, and each is set up for that: Chromium ``--disable-gpu``, Firefox
+headless, WebKitGTK painting with Skia on the CPU (``WEBKIT_ENV``), the mode WebKit advises where
+the GPU is weak. By default WebKitGTK would also paint through OpenGL, here on Mesa's llvmpipe, a
+GPU emulated on the CPU: 30-37 ms a frame for the session page (docs/benchmarks.md section 10).
+It still composites through llvmpipe: without compositing (``WEBKIT_DISABLE_COMPOSITING_MODE=1``)
+frames cost less again, but WebKitWebDriver's screenshots hung in 2 of 2 full parallel runs.
+A caller's own ``WEBKIT_SKIA_ENABLE_CPU_RENDERING`` wins (``=0`` measures the default).
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ WEBKIT_DRIVER = Path("/usr/bin/WebKitWebDriver")
 MINIBROWSER_GLOB = "/usr/lib/*-linux-gnu/webkit2gtk-4.*/MiniBrowser"
 XVFB = Path("/usr/bin/Xvfb")
 COMMAND_TIMEOUT = 90  # seconds a WebKitWebDriver command may take
-#: WebKitGTK's software path where there is no GPU (the module docstring); the caller's environment wins.
-WEBKIT_ENV = {"WEBKIT_DISABLE_COMPOSITING_MODE": "1"}
+#: WebKitGTK where there is no GPU (the module docstring); the caller's environment wins.
+WEBKIT_ENV = {"WEBKIT_SKIA_ENABLE_CPU_RENDERING": "1"}
 
 # -- availability and launch --------------------------------------------------------------------------
 
