@@ -184,3 +184,52 @@ def test_a_users_sessions_past_its_share_wait_for_their_turn(tier: dict, media: 
     assert {i["worker"] for i in items(server, fifth)} <= {w.name for w in workers}
     for session_id in four:
         assert server.wait_for_status(session_id, {SessionStatus.COMPLETED}, timeout=60)["processed_files"] == 12
+
+
+def test_a_run_that_lapsed_before_its_renewal_is_opened_again_and_a_cancelled_one_is_not(
+    redis_service: RedisServer, tmp_path: Path,
+) -> None:
+    """A job whose renewal came after its run key expired (a busy host) opens the run again and sends
+    the files no worker answered once more: the workers had dropped them, and the job would have
+    waited for them for ever (seen once, a session left ``processing``). A cancelled run stays closed."""
+    from ingestapp.core.parameters import IngestParameters
+    from ingestapp.work.protocol import FileTask
+    from ingestapp.work.remote import CANCELLED, RUN_KEY, RemoteFiles, request_cancel
+
+    client = redis.Redis.from_url(redis_service.url)
+    sent: list[tuple[str, list[str]]] = []
+
+    def send(_session: str, run_id: str, files: list[dict]) -> None:
+        sent.append((run_id, [f["relpath"] for f in files]))
+
+    remote = RemoteFiles(client, "s1", send, task_files=1, ttl=0.5, is_duplicate=lambda *_: False,
+                         on_cancel=lambda: None)
+    tasks = [FileTask(path=tmp_path / name, relpath=name, parameters=IngestParameters(directory=str(tmp_path)),
+                      thumbnail_dir=tmp_path, real_path=None, identity=None, media_roots=(tmp_path,),
+                      stages=("ingestapp.stages.identify",), check_duplicates=False) for name in ("a.jpg", "b.jpg")]
+    run_key = RUN_KEY.format(session_id="s1")
+    try:
+        remote.start()
+        for task in tasks:
+            remote._add(task)  # sent at once (task_files=1), as run_file does before it waits
+        assert sent == [(remote.run_id, ["a.jpg"]), (remote.run_id, ["b.jpg"])]
+        remote._unanswered.pop(tasks[0].key)  # a.jpg's result came: only b.jpg is still awaited
+
+        time.sleep(0.6)  # past the 0.5 s ttl with no renewal: the key expired, workers drop the files
+        assert client.get(run_key) is None
+        remote.renew()
+        assert client.get(run_key) == remote.run_id.encode()
+        assert sent[2:] == [(remote.run_id, ["b.jpg"])]
+
+        time.sleep(0.2)  # renewals come at most every fifth of the ttl
+        remote.renew()
+        assert sent[3:] == [], "an open run is only extended"
+        assert 0 < client.pttl(run_key) <= 500
+
+        request_cancel(client, "s1")
+        time.sleep(0.2)
+        remote.renew()
+        assert client.get(run_key) == CANCELLED and sent[3:] == [], "a cancelled run was opened again"
+    finally:
+        remote.stop()
+        client.close()

@@ -12,8 +12,10 @@ Redis keys (all under ``ingestapp:``; ``<run>`` is a run's ``new_id``, one per j
 
 - ``run:<session>`` (string): the id of the session's current run, expiring after the job's lease
   unless the job renews it (``renew``). Workers run a task's files only while it holds their run
-  id: a cancel (``request_cancel`` deletes it), the job's end or its process's death stops them
-  before their next file.
+  id: a cancel (``request_cancel`` overwrites it with ``CANCELLED``), the job's end or its
+  process's death stops them before their next file. A renewal that comes too late (a busy host)
+  finds the key gone while the job lives on: the job opens the run again and sends the files still
+  unanswered once more, since workers dropped them without a word.
 - ``work:<session>:<run>`` (stream): workers → job, one entry per message (``{"m": JSON}``): a
   file's ``result`` (``protocol.FileResult``) or an ``identified`` question; trimmed as the job
   reads it, deleted at the run's end, expires KEY_TTL after its last write.
@@ -54,6 +56,8 @@ REPLY_KEY = "ingestapp:reply:{token}"
 ATTEMPTS_KEY = "ingestapp:attempts:{run_id}"
 RESUMES_KEY = "ingestapp:resumes:{session_id}"
 WORKERS_KEY = "ingestapp:workers"
+#: The run key's value once a cancel closed it: no run id, and a renewal does not open it again.
+CANCELLED = b"cancelled"
 
 #: Seconds a worker's heartbeat counts: a web process sends jobs to the work tier only while one
 #: is this fresh (else the job runs in the web process's own pool, as without REDIS_URL).
@@ -76,7 +80,7 @@ def request_cancel(redis: Any, session_id: str) -> None:
     pipe = redis.pipeline(transaction=False)
     pipe.xadd(CONTROL_KEY.format(session_id=session_id), {"m": json.dumps({"kind": "cancel"})}, maxlen=10)
     pipe.expire(CONTROL_KEY.format(session_id=session_id), KEY_TTL)
-    pipe.delete(RUN_KEY.format(session_id=session_id))
+    pipe.set(RUN_KEY.format(session_id=session_id), CANCELLED, ex=KEY_TTL)
     pipe.execute()
 
 
@@ -119,6 +123,7 @@ class RemoteFiles:
         self.results_key = RESULTS_KEY.format(session_id=session_id, run_id=self.run_id)
         self.control_key = CONTROL_KEY.format(session_id=session_id)
         self._waiting: dict[str, gevent.event.AsyncResult] = {}
+        self._unanswered: dict[str, dict[str, Any]] = {}  # file key -> its task form, once sent
         self._batch: list[dict[str, Any]] = []
         self._reader: gevent.Greenlet | None = None
         self._renewed = 0.0
@@ -131,11 +136,21 @@ class RemoteFiles:
         self._reader = gevent.spawn(self._read, newest[0][0] if newest else "0-0")
 
     def renew(self) -> None:
-        """Keep the run open for another ``ttl`` (at most every fifth of it); a cancelled run
-        (its key deleted) stays closed."""
-        if time.monotonic() - self._renewed > self.ttl / 5:
+        """Keep the run open for another ``ttl`` (at most every fifth of it). A cancelled run
+        stays closed; one whose key expired before this renewal is opened again and its
+        unanswered files sent again (the module docstring)."""
+        if time.monotonic() - self._renewed <= self.ttl / 5:
+            return
+        self._renewed = time.monotonic()
+        current = self.redis.get(self.run_key)
+        if current == self.run_id.encode():
             self.redis.pexpire(self.run_key, int(self.ttl * 1000))
-            self._renewed = time.monotonic()
+        elif current is None and self.redis.set(self.run_key, self.run_id, px=int(self.ttl * 1000), nx=True):
+            files = list(self._unanswered.values())
+            log.warning("session %s: run %s lapsed on Redis before its renewal; open again, %d files sent again",
+                        self.session_id, self.run_id, len(files))
+            for start in range(0, len(files), self.task_files):
+                self.send(self.session_id, self.run_id, files[start:start + self.task_files])
 
     def stop(self) -> None:
         """Close the run: workers drop its remaining files; its results stream is deleted."""
@@ -167,6 +182,7 @@ class RemoteFiles:
                         raise FileAbandoned("abandoned after a cancel") from None
         finally:
             self._waiting.pop(task.key, None)
+            self._unanswered.pop(task.key, None)
         for report in result.stages:
             on_stage(report)
             if stops_after(report, task, lambda: is_duplicate(result.sha256)):  # type: ignore[arg-type]
@@ -181,7 +197,8 @@ class RemoteFiles:
         """Add a file to the task being filled; the file that opens a task sends it once it is
         full or BATCH_WAIT later (in this greenlet, so a failing send fails the job)."""
         batch = self._batch
-        batch.append(task.to_dict())
+        batch.append(form := task.to_dict())
+        self._unanswered[task.key] = form
         if len(batch) >= self.task_files:
             self._send(batch)
         elif len(batch) == 1:
