@@ -193,7 +193,7 @@ def test_a_run_that_lapsed_before_its_renewal_is_opened_again_and_a_cancelled_on
     the files no worker answered once more: the workers had dropped them, and the job would have
     waited for them for ever (seen once, a session left ``processing``). A cancelled run stays closed."""
     from ingestapp.core.parameters import IngestParameters
-    from ingestapp.work.protocol import FileTask
+    from ingestapp.work.protocol import FileResult, FileTask
     from ingestapp.work.remote import CANCELLED, RUN_KEY, RemoteFiles, request_cancel
 
     client = redis.Redis.from_url(redis_service.url)
@@ -213,7 +213,8 @@ def test_a_run_that_lapsed_before_its_renewal_is_opened_again_and_a_cancelled_on
         for task in tasks:
             remote._add(task)  # sent at once (task_files=1), as run_file does before it waits
         assert sent == [(remote.run_id, ["a.jpg"]), (remote.run_id, ["b.jpg"])]
-        remote._unanswered.pop(tasks[0].key)  # a.jpg's result came: only b.jpg is still awaited
+        # a.jpg's result came (as the reader hands it over): only b.jpg is still awaited
+        remote._handle({"kind": "result", "result": FileResult(key=tasks[0].key, worker="w:1").to_dict()})
 
         time.sleep(0.6)  # past the 0.5 s ttl with no renewal: the key expired, workers drop the files
         assert client.get(run_key) is None

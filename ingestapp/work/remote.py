@@ -38,7 +38,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gevent
 import gevent.event
@@ -95,6 +95,13 @@ def send_result(redis: Any, session_id: str, run_id: str, result: FileResult) ->
     send_message(redis, session_id, run_id, {"kind": "result", "result": result.to_dict()})
 
 
+class _Pending(NamedTuple):
+    """A file sent to the work tier: its result once it arrives, and its task form (to send again)."""
+
+    result: gevent.event.AsyncResult
+    form: dict[str, Any]
+
+
 #: Sends one task: (session id, run id, its files as ``FileTask.to_dict`` gives them).
 SendFiles = Callable[[str, str, list[dict[str, Any]]], None]
 
@@ -122,8 +129,7 @@ class RemoteFiles:
         self.run_key = RUN_KEY.format(session_id=session_id)
         self.results_key = RESULTS_KEY.format(session_id=session_id, run_id=self.run_id)
         self.control_key = CONTROL_KEY.format(session_id=session_id)
-        self._waiting: dict[str, gevent.event.AsyncResult] = {}
-        self._unanswered: dict[str, dict[str, Any]] = {}  # file key -> its task form, once sent
+        self._waiting: dict[str, _Pending] = {}  # file key -> its result to come, and its task form
         self._batch: list[dict[str, Any]] = []
         self._reader: gevent.Greenlet | None = None
         self._renewed = 0.0
@@ -146,7 +152,7 @@ class RemoteFiles:
         if current == self.run_id.encode():
             self.redis.pexpire(self.run_key, int(self.ttl * 1000))
         elif current is None and self.redis.set(self.run_key, self.run_id, px=int(self.ttl * 1000), nx=True):
-            files = list(self._unanswered.values())
+            files = [pending.form for pending in self._waiting.values() if not pending.result.ready()]
             log.warning("session %s: run %s lapsed on Redis before its renewal; open again, %d files sent again",
                         self.session_id, self.run_id, len(files))
             for start in range(0, len(files), self.task_files):
@@ -170,9 +176,8 @@ class RemoteFiles:
         is this run's: the workers' pools share their processes by it, ``tasks.run_files``). The
         stage reports are replayed through ``on_stage`` when the file's result arrives, stopping
         where the stage process stopped (``protocol.stops_after``)."""
-        waiter = self._waiting[task.key] = gevent.event.AsyncResult()
         try:
-            self._add(task)
+            waiter = self._add(task)
             while True:
                 try:
                     result: FileResult = waiter.get(timeout=POLL_INTERVAL)
@@ -182,7 +187,6 @@ class RemoteFiles:
                         raise FileAbandoned("abandoned after a cancel") from None
         finally:
             self._waiting.pop(task.key, None)
-            self._unanswered.pop(task.key, None)
         for report in result.stages:
             on_stage(report)
             if stops_after(report, task, lambda: is_duplicate(result.sha256)):  # type: ignore[arg-type]
@@ -193,18 +197,20 @@ class RemoteFiles:
 
     # -- sending ------------------------------------------------------------------------------------
 
-    def _add(self, task: FileTask) -> None:
+    def _add(self, task: FileTask) -> gevent.event.AsyncResult:
         """Add a file to the task being filled; the file that opens a task sends it once it is
-        full or BATCH_WAIT later (in this greenlet, so a failing send fails the job)."""
+        full or BATCH_WAIT later (in this greenlet, so a failing send fails the job). Returns
+        where the file's result will be set."""
+        pending = self._waiting[task.key] = _Pending(gevent.event.AsyncResult(), task.to_dict())
         batch = self._batch
-        batch.append(form := task.to_dict())
-        self._unanswered[task.key] = form
+        batch.append(pending.form)
         if len(batch) >= self.task_files:
             self._send(batch)
         elif len(batch) == 1:
             gevent.sleep(BATCH_WAIT)
             if self._batch is batch:
                 self._send(batch)
+        return pending.result
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
         self._batch = []
@@ -239,6 +245,6 @@ class RemoteFiles:
             self.on_cancel()
         else:  # "result": the first result of a file counts, a redelivered task's is dropped
             result = FileResult.from_dict(message["result"])
-            waiter = self._waiting.get(result.key)
-            if waiter is not None and not waiter.ready():
-                waiter.set(result)
+            pending = self._waiting.get(result.key)
+            if pending is not None and not pending.result.ready():
+                pending.result.set(result)
