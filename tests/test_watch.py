@@ -264,7 +264,7 @@ def test_a_watch_survives_kill_9_and_finds_the_files_added_while_down(tmp_path: 
         (inbox / "late.jpg").write_bytes(late)
         until(lambda: hashes_by_path(server_items(server, session_id)).get("inbox/late.jpg") == [sha256(late)])
 
-    # A clean stop (the fixture's) leaves the watch interrupted; the next start-up restarts it by itself.
+    # A clean stop (SIGTERM) leaves the watch interrupted; the next start-up restarts it by itself.
     stopped = jpeg_bytes("added while stopped")
     (inbox / "stopped.jpg").write_bytes(stopped)
     with gunicorn(instance, media, WATCH_ENV) as server:
