@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+import gevent
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from tqdm import tqdm
@@ -180,16 +182,26 @@ def run_command(
         bar: ProgressBar | ProgressLines = ProgressBar(job.session_id, enabled=True)
     else:
         bar = ProgressLines(job.session_id, out)
+    interrupted = False
+
+    def on_ctrl_c() -> None:
+        # A gevent signal handler runs in a greenlet of its own: Python's default raised
+        # KeyboardInterrupt in whichever greenlet ran at that moment, the job's included.
+        nonlocal interrupted
+        interrupted = True
+        if watch:
+            job.cancel.request()  # Ctrl-C ends a watch as Cancel on the page does
+        else:
+            job.greenlet.kill(block=False)  # the session becomes "interrupted" and can be resumed
+
+    ctrl_c = gevent.signal_handler(signal.SIGINT, on_ctrl_c)
     try:
         job.greenlet.join()
-    except KeyboardInterrupt:
-        if not watch:
-            job.greenlet.kill()  # the session becomes "interrupted" and can be resumed
-            raise
-        job.cancel.request()  # Ctrl-C ends a watch as Cancel on the page does
-        job.greenlet.join()
     finally:
+        ctrl_c.cancel()
         bar.close()
+    if interrupted and not watch:
+        raise KeyboardInterrupt
     state = registry.state(job.session_id)
     finished = SessionStatus.CANCELLED if watch else SessionStatus.COMPLETED  # a watch ends only when cancelled
     if commit_after and state["status"] == finished:
