@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,6 @@ from ingestapp.store import db
 from ingestapp.store.models import ApiToken, SignOut, User
 
 PASSWORD_HASHER = PasswordHasher()
-#: Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = PASSWORD_HASHER.hash(secrets.token_hex(16))
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_PASSWORD_LENGTH = 8  # NIST SP 800-63B §5.1.1.2
 TOKEN_PREFIX = "ingest_"
@@ -186,18 +185,27 @@ def count_users(engine: Engine) -> int:
         return conn.scalar(select(func.count()).select_from(User)) or 0
 
 
-def _verify(password_hash: str, password: str) -> bool:
+def _verify(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash``; None (no such user) is checked against a hash
+    of a random password, so a wrong name costs as long as a wrong password."""
     try:
-        return PASSWORD_HASHER.verify(password_hash, password)
+        return PASSWORD_HASHER.verify(password_hash or _unknown_user_hash(), password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+@cache
+def _unknown_user_hash() -> str:
+    # Made at the first unknown name, not at import: a hash is ~0.15 s of CPU, and every process
+    # importing the package (each gunicorn worker, each CLI command) paid it.
+    return PASSWORD_HASHER.hash(secrets.token_hex(16))
 
 
 def authenticate(engine: Engine, username: str, password: str, offload: Offload = _call) -> Account | None:
     """The user if ``password`` is theirs, else None (taking as long either way)."""
     with engine.connect() as conn:
         row = conn.execute(select(User).where(User.username == username)).first()
-    if not offload(_verify, row.password_hash if row else _DUMMY_HASH, password) or row is None:
+    if not offload(_verify, row.password_hash if row else None, password) or row is None:
         return None
     if PASSWORD_HASHER.check_needs_rehash(row.password_hash):  # the library's parameters changed
         set_password(engine, username, password, offload)
