@@ -57,8 +57,24 @@ def wait_for(app: Flask, session_id: str, statuses: set[str], timeout: float = 3
     raise TimeoutError(f"{session_id} stayed {state['status']}")
 
 
+class HubLags(list[float]):
+    """How late (seconds) each of a ticker's wake-ups was, and what the process did meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: list[float] = []  # the hub thread's CPU time (seconds) in each tick
+        self.collecting: list[float] = []  # of it, in the garbage collector
+
+    def worst(self) -> str:
+        """The longest lag in words: hub CPU far below the lag means this process was not running
+        (another process had the core, or a system call blocked), not that the hub was busy."""
+        at = max(range(len(self)), key=self.__getitem__)
+        return (f"{self[at] * 1000:.1f} ms late, of which the hub thread ran {self.cpu[at] * 1000:.1f} ms "
+                f"({self.collecting[at] * 1000:.1f} ms collecting garbage)")
+
+
 @contextmanager
-def hub_lags(period: float = 0.005) -> Iterator[list[float]]:
+def hub_lags(period: float = 0.005) -> Iterator[HubLags]:
     """A ticker greenlet for the ``with`` block: it sleeps ``period`` seconds again and again, and the
     list it yields gets how late (seconds) each wake-up was: how long the hub was held meanwhile.
 
@@ -66,21 +82,32 @@ def hub_lags(period: float = 0.005) -> Iterator[list[float]]:
     does once a worker has loaded the app: otherwise a full collection walks this process's hundreds
     of thousands of objects (pytest's and every earlier test's), a 70-150 ms pause of every thread
     that the product does not have."""
-    lags: list[float] = []
+    lags = HubLags()
+    collecting = [0.0, 0.0]  # seconds spent in the collector so far, and when the current run began
     running = True
+
+    def on_collection(phase: str, _info: dict) -> None:
+        if phase == "start":
+            collecting[1] = time.perf_counter()
+        else:
+            collecting[0] += time.perf_counter() - collecting[1]
 
     def tick() -> None:
         while running:
-            before = time.perf_counter()
+            before, cpu, collected = time.perf_counter(), time.thread_time(), collecting[0]
             gevent.sleep(period)
             lags.append(time.perf_counter() - before - period)
+            lags.cpu.append(time.thread_time() - cpu)
+            lags.collecting.append(collecting[0] - collected)
 
     gc.collect()
     gc.freeze()
+    gc.callbacks.append(on_collection)
     ticker = gevent.spawn(tick)
     try:
         yield lags
     finally:
         running = False
         ticker.join()
+        gc.callbacks.remove(on_collection)
         gc.unfreeze()

@@ -242,7 +242,7 @@ def test_hub_keeps_turning_while_a_big_session_is_committed(client, app) -> None
     print(f"commit {took:.1f} s; hub lag over {len(lags)} ticks: max {max(lags) * 1000:.1f} ms; "
           f"{len(writes)} writes, slowest {max(writes) * 1000:.1f} ms")
     assert len(lags) > took / 0.05, "the ticker hardly ran: the hub was held"
-    assert max(lags) < 0.1, f"hub blocked for {max(lags) * 1000:.1f} ms"
+    assert max(lags) < 0.1, f"hub blocked: {lags.worst()}"
     assert len(writes) > took / 0.1, "the writer could not get between the commit's transactions"
     assert max(writes) < 0.25, f"a write waited {max(writes) * 1000:.0f} ms for the commit"
 

@@ -186,7 +186,7 @@ def test_hub_stays_responsive_during_a_full_pipeline_ingest(client, app, media: 
     assert state["stats"]["processed_files"] >= 30
     assert len(lags) > 100
     print(f"hub lag over {len(lags)} ticks: max {max(lags) * 1000:.1f} ms")
-    assert max(lags) < 0.050, f"hub blocked for {max(lags) * 1000:.1f} ms"
+    assert max(lags) < 0.050, f"hub blocked: {lags.worst()}"
 
 
 def test_workers_and_queue_add_up_while_running(client, app, media: Path) -> None:
