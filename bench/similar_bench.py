@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.similar_set import CORPUS, sources
 from ingestapp.catalog.similar import DEFAULT_DISTANCE, HashIndex, group_hashes
 from ingestapp.core.parameters import IngestParameters
-from ingestapp.stages import enabled_stages, similar
+from ingestapp.stages import similar, stage_modules
 from ingestapp.stages.base import FileContext, StageError
 
 
@@ -50,7 +50,7 @@ def stage_round(files: list[Path], thumbnails: Path) -> tuple[float, float]:
             ctx = FileContext(path=path, relpath=path.name, parameters=parameters, thumbnail_dir=thumbnails)
             start = time.perf_counter()
             try:
-                for stage in enabled_stages(parameters):
+                for stage in stage_modules(parameters):
                     stage.run(ctx)
             except StageError:
                 pass  # corrupted.jpg: an error entry in the pipeline, timed all the same

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from ingestapp.core.parameters import IngestParameters
-from ingestapp.stages import enabled_stages, nsfw
+from ingestapp.stages import nsfw, stage_modules
 from ingestapp.stages.base import FileContext, StageError
 from tests.conftest import require_system_tool
 
@@ -29,7 +29,7 @@ def run_pipeline(path: Path, thumbs: Path) -> tuple[FileContext, list[Failure]]:
     """Every stage, in order; an exception is recorded (stage, type, message) and ends the file."""
     params = IngestParameters(directory=str(CORPUS))
     ctx = FileContext(path, path.relative_to(CORPUS).as_posix(), params, thumbs)
-    for stage in enabled_stages(params):
+    for stage in stage_modules(params):
         try:
             stage.run(ctx)
         except Exception as exc:

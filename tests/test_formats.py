@@ -17,7 +17,7 @@ from ingestapp.core.formats import FORMATS, MEDIA_EXTENSIONS, Reader, format_of,
 from ingestapp.core.parameters import DEFAULT_PATTERN, IngestParameters
 from ingestapp.core.patterns import compile_patterns
 from ingestapp.jobs.pairs import pair_up
-from ingestapp.stages import enabled_stages, nsfw
+from ingestapp.stages import nsfw, stage_modules
 from ingestapp.stages.base import FileContext
 from ingestapp.stages.media import PREVIEW_SIZE, THUMBNAIL_SIZE
 from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, SignedInBrowser, require_chromium
@@ -40,7 +40,7 @@ def run_stages(path: Path, thumbs: Path, **parameters: Any) -> tuple[FileContext
     """The enabled stages, in order, stopping at the first failure (as the stage process does)."""
     ctx = FileContext(path, path.name, IngestParameters(directory=str(path.parent), **parameters), thumbs)
     try:
-        for stage in enabled_stages(ctx.parameters):
+        for stage in stage_modules(ctx.parameters):
             try:
                 stage.run(ctx)
             except Exception as exc:

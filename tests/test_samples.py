@@ -11,7 +11,7 @@ from PIL import Image
 
 from ingestapp.cli.samples import write_samples
 from ingestapp.core.parameters import MEDIA_EXTENSIONS, IngestParameters
-from ingestapp.stages import enabled_stages, nsfw
+from ingestapp.stages import nsfw, stage_modules
 from ingestapp.stages.base import FileContext
 
 Result = tuple[FileContext, list[tuple[str, str]]]
@@ -21,7 +21,7 @@ def run_pipeline(path: Path, thumbs: Path) -> Result:
     """Every stage, in order, stopping at the first failure (as the job does)."""
     params = IngestParameters(directory=str(path.parent))
     ctx = FileContext(path=path, relpath=path.name, parameters=params, thumbnail_dir=thumbs)
-    for stage in enabled_stages(params):
+    for stage in stage_modules(params):
         try:
             stage.run(ctx)
         except Exception as exc:

@@ -23,9 +23,11 @@ from ingestapp.stages import (
     STAGES,
     enabled_stages,
     identify,
+    load,
     media,
     metadata,
     nsfw,
+    stage_modules,
     thumbnail,
 )
 from ingestapp.stages.base import FileContext, StageError
@@ -51,7 +53,7 @@ def make_context(path: Path, thumbs: Path, **parameters: Any) -> FileContext:
 def run_pipeline(path: Path, thumbs: Path, **parameters: Any) -> tuple[FileContext, list[tuple[str, str]]]:
     """Run the enabled stages like the job does: in order, stopping at the first failure."""
     ctx = make_context(path, thumbs, **parameters)
-    for stage in enabled_stages(ctx.parameters):
+    for stage in stage_modules(ctx.parameters):
         try:
             stage.run(ctx)
         except Exception as exc:
@@ -141,13 +143,14 @@ def folder(tmp_path: Path) -> Path:
 
 def test_stage_order_and_options() -> None:
     everything = IngestParameters(directory="/")
-    assert [s.NAME for s in STAGES] == ["identify", "metadata", "keywords", "scores", "nsfw", "thumbnail"]
+    assert [s.name for s in STAGES] == ["identify", "metadata", "keywords", "scores", "nsfw", "thumbnail"]
+    assert [load(s).NAME for s in STAGES] == [s.name for s in STAGES]  # each module is its stage
     assert enabled_stages(everything) == STAGES
     minimal = IngestParameters(directory="/", enable_nsfw_detection=False, **ALL_OFF)
-    assert [s.NAME for s in enabled_stages(minimal)] == ["identify", "thumbnail"]
+    assert [s.name for s in enabled_stages(minimal)] == ["identify", "thumbnail"]
     only_scores = IngestParameters(directory="/", import_scores=True, extract_metadata=False)
-    assert "scores" in [s.NAME for s in enabled_stages(only_scores)]
-    assert "metadata" not in [s.NAME for s in enabled_stages(only_scores)]
+    assert "scores" in [s.name for s in enabled_stages(only_scores)]
+    assert "metadata" not in [s.name for s in enabled_stages(only_scores)]
 
 
 # --- identify -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from ingestapp.core.vocabulary import LABELS, OPTION_FLAGS, STAGE_NAMES, STATUSE
 
 
 def test_the_vocabulary_names_what_the_code_has() -> None:
-    assert STAGE_NAMES[1:] == tuple(stage.NAME for stage in stages.STAGES)
+    assert STAGE_NAMES[1:] == tuple(stage.name for stage in stages.STAGES)
     assert set(OPTION_FLAGS) == {f.name for f in fields(IngestParameters) if f.type in ("bool", bool)}
     assert set(LABELS["status"]) == set(STATUSES)
     assert set(LABELS["stage"]) == set(STAGE_NAMES)

@@ -20,11 +20,13 @@ from ingestapp.work.fairshare import FairShare
 from tests import pool_stages
 from tests.factories import start, wait_for, write_jpeg, write_jpegs
 
+PROBE = stages.Stage(pool_stages.NAME, pool_stages.__name__)
+
 
 @pytest.fixture
 def probe_stage(monkeypatch: pytest.MonkeyPatch) -> None:
     """The probe stage runs right after identify, in every session started meanwhile."""
-    monkeypatch.setattr(stages, "STAGES", [stages.identify, pool_stages, *stages.STAGES[1:]])
+    monkeypatch.setattr(stages, "STAGES", [stages.STAGES[0], PROBE, *stages.STAGES[1:]])
 
 
 def items(client, session_id: str) -> dict[str, dict]:
@@ -59,7 +61,7 @@ def test_a_file_rewritten_while_it_is_read_gets_no_hash_and_no_thumbnail(
     """One content, one hash, one thumbnail (issue 16, point 6): the probe rewrites the file after
     identify hashed it and the thumbnail stage wrote its picture; the file becomes an error in
     words, and neither the old content's hash nor the thumbnail drawn from mixed reads stays."""
-    monkeypatch.setattr(stages, "STAGES", [*stages.STAGES, pool_stages])  # the probe runs last
+    monkeypatch.setattr(stages, "STAGES", [*stages.STAGES, PROBE])  # the probe runs last
     write_jpeg(media / "rewrite.jpg", color=(10, 20, 30))
     old = hashlib.sha256((media / "rewrite.jpg").read_bytes()).hexdigest()
     write_jpegs(media, 2)

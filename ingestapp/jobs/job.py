@@ -74,8 +74,8 @@ class Job:
         self.registry = registry
         self.session_id = session_id
         self.parameters = parameters
-        self.stage_modules = stages.enabled_stages(parameters)
-        self.names = [module.NAME for module in self.stage_modules]
+        self.pipeline = stages.enabled_stages(parameters)
+        self.names = [stage.name for stage in self.pipeline]
         self.state = JobState(session_id=session_id, parameters=parameters,
                               stage_names=[StageName.SCANNING, *self.names], concurrency=registry.workers)
         self.cancel = CancelFlag()
@@ -302,7 +302,7 @@ class Job:
         task = FileTask(
             path=root / relpath, relpath=display_path(relpath), parameters=self.parameters,
             thumbnail_dir=self.registry.thumbnail_dir, real_path=file.real, identity=file.identity,
-            media_roots=tuple(self.registry.media_roots), stages=tuple(m.__name__ for m in self.stage_modules),
+            media_roots=tuple(self.registry.media_roots), stages=tuple(stage.module for stage in self.pipeline),
             check_duplicates=self.parameters.skip_duplicates, delay=self.registry.file_delay,
         )
         self.state.status = SessionStatus.WATCHING if self.state.watch is not None else SessionStatus.PROCESSING

@@ -42,7 +42,6 @@ from typing import Any
 import gevent.socket
 
 from ingestapp.core.paths import display_path, scrub_paths
-from ingestapp.stages import thumbnail
 from ingestapp.stages.base import FileContext
 from ingestapp.work.fairshare import FairShare
 from ingestapp.work.protocol import FileResult, FileTask, Identified, StageReport, Started, stops_after, worker_name
@@ -219,11 +218,14 @@ def close_all() -> None:
 
 
 def serve(conn: Connection, nice: int) -> None:
-    """A worker process's main loop: lower the priority, load the NSFW model, then run files
-    until the pipe closes (the web process exited or closed the pool)."""
-    from ingestapp.stages import nsfw
+    """A worker process's main loop: lower the priority, import the stages and load the NSFW model
+    (so the first file waits for neither), then run files until the pipe closes (the web process
+    exited or closed the pool)."""
+    from ingestapp.stages import STAGES, load, nsfw
 
     os.nice(nice)
+    for stage in STAGES:
+        load(stage)
     nsfw.load_model()
     while True:
         try:
@@ -241,6 +243,8 @@ CHANGED_WHILE_READ = "the file changed while it was being read: not recorded; in
 def run_file(task: FileTask, conn: Connection) -> FileResult:
     """Wait the task's ``delay``, then run its stages in order until ``stops_after`` says so (an
     error, or a duplicate), sending a ``StageReport`` after each; return the file's result."""
+    from ingestapp.stages import thumbnail  # here: the web process imports this module, runs no stage
+
     if task.delay:
         time.sleep(task.delay)  # a plain sleep: this process has no hub
     ctx = FileContext(
