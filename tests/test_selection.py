@@ -10,7 +10,8 @@ def test_grouped_tests_reach_xdist_as_groups(request: pytest.FixtureRequest) -> 
     """Under ``--dist loadgroup`` every item marked ``xdist_group`` carries its ``@group`` node-id
     suffix, which is all pytest-xdist's scheduler reads. With pytest 9.2 and pytest-xdist 3.8 the
     suffix silently does not take (pytest-xdist#1386): each test then rebuilt its module's servers
-    and browsers, on whichever worker it landed (``make test``: 520 s instead of ...)."""
+    and browsers on whichever worker it landed (three of test_engines' Firefox tests each started
+    a gunicorn and a Firefox of their own: 43-48 s of setup each)."""
     if not request.config.getvalue("loadgroup"):
         pytest.skip("not run under --dist loadgroup (make test and make check use it)")
     grouped = [item for item in request.session.items if item.get_closest_marker("xdist_group")]
