@@ -243,8 +243,6 @@ CHANGED_WHILE_READ = "the file changed while it was being read: not recorded; in
 def run_file(task: FileTask, conn: Connection) -> FileResult:
     """Wait the task's ``delay``, then run its stages in order until ``stops_after`` says so (an
     error, or a duplicate), sending a ``StageReport`` after each; return the file's result."""
-    from ingestapp.stages import thumbnail  # here: the web process imports this module, runs no stage
-
     if task.delay:
         time.sleep(task.delay)  # a plain sleep: this process has no hub
     ctx = FileContext(
@@ -261,6 +259,8 @@ def run_file(task: FileTask, conn: Connection) -> FileResult:
             except Exception as exc:
                 message = error_message(exc, ctx.path_replacements(), task.media_roots)
             if message == CHANGED_WHILE_READ:
+                from ingestapp.stages import thumbnail  # here: the web process imports this module
+
                 thumbnail.discard(ctx)
             report = StageReport(module.NAME, message, time.perf_counter() - started)
             reports.append(report)
