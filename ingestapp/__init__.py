@@ -1,10 +1,13 @@
 """ingestapp: ingest a directory of photos and videos, with live progress over SSE.
 
-The data path: ``api.py`` (blueprint) starts a job → ``jobs.py`` (a greenlet per session, stages
-in worker processes: ``workpool.py``; with ``REDIS_URL``, in ``flask --app ingestapp worker``
-processes: ``tasks.py``, ``remote.py``) → ``eventlog.py`` (commits each event) → ``events.py``
-(publishes it) → ``bus.py`` (in-process, or Redis Streams across workers) → ``broker.py``
-(per-client bounded queues) → ``stream.py`` (the SSE response) → ``static/ingest.js``.
+The data path: ``web/api`` (blueprint) starts a job → ``jobs/job.py`` (a greenlet per session;
+each file's stages run in stage processes, ``work/pool.py``, or with ``REDIS_URL`` in
+``flask --app ingestapp worker`` processes, ``work/tasks.py`` and ``work/remote.py``) →
+``jobs/writer.py`` (where every event is born) → ``events/log.py`` (commits it) →
+``events/bus.py`` (publishes it: in-process, or Redis Streams across workers) →
+``events/broker.py`` (per-client bounded queues) → ``events/sse.py`` (the SSE response) →
+``static/connection.js`` and ``static/ingest.js``. Each sub-package's docstring says what it owns
+and what it may import; ``docs/architecture.md`` gives the rules.
 
 The application factory is ``factory.create_app``, reached as ``ingestapp.create_app`` (what
 ``flask --app ingestapp`` and ``wsgi.py`` use). It is imported on first use (PEP 562) so that the

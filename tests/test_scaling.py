@@ -5,6 +5,7 @@ viewers resume on the others; a Redis restart mid-job loses nothing."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -16,9 +17,10 @@ import gevent
 import psutil
 import pytest
 
+from tests.conftest import TEMPLATE_DATABASE, require_system_tool
 from tests.factories import write_jpegs
 from tests.servers import GUNICORN, REPO, Server, SSEClient, free_port, gunicorn
-from tests.services import RedisServer, lease_owner_pid
+from tests.services import REDIS_SERVER, PostgresServer, RedisServer, lease_owner_pid, redis_server
 
 # Four gunicorn workers, Redis and PostgreSQL on two cores: their start-up bounds hold only alone.
 pytestmark = [pytest.mark.server, pytest.mark.serial]
@@ -27,19 +29,57 @@ FILES = 60
 TERMINAL = ("complete", "failed", "cancelled")
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, media: Path, shared_database: str, redis_service: RedisServer) -> Iterator[Server]:
+@pytest.fixture(scope="module")
+def bus() -> Iterator[RedisServer]:
+    """The cluster's redis-server, for the whole module (one test stops and starts it)."""
+    require_system_tool(REDIS_SERVER, "the event-bus tests need a real redis-server")
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def store(postgres: PostgresServer) -> Iterator[str]:
+    """The cluster's PostgreSQL database, at the current schema, for the whole module."""
+    name = "cluster_" + secrets.token_hex(4)
+    postgres.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
+    yield postgres.url(name)
+    postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def running_cluster(
+    tmp_path_factory: pytest.TempPathFactory, media_root: Path, store: str, bus: RedisServer
+) -> Iterator[Server]:
+    """One cluster for the module: its start (four workers, each with its stage processes) is most
+    of a test's time. Each test ingests a folder of its own and compares metrics before and after."""
     env = {
         "WEB_CONCURRENCY": "4",
-        "REDIS_URL": redis_service.url,
-        "DATABASE_URL": shared_database,
+        "REDIS_URL": bus.url,
+        "DATABASE_URL": store,
         "INGEST_FILE_DELAY": "0.1",
         "INGEST_WORKERS": "2",
         "INGEST_SSE_KEEPALIVE": "0.5",
     }
-    with gunicorn(tmp_path / "instance", media, env) as server:
-        wait_for_workers(server, 4)
+    with gunicorn(tmp_path_factory.mktemp("instance"), media_root, env) as server:
         yield server
+
+
+@pytest.fixture
+def cluster(running_cluster: Server) -> Server:
+    """The module's cluster, once its four workers are up (gunicorn replaces one a test killed)."""
+    wait_for_workers(running_cluster, 4)
+    return running_cluster
+
+
+@pytest.fixture
+def folder(media_root: Path, request: pytest.FixtureRequest) -> Path:
+    """This test's folder in the cluster's media root."""
+    return media_root / request.node.name
 
 
 def wait_for_workers(server: Server, count: int, timeout: float = 30) -> list[psutil.Process]:
@@ -57,9 +97,13 @@ def wait_for_workers(server: Server, count: int, timeout: float = 30) -> list[ps
     raise TimeoutError(f"{count} workers did not come up: {len(workers)} processes, bus {bus_lines(body)!r}")
 
 
-def open_streams(server: Server) -> int:
-    text = server.request("GET", "/metrics")[1].decode()
-    return int(float(next(line for line in text.splitlines() if line.startswith("ingest_open_streams ")).split()[1]))
+def metric(server: Server, sample: str) -> float:
+    """The value of the ``/metrics`` sample whose name and labels are ``sample`` (0 when absent)."""
+    for line in server.request("GET", "/metrics")[1].decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
 
 
 def bus_lines(metrics: bytes) -> str:
@@ -130,16 +174,21 @@ def assert_every_event_once_in_order(results: list[dict[str, Any]]) -> None:
     assert all(r["paths"] == results[0]["paths"] for r in results)
 
 
-def test_viewers_on_every_worker_get_every_event(cluster: Server, media: Path, shared_database: str) -> None:
-    write_jpegs(media, FILES)
-    session_id = start(cluster, media)
+COMPLETED = 'ingest_sessions{status="completed"}'
+IDENTIFIED = 'ingest_files_total{outcome="ok",stage="identify"}'
+
+
+def test_viewers_on_every_worker_get_every_event(cluster: Server, folder: Path, store: str) -> None:
+    completed, identified = metric(cluster, COMPLETED), metric(cluster, IDENTIFIED)
+    write_jpegs(folder, FILES)
+    session_id = start(cluster, folder)
     clients = open_spread(cluster, session_id, 32)
     try:
         spread = connections_by_worker(cluster)
-        owner = lease_owner_pid(shared_database, session_id)
+        owner = lease_owner_pid(store, session_id)
         assert sum(1 for n in spread.values() if n) >= 2, spread  # viewers on several workers
         assert any(n for pid, n in spread.items() if pid != owner), "no viewer on a worker other than the job's"
-        assert open_streams(cluster) == 32  # /metrics sums the workers' live gauges
+        assert metric(cluster, "ingest_open_streams") == 32  # /metrics sums the workers' live gauges
         results = [gevent.spawn(follow, cluster, c, session_id) for c in clients]
         finished = gevent.joinall(results, timeout=90, raise_error=True)
         assert len(finished) == len(results), "viewers still waiting after 90 s"
@@ -147,19 +196,18 @@ def test_viewers_on_every_worker_get_every_event(cluster: Server, media: Path, s
         for c in clients:
             c.close()
     assert_every_event_once_in_order([r.value for r in results])
-    _, body = cluster.request("GET", "/metrics")
-    text = body.decode()
-    assert 'ingest_sessions{status="completed"} 1.0' in text
-    assert 'ingest_files_total{outcome="ok",stage="identify"} 60.0' in text
+    assert metric(cluster, COMPLETED) == completed + 1
+    assert metric(cluster, IDENTIFIED) == identified + FILES
+    text = cluster.request("GET", "/metrics")[1].decode()
     assert "ingest_events_delivered_total" in text and "ingest_stage_duration_seconds_bucket" in text
 
 
-def test_a_killed_worker_s_viewers_resume_on_the_others(cluster: Server, media: Path, shared_database: str) -> None:
-    write_jpegs(media, FILES)
-    session_id = start(cluster, media)
+def test_a_killed_worker_s_viewers_resume_on_the_others(cluster: Server, folder: Path, store: str) -> None:
+    write_jpegs(folder, FILES)
+    session_id = start(cluster, folder)
     clients = open_spread(cluster, session_id, 32)
     try:
-        owner = lease_owner_pid(shared_database, session_id)
+        owner = lease_owner_pid(store, session_id)
         spread = connections_by_worker(cluster)
         victim = max((pid for pid in spread if pid != owner), key=lambda pid: spread[pid])
         assert spread[victim] > 0, spread
@@ -177,16 +225,14 @@ def test_a_killed_worker_s_viewers_resume_on_the_others(cluster: Server, media: 
     assert cluster.request("GET", f"/api/ingest/status/{session_id}")[1]["status"] == "completed"
 
 
-def test_a_redis_restart_mid_job_loses_nothing(
-    cluster: Server, media: Path, redis_service: RedisServer
-) -> None:
-    write_jpegs(media, FILES)
-    session_id = start(cluster, media)
+def test_a_redis_restart_mid_job_loses_nothing(cluster: Server, folder: Path, bus: RedisServer) -> None:
+    write_jpegs(folder, FILES)
+    session_id = start(cluster, folder)
     clients = open_spread(cluster, session_id, 16)
     try:
         results = [gevent.spawn(follow, cluster, c, session_id) for c in clients]
         gevent.sleep(1.0)
-        redis_service.stop()
+        bus.stop()
         deadline = time.monotonic() + 10
         while "} 0.0" not in bus_lines(cluster.request("GET", "/metrics")[1]):
             assert time.monotonic() < deadline, "the metrics never said the bus was down"
@@ -194,7 +240,7 @@ def test_a_redis_restart_mid_job_loses_nothing(
         assert cluster.request("GET", "/api/ingest/metrics")[1]["bus_up"] is False
         gevent.sleep(1.0)  # the job goes on; the streams only get keepalives
         assert not any(r.ready() for r in results), "a stream ended during the outage"
-        redis_service.start()
+        bus.start()
         finished = gevent.joinall(results, timeout=90, raise_error=True)
         assert len(finished) == len(results), "viewers still waiting after 90 s"
     finally:

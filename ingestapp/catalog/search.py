@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, func, literal_column, or_, select, text
 
 from ingestapp.catalog.records import orm_session, public_fields
-from ingestapp.catalog.similar import DEFAULT_DISTANCE, similar_entry_ids
+from ingestapp.core.config import SIMILAR_DISTANCE
 from ingestapp.core.limits import KEYWORDS_SHOWN
 from ingestapp.core.parameters import ParameterError
 from ingestapp.store.models import CatalogEntry, CatalogKeyword
@@ -100,7 +100,7 @@ def parse_catalog_query(args: Any) -> CatalogQuery:
 
 
 def query_catalog(
-    engine: Engine, query: CatalogQuery, offset: int, limit: int, similar_distance: int = DEFAULT_DISTANCE
+    engine: Engine, query: CatalogQuery, offset: int, limit: int, similar_distance: int = SIMILAR_DISTANCE
 ) -> dict[str, Any]:
     """Catalog entries matching every filter of ``query``, in its sort order (highest or newest
     first, ties by path): ``{"items": [...], "total"}``, each entry listing its first
@@ -110,6 +110,10 @@ def query_catalog(
     bits of that entry's hash (none for an id that is not in the catalog, or an entry without a hash)."""
     select_entries = select(CatalogEntry)
     if query.similar_to:
+        # Here (off the hub: web/api/catalog.py), not at import: numpy and scipy cost every web
+        # process 0.36 s of CPU to load, and only this filter and a session's grouping need them.
+        from ingestapp.catalog.similar import similar_entry_ids
+
         similar = similar_entry_ids(engine, query.similar_to, similar_distance)
         select_entries = select_entries.where(CatalogEntry.id.in_(similar))
     if query.q:
