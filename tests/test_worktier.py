@@ -7,6 +7,7 @@ user's sessions past INGEST_MAX_ACTIVE_SESSIONS_PER_USER wait for their turn."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,9 +22,10 @@ import pytest
 import redis
 
 from ingestapp.core.vocabulary import SessionStatus
+from tests.conftest import TEMPLATE_DATABASE, require_system_tool
 from tests.factories import write_jpegs
 from tests.servers import REPO, Server, gunicorn
-from tests.services import RedisServer, lease_owner_pid
+from tests.services import REDIS_SERVER, PostgresServer, RedisServer, lease_owner_pid, redis_server
 
 pytestmark = pytest.mark.server
 
@@ -57,28 +59,63 @@ def stop_all(workers: list[Worker]) -> None:
             worker.process.wait()
 
 
-@pytest.fixture
-def tier(tmp_path: Path, media: Path, shared_database: str, redis_service: RedisServer) -> Iterator[dict]:
-    """The web server and two workers sharing the media root, the thumbnails and the store."""
+@pytest.fixture(scope="module")
+def bus() -> Iterator[RedisServer]:
+    require_system_tool(REDIS_SERVER, "the work-tier tests need a real redis-server")
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def store(postgres: PostgresServer) -> Iterator[str]:
+    name = "tier_" + secrets.token_hex(4)
+    postgres.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
+    yield postgres.url(name)
+    postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def running_tier(tmp_path_factory: pytest.TempPathFactory, store: str, bus: RedisServer) -> Iterator[dict]:
+    """The web server and the workers (two at a time: see ``tier``) sharing the media root, the
+    thumbnails and the store, for the whole module: starting a gunicorn and two workers, and
+    stopping the workers (~5 s), was most of each test's time."""
+    root = tmp_path_factory.mktemp("tier")
+    (root / "media").mkdir()
     env = {
-        "REDIS_URL": redis_service.url,
-        "DATABASE_URL": shared_database,
-        "INGEST_MEDIA_ROOTS": str(media),
-        "INGEST_THUMBNAIL_DIR": str(tmp_path / "thumbnails"),
+        "REDIS_URL": bus.url,
+        "DATABASE_URL": store,
+        "INGEST_MEDIA_ROOTS": str(root / "media"),
+        "INGEST_THUMBNAIL_DIR": str(root / "thumbnails"),
         "INGEST_JOB_LEASE": "2",
         "INGEST_TASK_FILES": "2",
         "INGEST_TASK_VISIBILITY_TIMEOUT": "4",
         "INGEST_FILE_DELAY": "0.15",
         "INGEST_SSE_KEEPALIVE": "0.5",
     }
+    workers: list[Worker] = []
     with ExitStack() as stack:
-        server = stack.enter_context(gunicorn(tmp_path / "web", media, env))
-        workers = [Worker(tmp_path / f"worker{i}", env) for i in range(2)]
+        server = stack.enter_context(gunicorn(root / "web", root / "media", env))
         stack.callback(stop_all, workers)
-        client = redis.Redis.from_url(redis_service.url)
+        client = redis.Redis.from_url(bus.url)
         stack.callback(client.close)
-        wait_for_heartbeats(client, workers)
-        yield {"server": server, "workers": workers, "database": shared_database}
+        yield {"server": server, "workers": workers, "database": store, "root": root, "env": env, "redis": client}
+
+
+@pytest.fixture
+def tier(running_tier: dict) -> dict:
+    """The module's tier with two live workers: a worker an earlier test stopped is replaced."""
+    workers: list[Worker] = running_tier["workers"]
+    workers[:] = [worker for worker in workers if worker.process.poll() is None]
+    while len(workers) < 2:
+        workers.append(Worker(running_tier["root"] / f"worker-{secrets.token_hex(3)}", running_tier["env"]))
+    wait_for_heartbeats(running_tier["redis"], workers)
+    return {**running_tier, "workers": list(workers)}
+
+
+@pytest.fixture
+def folder(running_tier: dict, request: pytest.FixtureRequest) -> Path:
+    """This test's folder in the tier's media root."""
+    return running_tier["root"] / "media" / request.node.name
 
 
 def wait_for_heartbeats(client: redis.Redis, workers: list[Worker], timeout: float = 60) -> None:
@@ -120,10 +157,10 @@ def wait_until(condition, timeout: float = 60) -> None:
     pytest.param("runs files only", signal.SIGKILL, id="SIGKILL-files"),  # its tasks are delivered again
     pytest.param("runs the job", signal.SIGTERM, id="SIGTERM-job"),  # a graceful stop hands the job over
 ])
-def test_a_worker_stopped_mid_job_loses_nothing(tier: dict, media: Path, victim: str, how: signal.Signals) -> None:
+def test_a_worker_stopped_mid_job_loses_nothing(tier: dict, folder: Path, victim: str, how: signal.Signals) -> None:
     server, workers = tier["server"], tier["workers"]
-    write_jpegs(media, FILES)
-    session_id = start(server, media)
+    write_jpegs(folder, FILES)
+    session_id = start(server, folder)
     wait_until(lambda: lease_owner_pid(tier["database"], session_id) is not None)
     owner = lease_owner_pid(tier["database"], session_id)
     assert owner in {w.process.pid for w in workers}, "the job runs in a worker, not in the web server"
@@ -146,10 +183,10 @@ def test_a_worker_stopped_mid_job_loses_nothing(tier: dict, media: Path, victim:
     assert all(stage["in_flight"] == 0 for stage in state["stages"].values())
 
 
-def test_cancel_takes_effect_within_2_s(tier: dict, media: Path) -> None:
+def test_cancel_takes_effect_within_2_s(tier: dict, folder: Path) -> None:
     server = tier["server"]
-    write_jpegs(media, FILES)
-    session_id = start(server, media)
+    write_jpegs(folder, FILES)
+    session_id = start(server, folder)
     wait_until(lambda: len(items(server, session_id)) >= 4)
     status, _ = server.request("POST", f"/api/ingest/{session_id}/cancel", {})
     assert status == 202
@@ -161,15 +198,15 @@ def test_cancel_takes_effect_within_2_s(tier: dict, media: Path) -> None:
     assert len(items(server, session_id)) == state["processed_files"] + state["stats"]["skipped_duplicates"]
 
 
-def test_a_users_sessions_past_its_share_wait_for_their_turn(tier: dict, media: Path) -> None:
+def test_a_users_sessions_past_its_share_wait_for_their_turn(tier: dict, folder: Path) -> None:
     """INGEST_MAX_ACTIVE_SESSIONS_PER_USER (default 4): the admin's fifth session waits for its turn,
     is sent to the work tier only once one of the four has ended, and then runs there."""
     server, workers = tier["server"], tier["workers"]
     for n in range(4):
-        write_jpegs(media / f"s{n}", 12, prefix=f"s{n}")
-    write_jpegs(media / "fifth", 4, prefix="fifth")
-    four = [start(server, media / f"s{n}") for n in range(4)]
-    fifth = start(server, media / "fifth")
+        write_jpegs(folder / f"s{n}", 12, prefix=f"s{n}")
+    write_jpegs(folder / "fifth", 4, prefix="fifth")
+    four = [start(server, folder / f"s{n}") for n in range(4)]
+    fifth = start(server, folder / "fifth")
 
     def state_of(session_id: str) -> dict:
         return server.request("GET", f"/api/ingest/status/{session_id}")[1]
