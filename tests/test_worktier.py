@@ -98,7 +98,8 @@ def running_tier(tmp_path_factory: pytest.TempPathFactory, store: str, bus: Redi
         stack.callback(stop_all, workers)
         client = redis.Redis.from_url(bus.url)
         stack.callback(client.close)
-        yield {"server": server, "workers": workers, "database": store, "root": root, "env": env, "redis": client}
+        yield {"server": server, "workers": workers, "database": store, "media": root / "media", "root": root,
+               "env": env, "redis": client}
 
 
 @pytest.fixture
@@ -115,7 +116,7 @@ def tier(running_tier: dict) -> dict:
 @pytest.fixture
 def folder(running_tier: dict, request: pytest.FixtureRequest) -> Path:
     """This test's folder in the tier's media root."""
-    return running_tier["root"] / "media" / request.node.name
+    return running_tier["media"] / request.node.name
 
 
 def wait_for_heartbeats(client: redis.Redis, workers: list[Worker], timeout: float = 60) -> None:
