@@ -3,18 +3,25 @@ Origin, Host, security headers, sign-in limits, ownership, the first-start setup
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
+from sqlalchemy import select, update
 
 from ingestapp import create_app, shutdown
+from ingestapp.accounts import users
 from ingestapp.accounts.users import create_token, revoke_token
+from ingestapp.store.models import User
 from tests.auth_support import ADMIN, PASSWORD, add_user, csrf_token, new_token, sign_in
 from tests.factories import start, wait_for, write_jpegs
+from tests.servers import REPO
 
 API_GETS = (
     "/api/ingest/sessions",
@@ -384,3 +391,30 @@ def test_password_hashing_never_runs_on_the_hub(app: Flask, monkeypatch) -> None
         form = {"username": ADMIN, "password": password, "csrf_token": csrf_token(client)}
         assert client.post("/login", data=form).status_code in (302, 401)
     assert len(threads) == 2 and threading.get_ident() not in threads
+
+
+def test_passwords_are_hashed_with_rfc_9106_parameters_unless_told_otherwise(tmp_path: Path) -> None:
+    """The default is RFC 9106's second recommendation (argon2id, 64 MiB, 3 passes, 4 lanes); the
+    suite runs on argon2-cffi's test profile (tests/__init__.py), and an unknown name is refused."""
+    env = {k: v for k, v in os.environ.items() if k != users.PASSWORD_PROFILE}
+    code = "from ingestapp.accounts.users import PASSWORD_HASHER as h; print(h.hash('x').split('$')[3])"
+    default = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert default.stdout.strip() == "m=65536,t=3,p=4", default.stderr
+    assert users.PASSWORD_HASHER.hash("x").split("$")[3] == "m=8,t=1,p=1"  # CHEAPEST
+    refused = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                             env={**env, users.PASSWORD_PROFILE: "FAST"})
+    assert refused.returncode != 0 and "INGEST_PASSWORD_PROFILE must be one of" in refused.stderr
+
+
+def test_a_sign_in_rehashes_a_password_made_with_other_parameters(app: Flask) -> None:
+    """A hash keeps its parameters: one made with the default profile still verifies, and the
+    sign-in stores a new hash with the current ones (here the test profile)."""
+    engine = app.extensions["ingest_db"]
+    with engine.begin() as conn:
+        conn.execute(update(User).where(User.username == ADMIN).values(
+            password_hash=users.password_hasher().hash(PASSWORD)))
+    assert sign_in(app.test_client(token=None)).status_code == 302
+    with engine.connect() as conn:
+        stored = conn.scalar(select(User.password_hash).where(User.username == ADMIN))
+    assert stored.split("$")[3] == "m=8,t=1,p=1"
+    assert sign_in(app.test_client(token=None)).status_code == 302

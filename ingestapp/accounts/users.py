@@ -2,7 +2,9 @@
 the browser sign-in a session cookie carries (``signins.py``), the one-time first-start setup
 token (the ``flask --app ingestapp users|tokens ...`` commands are ``cli/accounts.py``).
 
-Passwords are hashed with argon2-cffi's defaults (argon2id, RFC 9106's low-memory profile).
+Passwords are hashed with argon2id, by default with RFC 9106's second recommended parameters
+(argon2-cffi's ``RFC_9106_LOW_MEMORY``: 64 MiB, 3 passes, 4 lanes; RFC 9106 §4); see
+:data:`PASSWORD_PROFILE`.
 API tokens are 256-bit random strings, so a fast SHA-256 suffices to store them (no dictionary to
 guess from); the token itself is printed once and never stored.
 """
@@ -21,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask_login import UserMixin
 from sqlalchemy import Engine, delete, exists, func, select, update
@@ -30,7 +32,23 @@ from ingestapp.accounts.signins import SignIn, signed_out_ids
 from ingestapp.store import db
 from ingestapp.store.models import ApiToken, SignOut, User
 
-PASSWORD_HASHER = PasswordHasher()
+#: The environment variable naming the argon2 parameters: one of argon2-cffi's ``argon2.profiles``.
+#: ``RFC_9106_LOW_MEMORY`` is the default; ``CHEAPEST`` is the library's profile for test suites
+#: (tests/__init__.py sets it: a hash there costs ~0.1 ms instead of ~0.2 s of CPU), never for real
+#: passwords. A hash keeps its parameters, so it verifies under any profile; a sign-in rehashes it
+#: with the current one (``authenticate``).
+PASSWORD_PROFILE = "INGEST_PASSWORD_PROFILE"
+PASSWORD_PROFILES = ("RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST")
+
+
+def password_hasher(profile: str = "RFC_9106_LOW_MEMORY") -> PasswordHasher:
+    """The argon2 hasher of the named profile (``PASSWORD_PROFILES``); raises ValueError otherwise."""
+    if profile not in PASSWORD_PROFILES:
+        raise ValueError(f"{PASSWORD_PROFILE} must be one of {', '.join(PASSWORD_PROFILES)}, not {profile!r}")
+    return PasswordHasher.from_parameters(getattr(profiles, profile))
+
+
+PASSWORD_HASHER = password_hasher(os.environ.get(PASSWORD_PROFILE) or "RFC_9106_LOW_MEMORY")
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_PASSWORD_LENGTH = 8  # NIST SP 800-63B §5.1.1.2
 TOKEN_PREFIX = "ingest_"
@@ -207,7 +225,7 @@ def authenticate(engine: Engine, username: str, password: str, offload: Offload 
         row = conn.execute(select(User).where(User.username == username)).first()
     if not offload(_verify, row.password_hash if row else None, password) or row is None:
         return None
-    if PASSWORD_HASHER.check_needs_rehash(row.password_hash):  # the library's parameters changed
+    if PASSWORD_HASHER.check_needs_rehash(row.password_hash):  # made with other parameters
         set_password(engine, username, password, offload)
         return find_user(engine, username=username)
     return Account.of(row)
