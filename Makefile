@@ -3,9 +3,9 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-# pytest-xdist processes: `make test`'s tests mostly wait on servers they started, so more than the
-# 2 cores (its parallel part: -n 3 412 s, -n 4 434-506 s); `make check`'s only compute, so one
-# per core (-n 4: 78 s and 132 s of CPU; -n 2: 59 s and 87 s). docs/benchmarks.md section 7.
+# pytest-xdist processes: `make test`'s parallel part keeps both cores busy (~90 % in vmstat), so a
+# fourth process only adds contention (-n 3 381 s, -n 4 397 s); `make check`'s tests only compute,
+# so one per core. docs/benchmarks.md section 7.
 TEST_WORKERS ?= 3
 # Bytecode caches are written, whatever the caller's environment says: without them pytest rewrites
 # the asserts of 313 modules at every start of every xdist process (4 s of CPU each), and every

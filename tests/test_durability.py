@@ -152,7 +152,10 @@ def test_a_failing_write_fails_the_session_everywhere(app_config: dict, media: P
 
 def test_a_cancel_reaches_a_job_owned_by_another_process(app_config: dict, media: Path) -> None:
     """Two apps on one database stand for two processes: the cancel goes through the row."""
-    owner = create_app({**app_config, "FILE_DELAY": 0.05, "JOB_LEASE": 1})
+    # A 3 s lease, renewed every 0.6 s: a 1 s one lapsed once under the suite's load (the hub held
+    # up > 1 s), and a cancel through the row refuses a lapsed owner (409). 40 files of 0.1 s on two
+    # stage processes: the job outlasts the cancel's way through the row.
+    owner = create_app({**app_config, "FILE_DELAY": 0.1, "JOB_LEASE": 3})
     other = create_app(app_config)
     try:
         write_jpegs(media, 40)
