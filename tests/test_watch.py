@@ -417,6 +417,6 @@ def test_with_a_work_tier_one_worker_holds_the_watch_and_another_takes_over(tier
     found = hashes_by_path(server_items(server, session_id))
     assert all(found[relpath(name)] == [sha256(data)] for name, data in added.items())
     assert sum(map(len, found.values())) == 7
-    # Cancelled, the survivor is idle: stopping it takes ~5 s, not the 20 s of handing a watch over to nobody.
+    # The tier is the module's: the watch ends here, not in its teardown.
     assert server.request("POST", f"/api/ingest/{session_id}/cancel", {})[0] == 202
     server.wait_for_status(session_id, {SessionStatus.CANCELLED})
