@@ -8,6 +8,9 @@ which is what "lazy imports included" asks for, and needs no configuration file 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ingestapp"
@@ -106,3 +109,16 @@ def test_every_part_is_known_and_documented() -> None:
 def test_no_module_over_400_lines() -> None:
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+#: What a web worker does without (docs/architecture.md): the stage libraries, which only stage
+#: processes import, and numpy and scipy, which load at the first similar-pictures request.
+NOT_IN_A_WEB_WORKER = ("av", "exiv2", "rawpy", "onnxruntime", "PIL", "numpy", "scipy")
+
+
+def test_a_web_worker_boots_without_the_stage_libraries_numpy_or_scipy(tmp_path: Path) -> None:
+    code = f"import sys, wsgi; print(sorted(set({NOT_IN_A_WEB_WORKER!r}) & set(sys.modules)))"
+    env = {**os.environ, "INGEST_INSTANCE_PATH": str(tmp_path / "instance")}
+    booted = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, env=env, capture_output=True, text=True)
+    assert booted.returncode == 0, booted.stderr
+    assert booted.stdout.strip() == "[]"
