@@ -120,10 +120,13 @@ def folder(running_tier: dict, request: pytest.FixtureRequest) -> Path:
 
 
 def wait_for_heartbeats(client: redis.Redis, workers: list[Worker], timeout: float = 60) -> None:
+    """Until every worker beats and its Celery consumer is up (its log's "ready."): the heartbeat
+    comes first, and a job started before a new worker consumes may run all its files on the other
+    one (seen under full load, with a replacement worker beside one that had run for minutes)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         alive = {name.decode() for name in client.zrange("ingestapp:workers", 0, -1)}
-        if alive >= {w.name for w in workers}:
+        if alive >= {w.name for w in workers} and all(" ready." in w.log.read_text() for w in workers):
             return
         for worker in workers:
             assert worker.process.poll() is None, worker.log.read_text()
