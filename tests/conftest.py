@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -80,26 +81,52 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if getattr(request, "param", "sqlite") == "sqlite":
         yield None
         return
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = "test_" + secrets.token_hex(6)
-    server.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
-    yield server.url(name)
-    server.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with fresh_database(request.getfixturevalue("postgres"), "test_") as url:
+        yield url
 
 
 @pytest.fixture
 def shared_database(postgres: PostgresServer) -> Iterator[str]:
     """A fresh PostgreSQL database at the current schema, shared by several processes of a test."""
-    name = "scale_" + secrets.token_hex(4)
-    postgres.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
-    yield postgres.url(name)
-    postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with fresh_database(postgres, "scale_") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_database(postgres: PostgresServer) -> Iterator[str]:
+    """``shared_database`` for all the tests of a module (those sharing a cluster or a work tier)."""
+    with fresh_database(postgres, "module_") as url:
+        yield url
+
+
+@contextmanager
+def fresh_database(server: PostgresServer, prefix: str) -> Iterator[str]:
+    """The URL of a new database made from the migrated template, dropped on exit."""
+    name = prefix + secrets.token_hex(6)
+    server.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
+    try:
+        yield server.url(name)
+    finally:
+        server.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture
 def redis_service() -> Iterator[RedisServer]:
     """A fresh redis-server (per test: a test may stop and restart it)."""
-    require_system_tool(REDIS_SERVER, "the event-bus tests need a real redis-server")
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[RedisServer]:
+    """A redis-server for all the tests of a module (one of them may stop and start it)."""
+    with running_redis() as server:
+        yield server
+
+
+@contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    require_system_tool(REDIS_SERVER, "the event-bus and work-tier tests need a real redis-server")
     with redis_server() as server:
         yield server
 

@@ -5,7 +5,6 @@ viewers resume on the others; a Redis restart mid-job loses nothing."""
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -17,10 +16,9 @@ import gevent
 import psutil
 import pytest
 
-from tests.conftest import TEMPLATE_DATABASE, require_system_tool
 from tests.factories import write_jpegs
 from tests.servers import GUNICORN, REPO, Server, SSEClient, free_port, gunicorn
-from tests.services import REDIS_SERVER, PostgresServer, RedisServer, lease_owner_pid, redis_server
+from tests.services import RedisServer, lease_owner_pid
 
 # Four gunicorn workers, Redis and PostgreSQL on two cores: their start-up bounds hold only alone.
 pytestmark = [pytest.mark.server, pytest.mark.serial]
@@ -30,37 +28,20 @@ TERMINAL = ("complete", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
-def bus() -> Iterator[RedisServer]:
-    """The cluster's redis-server, for the whole module (one test stops and starts it)."""
-    require_system_tool(REDIS_SERVER, "the event-bus tests need a real redis-server")
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def store(postgres: PostgresServer) -> Iterator[str]:
-    """The cluster's PostgreSQL database, at the current schema, for the whole module."""
-    name = "cluster_" + secrets.token_hex(4)
-    postgres.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
-    yield postgres.url(name)
-    postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-@pytest.fixture(scope="module")
 def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("media")
 
 
 @pytest.fixture(scope="module")
 def running_cluster(
-    tmp_path_factory: pytest.TempPathFactory, media_root: Path, store: str, bus: RedisServer
+    tmp_path_factory: pytest.TempPathFactory, media_root: Path, module_database: str, module_redis: RedisServer
 ) -> Iterator[Server]:
     """One cluster for the module: its start (four workers, each with its stage processes) is most
     of a test's time. Each test ingests a folder of its own and compares metrics before and after."""
     env = {
         "WEB_CONCURRENCY": "4",
-        "REDIS_URL": bus.url,
-        "DATABASE_URL": store,
+        "REDIS_URL": module_redis.url,
+        "DATABASE_URL": module_database,
         "INGEST_FILE_DELAY": "0.1",
         "INGEST_WORKERS": "2",
         "INGEST_SSE_KEEPALIVE": "0.5",
@@ -178,14 +159,14 @@ COMPLETED = 'ingest_sessions{status="completed"}'
 IDENTIFIED = 'ingest_files_total{outcome="ok",stage="identify"}'
 
 
-def test_viewers_on_every_worker_get_every_event(cluster: Server, folder: Path, store: str) -> None:
+def test_viewers_on_every_worker_get_every_event(cluster: Server, folder: Path, module_database: str) -> None:
     completed, identified = metric(cluster, COMPLETED), metric(cluster, IDENTIFIED)
     write_jpegs(folder, FILES)
     session_id = start(cluster, folder)
     clients = open_spread(cluster, session_id, 32)
     try:
         spread = connections_by_worker(cluster)
-        owner = lease_owner_pid(store, session_id)
+        owner = lease_owner_pid(module_database, session_id)
         assert sum(1 for n in spread.values() if n) >= 2, spread  # viewers on several workers
         assert any(n for pid, n in spread.items() if pid != owner), "no viewer on a worker other than the job's"
         assert metric(cluster, "ingest_open_streams") == 32  # /metrics sums the workers' live gauges
@@ -202,12 +183,12 @@ def test_viewers_on_every_worker_get_every_event(cluster: Server, folder: Path, 
     assert "ingest_events_delivered_total" in text and "ingest_stage_duration_seconds_bucket" in text
 
 
-def test_a_killed_worker_s_viewers_resume_on_the_others(cluster: Server, folder: Path, store: str) -> None:
+def test_a_killed_worker_s_viewers_resume_on_the_others(cluster: Server, folder: Path, module_database: str) -> None:
     write_jpegs(folder, FILES)
     session_id = start(cluster, folder)
     clients = open_spread(cluster, session_id, 32)
     try:
-        owner = lease_owner_pid(store, session_id)
+        owner = lease_owner_pid(module_database, session_id)
         spread = connections_by_worker(cluster)
         victim = max((pid for pid in spread if pid != owner), key=lambda pid: spread[pid])
         assert spread[victim] > 0, spread
@@ -225,14 +206,14 @@ def test_a_killed_worker_s_viewers_resume_on_the_others(cluster: Server, folder:
     assert cluster.request("GET", f"/api/ingest/status/{session_id}")[1]["status"] == "completed"
 
 
-def test_a_redis_restart_mid_job_loses_nothing(cluster: Server, folder: Path, bus: RedisServer) -> None:
+def test_a_redis_restart_mid_job_loses_nothing(cluster: Server, folder: Path, module_redis: RedisServer) -> None:
     write_jpegs(folder, FILES)
     session_id = start(cluster, folder)
     clients = open_spread(cluster, session_id, 16)
     try:
         results = [gevent.spawn(follow, cluster, c, session_id) for c in clients]
         gevent.sleep(1.0)
-        bus.stop()
+        module_redis.stop()
         deadline = time.monotonic() + 10
         while "} 0.0" not in bus_lines(cluster.request("GET", "/metrics")[1]):
             assert time.monotonic() < deadline, "the metrics never said the bus was down"
@@ -240,7 +221,7 @@ def test_a_redis_restart_mid_job_loses_nothing(cluster: Server, folder: Path, bu
         assert cluster.request("GET", "/api/ingest/metrics")[1]["bus_up"] is False
         gevent.sleep(1.0)  # the job goes on; the streams only get keepalives
         assert not any(r.ready() for r in results), "a stream ended during the outage"
-        bus.start()
+        module_redis.start()
         finished = gevent.joinall(results, timeout=90, raise_error=True)
         assert len(finished) == len(results), "viewers still waiting after 90 s"
     finally:

@@ -39,9 +39,7 @@ FLASK = GUNICORN.with_name("flask")
 
 SETTLE = 1.0  # INGEST_WATCH_SETTLE of these tests (seconds)
 # The work tier's fixtures (gunicorn, two workers, redis-server, PostgreSQL): this module's own tier.
-bus, store, running_tier, tier, folder = (
-    test_worktier.bus, test_worktier.store, test_worktier.running_tier, test_worktier.tier, test_worktier.folder
-)
+running_tier, tier, folder = test_worktier.running_tier, test_worktier.tier, test_worktier.folder
 
 
 def jpeg_bytes(label: str, size: tuple[int, int] = (320, 240)) -> bytes:

@@ -22,10 +22,9 @@ import pytest
 import redis
 
 from ingestapp.core.vocabulary import SessionStatus
-from tests.conftest import TEMPLATE_DATABASE, require_system_tool
 from tests.factories import write_jpegs
 from tests.servers import REPO, Server, gunicorn
-from tests.services import REDIS_SERVER, PostgresServer, RedisServer, lease_owner_pid, redis_server
+from tests.services import RedisServer, lease_owner_pid
 
 pytestmark = pytest.mark.server
 
@@ -60,30 +59,17 @@ def stop_all(workers: list[Worker]) -> None:
 
 
 @pytest.fixture(scope="module")
-def bus() -> Iterator[RedisServer]:
-    require_system_tool(REDIS_SERVER, "the work-tier tests need a real redis-server")
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def store(postgres: PostgresServer) -> Iterator[str]:
-    name = "tier_" + secrets.token_hex(4)
-    postgres.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DATABASE}")
-    yield postgres.url(name)
-    postgres.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-@pytest.fixture(scope="module")
-def running_tier(tmp_path_factory: pytest.TempPathFactory, store: str, bus: RedisServer) -> Iterator[dict]:
+def running_tier(
+    tmp_path_factory: pytest.TempPathFactory, module_database: str, module_redis: RedisServer
+) -> Iterator[dict]:
     """The web server and the workers (two at a time: see ``tier``) sharing the media root, the
     thumbnails and the store, for the whole module: starting a gunicorn and two workers, and
     stopping the workers (~5 s), was most of each test's time."""
     root = tmp_path_factory.mktemp("tier")
     (root / "media").mkdir()
     env = {
-        "REDIS_URL": bus.url,
-        "DATABASE_URL": store,
+        "REDIS_URL": module_redis.url,
+        "DATABASE_URL": module_database,
         "INGEST_MEDIA_ROOTS": str(root / "media"),
         "INGEST_THUMBNAIL_DIR": str(root / "thumbnails"),
         "INGEST_JOB_LEASE": "2",
@@ -96,10 +82,10 @@ def running_tier(tmp_path_factory: pytest.TempPathFactory, store: str, bus: Redi
     with ExitStack() as stack:
         server = stack.enter_context(gunicorn(root / "web", root / "media", env))
         stack.callback(stop_all, workers)
-        client = redis.Redis.from_url(bus.url)
+        client = redis.Redis.from_url(module_redis.url)
         stack.callback(client.close)
-        yield {"server": server, "workers": workers, "database": store, "media": root / "media", "root": root,
-               "env": env, "redis": client}
+        yield {"server": server, "workers": workers, "database": module_database, "media": root / "media",
+               "root": root, "env": env, "redis": client}
 
 
 @pytest.fixture
