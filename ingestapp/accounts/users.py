@@ -39,16 +39,17 @@ from ingestapp.store.models import ApiToken, SignOut, User
 #: with the current one (``authenticate``).
 PASSWORD_PROFILE = "INGEST_PASSWORD_PROFILE"
 PASSWORD_PROFILES = ("RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST")
+DEFAULT_PASSWORD_PROFILE = PASSWORD_PROFILES[0]
 
 
-def password_hasher(profile: str = "RFC_9106_LOW_MEMORY") -> PasswordHasher:
+def password_hasher(profile: str = DEFAULT_PASSWORD_PROFILE) -> PasswordHasher:
     """The argon2 hasher of the named profile (``PASSWORD_PROFILES``); raises ValueError otherwise."""
     if profile not in PASSWORD_PROFILES:
         raise ValueError(f"{PASSWORD_PROFILE} must be one of {', '.join(PASSWORD_PROFILES)}, not {profile!r}")
     return PasswordHasher.from_parameters(getattr(profiles, profile))
 
 
-PASSWORD_HASHER = password_hasher(os.environ.get(PASSWORD_PROFILE) or "RFC_9106_LOW_MEMORY")
+PASSWORD_HASHER = password_hasher(os.environ.get(PASSWORD_PROFILE) or DEFAULT_PASSWORD_PROFILE)
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MIN_PASSWORD_LENGTH = 8  # NIST SP 800-63B §5.1.1.2
 TOKEN_PREFIX = "ingest_"
