@@ -12,9 +12,10 @@ app (outside Flask, so it sees every request):
   (``werkzeug.exceptions.RequestTimeout``) that Flask answers like any HTTP error (JSON
   ``{error, field}`` under ``/api``).
 - **Close what was not read.** Once the response to a request whose body was not read to its end
-  is written, the connection is shut down: otherwise gunicorn would read and discard the rest
-  before the next request on the connection, with no deadline at all. (gunicorn drops a
-  ``Connection`` header set by the app, so the socket, ``gunicorn.socket``, is shut instead.)
+  is written, the connection is closed in stages (``_shut``): otherwise gunicorn would read and
+  discard the rest before the next request on the connection, with no deadline at all. (gunicorn
+  drops a ``Connection`` header set by the app, so the socket, ``gunicorn.socket``, is shut
+  instead.)
 - **Bounded anonymous connections.** Requests without credentials (no ``Authorization`` header and
   no session cookie) may be in progress at most ``INGEST_MAX_ANONYMOUS`` at once per worker; the
   next one is answered 503 at once, before anything is read, and its connection closed.
@@ -147,9 +148,29 @@ def _refuse(environ: dict[str, Any], start_response: StartResponse) -> Iterable[
     return ClosingIterator([body], lambda: _shut(environ))
 
 
+#: A refused body's connection is read and dropped this long at most before it is closed.
+LINGER = 2.0  # seconds in all
+LINGER_IDLE = 0.5  # seconds without a byte from the client
+
+
 def _shut(environ: dict[str, Any]) -> None:
-    """End the connection once the response is written (its bytes still reach the client)."""
+    """End the connection once the response is written, in stages, so the client reads it.
+
+    Closing a socket that still has unread bytes (the rest of a refused body) resets the
+    connection, and a client still sending loses the response (a 413) to the reset, or waits on a
+    full window. So the write side is shut first (the client reads the response, then EOF), what
+    the client still sends is read and dropped until it closes, for at most ``LINGER`` seconds, or
+    ``LINGER_IDLE`` without a byte, and only then is the socket shut. This is the staged close of
+    RFC 9112 §9.6 (nginx's ``lingering_close``)."""
     client = environ.get("gunicorn.socket")
-    if client is not None:
-        with contextlib.suppress(OSError):
-            client.shutdown(socket.SHUT_RDWR)
+    if client is None:
+        return
+    with contextlib.suppress(OSError):  # a timeout too: socket.timeout is an OSError
+        client.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + LINGER
+        while (remaining := deadline - time.monotonic()) > 0:
+            client.settimeout(min(LINGER_IDLE, remaining))  # a gevent socket: the hub goes on
+            if not client.recv(65536):
+                break
+    with contextlib.suppress(OSError):
+        client.shutdown(socket.SHUT_RDWR)
