@@ -12,7 +12,7 @@ def test_grouped_tests_reach_xdist_as_groups(request: pytest.FixtureRequest) -> 
     suffix silently does not take (pytest-xdist#1386): each test then rebuilt its module's servers
     and browsers on whichever worker it landed (three of test_engines' Firefox tests each started
     a gunicorn and a Firefox of their own: 43-48 s of setup each)."""
-    if not request.config.getvalue("loadgroup"):
+    if not getattr(request.config.option, "loadgroup", False):  # set by pytest-xdist in its workers only
         pytest.skip("not run under --dist loadgroup (make test and make check use it)")
     grouped = [item for item in request.session.items if item.get_closest_marker("xdist_group")]
     if not grouped:
