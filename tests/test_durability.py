@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.monkey
 import pytest
 from flask import Flask
 from sqlalchemy import select
@@ -257,6 +258,25 @@ def test_an_owner_that_lost_its_lease_writes_nothing_more(app_config: dict, medi
         assert ids == list(range(1, len(ids) + 1))  # no id written twice, none skipped
     finally:
         shutdown(stalled), shutdown(other)
+
+
+def test_a_process_that_stood_still_past_its_lease_keeps_its_jobs(app_config: dict, media: Path) -> None:
+    """A suspended machine or a paused VM (here: the whole process blocked for over two leases)
+    wakes with its own running jobs' leases lapsed on the wall clock; its reaper must let their
+    writers renew first instead of marking the live jobs ``interrupted``."""
+    stand_still = gevent.monkey.get_original("time", "sleep")  # blocks every greenlet, as a suspend does
+    app = create_app({**app_config, "JOB_LEASE": 1, "FILE_DELAY": 0.1})
+    try:
+        write_jpegs(media, 60)  # about 3 s with two stage processes
+        session_id = start(app.test_client(), media)
+        wait_for(app, session_id, {"processing"})
+        for _ in range(2):
+            stand_still(2.2)
+            gevent.sleep(0.3)  # awake for less than the lease: then still again
+        state = wait_for(app, session_id, {"completed", "interrupted"})
+        assert state["status"] == "completed" and state["processed_files"] == 60, state["status"]
+    finally:
+        shutdown(app)
 
 
 def test_a_session_waiting_for_the_work_tier_is_not_reaped_and_cancels_at_once(

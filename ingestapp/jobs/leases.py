@@ -99,7 +99,8 @@ def spawn_reaper(
     """Reap expired leases now, then every fifth of ``lease`` (seconds), in a greenlet that logs and
     survives any error, calling ``on_reaped(session_id)`` for each session reaped, then
     ``after_pass()`` (the registry gives waiting sessions their turns). A session whose process
-    died is ``interrupted`` at most about 1.2 leases after its last commit."""
+    died is ``interrupted`` at most about 1.2 leases after its last commit. A pass that comes over
+    a lease late (this process stood still) is skipped, so the jobs of this process renew first."""
 
     def reap() -> None:
         try:
@@ -111,7 +112,14 @@ def spawn_reaper(
 
     def reap_forever() -> None:
         while True:
+            went_to_sleep = time.time()
             gevent.sleep(lease / 5)
+            if time.time() - went_to_sleep > lease:
+                # This process stood still for over a lease (a suspended machine, a paused VM): its
+                # own jobs could not renew, so their leases lapsed on the wall clock the lease is
+                # kept in. Their writers renew within a fifth of it of running again; a pass now
+                # would mark them interrupted from under them. The next pass reaps what is dead.
+                continue
             reap()
 
     reap()
