@@ -194,15 +194,16 @@ def test_a_client_that_never_stops_sending_is_answered_then_closed(server: tuple
         except OSError:
             return time.monotonic()
 
+    response = sock.makefile("rb")
     sender = gevent.spawn(send_forever)
     try:
-        response = sock.makefile("rb")
         assert response.readline().split()[1] == b"413"
         answered = time.monotonic()
         closed = sender.get(timeout=LINGER + 10)
         assert closed - answered < LINGER + 5, closed - answered
     finally:
         sender.kill()
+        response.close()  # else it keeps the socket's descriptor open
         sock.close()
 
 
