@@ -118,7 +118,7 @@ class SlowClientGuard:
             if anonymous:
                 self.anonymous -= 1
             if body is not None and not body.complete:
-                _shut(environ)
+                _shut(environ, linger=True)
 
         try:
             response = self.app(environ, start_response)
@@ -128,9 +128,7 @@ class SlowClientGuard:
         return ClosingIterator(response, finish)
 
     def _guard_body(self, environ: dict[str, Any]) -> DeadlineInput | None:
-        length_header = environ.get("CONTENT_LENGTH")
-        length = int(length_header) if length_header and length_header.isdigit() else None
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        length, chunked = _body_framing(environ)
         if not length and not chunked:
             return None
         deadline = time.monotonic() + self.body_timeout + (length or 0) / self.min_rate
@@ -145,7 +143,16 @@ def _refuse(environ: dict[str, Any], start_response: StartResponse) -> Iterable[
     start_response("503 Service Unavailable", [
         ("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Retry-After", "1"),
     ])
-    return ClosingIterator([body], lambda: _shut(environ))
+    length, chunked = _body_framing(environ)
+    return ClosingIterator([body], lambda: _shut(environ, linger=bool(length) or chunked))
+
+
+def _body_framing(environ: dict[str, Any]) -> tuple[int | None, bool]:
+    """The request body's announced length in bytes (None: none, or not a number) and whether it
+    is sent chunked (RFC 9112 §6)."""
+    length_header = environ.get("CONTENT_LENGTH")
+    length = int(length_header) if length_header and length_header.isdigit() else None
+    return length, "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
 #: A refused body's connection is read and dropped this long at most before it is closed.
@@ -153,24 +160,33 @@ LINGER = 2.0  # seconds in all
 LINGER_IDLE = 0.5  # seconds without a byte from the client
 
 
-def _shut(environ: dict[str, Any]) -> None:
-    """End the connection once the response is written, in stages, so the client reads it.
+def _shut(environ: dict[str, Any], linger: bool) -> None:
+    """End the connection once the response is written; with ``linger`` (a body is still
+    arriving), in stages, so the client reads the response.
 
     Closing a socket that still has unread bytes (the rest of a refused body) resets the
     connection, and a client still sending loses the response (a 413) to the reset, or waits on a
     full window. So the write side is shut first (the client reads the response, then EOF), what
     the client still sends is read and dropped until it closes, for at most ``LINGER`` seconds, or
     ``LINGER_IDLE`` without a byte, and only then is the socket shut. This is the staged close of
-    RFC 9112 §9.6 (nginx's ``lingering_close``)."""
+    RFC 9112 §9.6 (nginx's ``lingering_close``). Without a body there is nothing to read: a refused
+    anonymous request without one is closed at once, holding nothing during a flood."""
     client = environ.get("gunicorn.socket")
     if client is None:
         return
-    with contextlib.suppress(OSError):  # a timeout too: socket.timeout is an OSError
-        client.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + LINGER
-        while (remaining := deadline - time.monotonic()) > 0:
-            client.settimeout(min(LINGER_IDLE, remaining))  # a gevent socket: the hub goes on
-            if not client.recv(65536):
-                break
+    if linger:
+        with contextlib.suppress(OSError):  # a timeout too: socket.timeout is an OSError
+            _drain(client)
     with contextlib.suppress(OSError):
         client.shutdown(socket.SHUT_RDWR)
+
+
+def _drain(client: socket.socket) -> None:
+    """Shut the write side, then read and drop until the client closes, ``LINGER`` seconds have
+    passed or ``LINGER_IDLE`` went by without a byte (raises socket.timeout then)."""
+    client.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + LINGER
+    while (remaining := deadline - time.monotonic()) > 0:
+        client.settimeout(min(LINGER_IDLE, remaining))  # a gevent socket: the hub goes on
+        if not client.recv(65536):
+            return
